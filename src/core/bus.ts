@@ -1,0 +1,213 @@
+/**
+ * The event bus: takes flow events from plugins, completes them (start/end times from the flow table),
+ * and fans each one out to every backend through a bounded queue per backend.
+ *
+ * Nothing here can block a producer: `emit` is synchronous, and a backend whose queue is full loses
+ * that event (counted and logged) instead of stalling the others; the original's lock-step unbuffered
+ * channels could deadlock the whole daemon (flowd-go-behaviour §3.6-§3.8, §11.1).
+ */
+import type { Backend, EmitResult, EnrichmentSample, EnrichmentSink, Enricher, EventSink } from "./component.ts";
+import { describeFlow, type FlowEvent } from "./flow_event.ts";
+import { BoundedQueue } from "./bounded_queue.ts";
+import { FlowTable } from "./flow_table.ts";
+import { type Micros, nowMicros } from "./time.ts";
+import { errorMessage } from "./errors.ts";
+import { logger, RateLimitedLog } from "./log.ts";
+
+/** Tuning of the bus. */
+export interface BusOptions {
+  /** Events each backend may have waiting before new ones are dropped for it. */
+  queueCapacity: number;
+  /** Started flows remembered at most (oldest forgotten first). */
+  flowTableCapacity: number;
+  /** Clock, replaceable in tests. */
+  now?: () => Micros;
+}
+
+/** Counters of one backend's queue. */
+export interface BackendStats {
+  handled: number;
+  dropped: number;
+  failed: number;
+  queued: number;
+}
+
+class BackendLane {
+  readonly queue: BoundedQueue<FlowEvent>;
+  readonly stats = { handled: 0, dropped: 0, failed: 0 };
+  readonly dropLog = new RateLimitedLog();
+  readonly failLog = new RateLimitedLog();
+  done: Promise<void> = Promise.resolve();
+
+  constructor(readonly backend: Backend, capacity: number) {
+    this.queue = new BoundedQueue(capacity);
+  }
+}
+
+const log = logger("core", "bus");
+
+/** Fan-out of flow events to backends and of enrichment samples to the backends that take them. */
+export class EventBus implements EventSink, EnrichmentSink {
+  readonly #lanes: BackendLane[] = [];
+  readonly #enrichers: Enricher[] = [];
+  readonly #flows: FlowTable;
+  readonly #now: () => Micros;
+  readonly #capacity: number;
+  #closed = false;
+  #received = 0;
+
+  constructor(opts: BusOptions) {
+    this.#capacity = opts.queueCapacity;
+    this.#flows = new FlowTable(opts.flowTableCapacity);
+    this.#now = opts.now ?? nowMicros;
+  }
+
+  /** Adds a backend and starts its consumer; events emitted from now on reach it. */
+  attachBackend(backend: Backend): void {
+    const lane = new BackendLane(backend, this.#capacity);
+    lane.done = this.#consume(lane);
+    this.#lanes.push(lane);
+  }
+
+  /** Adds an enricher: it is told about flows that start and end from now on. */
+  attachEnricher(enricher: Enricher): void {
+    this.#enrichers.push(enricher);
+  }
+
+  /** Flows started and not yet ended. */
+  get flows(): FlowTable {
+    return this.#flows;
+  }
+
+  /** Events accepted so far. */
+  get received(): number {
+    return this.#received;
+  }
+
+  emit(event: FlowEvent): EmitResult {
+    if (this.#closed) return { accepted: false, reason: "the daemon is shutting down" };
+    const completed = this.#complete(event);
+    this.#received++;
+    log.debug("dispatching flow event", { flow: describeFlow(completed) });
+    let taken = 0;
+    for (const lane of this.#lanes) {
+      if (lane.queue.offer(completed)) {
+        taken++;
+        continue;
+      }
+      lane.stats.dropped++;
+      lane.dropLog.run((suppressed) =>
+        log.warn("backend queue full, event dropped for this backend", {
+          backend: lane.backend.name,
+          capacity: this.#capacity,
+          droppedTotal: lane.stats.dropped,
+          suppressed,
+        })
+      );
+    }
+    if (this.#lanes.length > 0 && taken === 0) {
+      return { accepted: false, reason: "every backend queue is full" };
+    }
+    return { accepted: true };
+  }
+
+  publish(sample: EnrichmentSample): void {
+    if (this.#closed) return;
+    for (const lane of this.#lanes) {
+      if (!lane.backend.enrich) continue;
+      try {
+        lane.backend.enrich(sample);
+      } catch (err) {
+        lane.failLog.run((suppressed) =>
+          log.error("backend failed to take an enrichment sample", {
+            backend: lane.backend.name,
+            err: errorMessage(err),
+            suppressed,
+          })
+        );
+      }
+    }
+  }
+
+  /** Per-backend counters. */
+  stats(): Record<string, BackendStats> {
+    const out: Record<string, BackendStats> = {};
+    for (const l of this.#lanes) out[l.backend.name] = { ...l.stats, queued: l.queue.size };
+    return out;
+  }
+
+  /**
+   * Stops accepting events and lets each backend finish its queue, for at most `timeoutMs`.
+   * Returns how many queued events were abandoned when the time ran out.
+   */
+  async close(timeoutMs: number): Promise<number> {
+    this.#closed = true;
+    for (const lane of this.#lanes) lane.queue.close();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), timeoutMs));
+    const drained = Promise.all(this.#lanes.map((l) => l.done)).then(() => "drained" as const);
+    const outcome = await Promise.race([drained, timedOut]);
+    clearTimeout(timer);
+    if (outcome === "drained") return 0;
+    let abandoned = 0;
+    for (const lane of this.#lanes) abandoned += lane.queue.clear();
+    log.warn("backends did not finish their queues in time", { timeoutMs, abandoned });
+    return abandoned;
+  }
+
+  /** Fills in what the core knows: start time of starts, start/end times of ends; tells enrichers. */
+  #complete(event: FlowEvent): FlowEvent {
+    switch (event.state) {
+      case "start": {
+        const startTime = event.startTime ?? this.#now();
+        const completed = { ...event, startTime };
+        const previous = this.#flows.started(completed, startTime);
+        if (previous) log.debug("flow started again before it ended", { flow: describeFlow(event) });
+        for (const e of this.#enrichers) this.#tell(e, "watch", completed);
+        return completed;
+      }
+      case "end": {
+        const known = this.#flows.ended(event);
+        if (!known) log.debug("end of a flow that was not seen starting", { flow: describeFlow(event) });
+        const completed = {
+          ...event,
+          startTime: event.startTime ?? known?.startTime,
+          endTime: event.endTime ?? this.#now(),
+        };
+        for (const e of this.#enrichers) this.#tell(e, "forget", completed);
+        return completed;
+      }
+      case "ongoing": {
+        const known = this.#flows.get(event);
+        return { ...event, startTime: event.startTime ?? known?.startTime };
+      }
+    }
+  }
+
+  #tell(enricher: Enricher, what: "watch" | "forget", flow: FlowEvent): void {
+    try {
+      enricher[what](flow);
+    } catch (err) {
+      log.error("enricher failed", { enricher: enricher.name, action: what, err: errorMessage(err) });
+    }
+  }
+
+  async #consume(lane: BackendLane): Promise<void> {
+    for (let ev = await lane.queue.take(); ev !== undefined; ev = await lane.queue.take()) {
+      try {
+        await lane.backend.handle(ev);
+        lane.stats.handled++;
+      } catch (err) {
+        lane.stats.failed++;
+        lane.failLog.run((suppressed) =>
+          log.error("backend failed to handle an event", {
+            backend: lane.backend.name,
+            flow: describeFlow(ev),
+            err: errorMessage(err),
+            suppressed,
+          })
+        );
+      }
+    }
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The three kinds of components and their lifecycle.
+ *
+ * Lifecycle for all: constructed from their configuration section (no side effects), then `start()`
+ * (acquire sockets, FIFOs, BPF programs; throw `StartupError` on failure, leaving nothing behind),
+ * then `stop()` (release everything; must be safe to call after a failed or partial start).
+ */
+import type { FlowEvent } from "./flow_event.ts";
+
+/** What a plugin hands its events to. Never blocks; tells the caller whether the event was taken. */
+export interface EventSink {
+  emit(event: FlowEvent): EmitResult;
+}
+
+/** Outcome of `EventSink.emit`. */
+export type EmitResult =
+  | { readonly accepted: true }
+  | { readonly accepted: false; readonly reason: string };
+
+/** A source of flow events (named pipe, REST API, firefly listener, ...). */
+export interface Plugin {
+  /** Name used in logs, e.g. "namedPipe". */
+  readonly name: string;
+  start(sink: EventSink): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** A sink of flow events (marker, firefly, prometheus). */
+export interface Backend {
+  readonly name: string;
+  start(): Promise<void>;
+  /**
+   * Acts on one event. Called by the core one event at a time, in order, from this backend's own queue.
+   * Must not throw for per-event failures (log them); a throw is logged and counted by the core.
+   */
+  handle(event: FlowEvent): Promise<void>;
+  /** Called with TCP statistics for flows this backend asked for; must return quickly. */
+  enrich?(sample: EnrichmentSample): void;
+  stop(): Promise<void>;
+}
+
+/** Where an enricher delivers samples; never blocks. */
+export interface EnrichmentSink {
+  publish(sample: EnrichmentSample): void;
+}
+
+/** Which enricher produced a sample; the original's Prometheus `flavour` label values. */
+export type Flavour = "Ebpf" | "Netlink";
+
+/** One periodic measurement of one flow, immutable once published. */
+export interface EnrichmentSample {
+  readonly flavour: Flavour;
+  /** The start event of the flow measured. */
+  readonly flow: FlowEvent;
+  /** Kernel data, shaped by the enricher (tcp_info and friends). */
+  readonly info: Readonly<Record<string, unknown>>;
+}
+
+/** A source of per-flow TCP statistics (netlink sock_diag, sock_ops eBPF). */
+export interface Enricher {
+  readonly name: string;
+  readonly flavour: Flavour;
+  start(sink: EnrichmentSink): Promise<void>;
+  /** Begin measuring a started flow. */
+  watch(flow: FlowEvent): void;
+  /** Stop measuring a flow (its end event arrived). */
+  forget(flow: FlowEvent): void;
+  stop(): Promise<void>;
+}

@@ -1,0 +1,83 @@
+/**
+ * The flow event: the one value that crosses every seam between plugins, the core and backends.
+ */
+import { type Endpoint, type Family, formatEndpoint } from "../net/ip.ts";
+import type { Micros } from "./time.ts";
+
+export type { Endpoint, Family } from "../net/ip.ts";
+
+/** Lifecycle state of a flow. */
+export type FlowState = "start" | "end" | "ongoing";
+
+/** Transport protocol of a flow. */
+export type Protocol = "tcp" | "udp";
+
+export const FLOW_STATES: readonly FlowState[] = ["start", "end", "ongoing"];
+export const PROTOCOLS: readonly Protocol[] = ["tcp", "udp"];
+
+/**
+ * A start, end or ongoing event for one 5-tuple flow, tagged with a SciTags experiment and activity.
+ *
+ * `src` is always the local end of the flow (the marker and the enrichers rely on it); `dst` the peer.
+ */
+export interface FlowEvent {
+  readonly state: FlowState;
+  readonly protocol: Protocol;
+  /** Family of both addresses (IPv4-mapped IPv6 counts as IPv6). */
+  readonly family: Family;
+  readonly src: Endpoint;
+  readonly dst: Endpoint;
+  readonly experimentId: number;
+  readonly activityId: number;
+  /** When the flow started; set by the core for end events of flows it saw start. */
+  readonly startTime?: Micros;
+  /** When the flow ended; set by the core for end events that lack it. */
+  readonly endTime?: Micros;
+  /** Goes into the firefly's `context.application`. */
+  readonly application: string;
+}
+
+/** Largest experiment or activity id (both are unsigned 32-bit in the original). */
+export const MAX_ID = 0xffff_ffff;
+
+/** A key that identifies the flow itself, independent of state and tags: protocol and both endpoints. */
+export function flowKey(e: Pick<FlowEvent, "protocol" | "src" | "dst">): string {
+  return `${e.protocol} ${formatEndpoint(e.src)} ${formatEndpoint(e.dst)}`;
+}
+
+/** A short human-readable description for logs. */
+export function describeFlow(e: FlowEvent): string {
+  return `${e.state} ${flowKey(e)} exp=${e.experimentId} act=${e.activityId}`;
+}
+
+/** Thrown when fields cannot make a valid flow event; `field` names the offending field. */
+export class FlowEventError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(message);
+    this.name = "FlowEventError";
+  }
+}
+
+/** Checks a candidate event's invariants (ports, ids, families); throws `FlowEventError` naming the field. */
+export function validateFlowEvent(e: FlowEvent): FlowEvent {
+  for (const [name, ep] of [["src", e.src], ["dst", e.dst]] as const) {
+    if (!Number.isInteger(ep.port) || ep.port < 0 || ep.port > 65535) {
+      throw new FlowEventError(`${name}Port`, `${name} port ${ep.port} is not an integer in 0..65535`);
+    }
+  }
+  for (const [name, v] of [["experimentId", e.experimentId], ["activityId", e.activityId]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > MAX_ID) {
+      throw new FlowEventError(name, `${name} ${v} is not an integer in 0..${MAX_ID}`);
+    }
+  }
+  if (e.src.address.family !== e.dst.address.family) {
+    throw new FlowEventError(
+      "dst",
+      `source ${e.src.address} and destination ${e.dst.address} are of different address families`,
+    );
+  }
+  if (e.family !== e.src.address.family) {
+    throw new FlowEventError("family", `family ${e.family} does not match the addresses (${e.src.address.family})`);
+  }
+  return e;
+}

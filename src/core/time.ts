@@ -1,0 +1,49 @@
+/**
+ * Timestamps as integer microseconds since the Unix epoch.
+ *
+ * Fireflies carry six fractional digits, so milliseconds (Date) are not precise enough.
+ */
+
+/** Microseconds since 1970-01-01T00:00:00Z. */
+export type Micros = number;
+
+/** The current time in microseconds. */
+export function nowMicros(): Micros {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+/** Converts a Date to microseconds. */
+export function microsFromDate(d: Date): Micros {
+  return d.getTime() * 1000;
+}
+
+/** RFC 3339 in UTC with exactly six fractional digits and a numeric offset: 2021-09-22T11:12:27.808092+00:00. */
+export function formatMicrosUtc(us: Micros): string {
+  const ms = Math.floor(us / 1000);
+  const iso = new Date(ms).toISOString(); // 2021-09-22T11:12:27.808Z
+  const frac = String(((us % 1_000_000) + 1_000_000) % 1_000_000).padStart(6, "0");
+  return `${iso.slice(0, 19)}.${frac}+00:00`;
+}
+
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
+
+/**
+ * Parses an RFC 3339 date-time with any number of fractional digits (truncated to microseconds) and either
+ * `Z` or a numeric offset. Returns undefined when the text is not such a date-time.
+ */
+export function parseRfc3339Micros(text: string): Micros | undefined {
+  const m = RFC3339.exec(text);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, frac, z, sign, oh, om] = m;
+  const month = Number(mo), day = Number(d), hour = Number(h), minute = Number(mi), second = Number(s);
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
+  let ms = Date.UTC(Number(y), month - 1, day, hour, minute, Math.min(second, 59));
+  if (new Date(ms).getUTCDate() !== day) return undefined; // 2025-02-30 and the like
+  if (!z) {
+    const offsetMin = Number(oh) * 60 + Number(om);
+    if (Number(oh) > 23 || Number(om) > 59) return undefined;
+    ms -= (sign === "-" ? -1 : 1) * offsetMin * 60_000;
+  }
+  const micros = Number(((frac ?? "") + "000000").slice(0, 6));
+  return ms * 1000 + micros;
+}
