@@ -1,0 +1,232 @@
+/**
+ * Reading the configuration: YAML text → validated `Config`, with every error naming the key path and
+ * the line in the file, and with the cross-section rules of the original (perfSONAR forces matchAll).
+ */
+import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
+import type { z } from "zod";
+import { ConfigError } from "../core/errors.ts";
+import { type Config, ConfigSchema, GROUP_PATHS, SECTION_PATHS } from "./schema.ts";
+
+/** Default location, as in the original. */
+export const DEFAULT_CONFIG_PATH = "/etc/flowd-go/conf.yaml";
+
+/** A validated configuration and the warnings found while resolving it. */
+export interface LoadedConfig {
+  config: Config;
+  /** Where it came from (a path, or a description for built-in configurations). */
+  source: string;
+  warnings: string[];
+}
+
+type Path = readonly (string | number)[];
+
+/** Reads and validates a configuration file; throws `ConfigError` with one clear message. */
+export async function loadConfigFile(path: string): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    const why = err instanceof Deno.errors.NotFound
+      ? "no such file"
+      : err instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : err instanceof Error
+      ? err.message
+      : String(err);
+    throw new ConfigError(`cannot read the configuration file ${path}: ${why}`);
+  }
+  return parseConfig(text, path);
+}
+
+/** Parses and validates configuration text; `source` names it in error messages. */
+export function parseConfig(text: string, source: string): LoadedConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const lineOf = (offset: number | undefined) =>
+    offset === undefined ? undefined : lineCounter.linePos(offset).line;
+  const at = (line: number | undefined) => line === undefined ? source : `${source}:${line}`;
+
+  const firstError = doc.errors[0];
+  if (firstError) {
+    const line = lineOf(firstError.pos[0]);
+    throw new ConfigError(`${at(line)}: invalid YAML: ${firstError.message.split("\n")[0]}`);
+  }
+
+  // An empty or comment-only document means "all defaults" (the original applied none).
+  const raw: unknown = doc.contents === null ? {} : doc.toJS() ?? {};
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    throw new ConfigError(
+      `${at(lineOf(doc.contents?.range?.[0]))}: the configuration must be a mapping of keys`,
+    );
+  }
+
+  const position = (path: Path, ofKey: boolean): number | undefined => {
+    const node = nodeAt(doc.contents, path, ofKey);
+    return lineOf(node?.range?.[0]);
+  };
+
+  normaliseNulls(raw as Record<string, unknown>, [], (path, message) => {
+    throw new ConfigError(`${at(position(path, true))}: ${path.join(".")}: ${message}`);
+  });
+
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(describeIssues(parsed.error.issues, position, at));
+
+  const warnings = applyCrossSectionRules(parsed.data);
+  return { config: parsed.data, source, warnings };
+}
+
+/** Replaces null values: a null scalar keeps its default, a null group is empty, a null section is an error. */
+function normaliseNulls(
+  obj: Record<string, unknown>,
+  path: string[],
+  fail: (path: string[], message: string) => never,
+): void {
+  for (const [key, value] of Object.entries(obj)) {
+    const p = [...path, key];
+    const dotted = p.join(".");
+    if (value === null) {
+      if (GROUP_PATHS.includes(dotted)) obj[key] = {};
+      else if (SECTION_PATHS.includes(dotted)) {
+        fail(
+          p,
+          `has no value: write "${key}: {}" to enable it with its defaults, or remove the key to disable it`,
+        );
+      } else delete obj[key];
+    } else if (typeof value === "object" && !Array.isArray(value)) {
+      normaliseNulls(value as Record<string, unknown>, p, fail);
+    }
+  }
+}
+
+/** The YAML node at a path (the key node when `ofKey`), for line numbers. */
+function nodeAt(root: unknown, path: Path, ofKey: boolean): Node | undefined {
+  let node = root;
+  for (let i = 0; i < path.length; i++) {
+    const seg = path[i];
+    if (isMap(node)) {
+      const pair = node.items.find((p) =>
+        isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg)
+      );
+      if (!pair) return isMap(node) ? node as Node : undefined;
+      if (i === path.length - 1 && ofKey) return pair.key as Node;
+      node = pair.value;
+    } else if (node && typeof node === "object" && "items" in node && typeof seg === "number") {
+      node = (node as { items: unknown[] }).items[seg];
+    } else {
+      return node as Node | undefined;
+    }
+  }
+  return node as Node | undefined;
+}
+
+function describeIssues(
+  issues: readonly z.core.$ZodIssue[],
+  position: (path: Path, ofKey: boolean) => number | undefined,
+  at: (line: number | undefined) => string,
+): string {
+  const lines = issues.slice(0, 5).map((issue) => {
+    const path = issue.path.filter((s): s is string | number => typeof s !== "symbol");
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((k) => {
+        const full = [...path, k];
+        const known = knownKeysAt(path);
+        const hint = LEGACY_KEYS[k] ?? closest(k, known);
+        return `${at(position(full, true))}: unknown key ${full.join(".")}` +
+          (hint ? ` (did you mean ${hint}?)` : known.length ? ` (known keys here: ${known.join(", ")})` : "");
+      }).join("\n");
+    }
+    const where = path.length ? path.join(".") : "(top level)";
+    return `${at(position(path, false))}: ${where}: ${issue.message}`;
+  });
+  if (issues.length > 5) lines.push(`... and ${issues.length - 5} more problems`);
+  return lines.join("\n");
+}
+
+/** The keys the schema allows at a path, for hints. */
+function knownKeysAt(path: Path): string[] {
+  // deno-lint-ignore no-explicit-any
+  let schema: any = ConfigSchema;
+  for (const seg of path) {
+    schema = unwrap(schema);
+    const shape = schema?.shape;
+    if (!shape || typeof seg !== "string") return [];
+    schema = shape[seg];
+  }
+  schema = unwrap(schema);
+  return schema?.shape ? Object.keys(schema.shape) : [];
+}
+
+// deno-lint-ignore no-explicit-any
+function unwrap(schema: any): any {
+  // optional / default / pipe (superRefine) wrappers hide the object schema.
+  for (let i = 0; i < 5 && schema && !schema.shape; i++) {
+    schema = schema.def?.innerType ?? schema.def?.in ?? schema.def?.schema;
+  }
+  return schema;
+}
+
+/** Spellings seen in the original's documentation and shipped files, and what they should be. */
+const LEGACY_KEYS: Record<string, string> = {
+  np: "namedPipe",
+  activityID: "activityId",
+  experimentID: "experimentId",
+  activityIds: "activityIDs",
+  experimentIds: "experimentIDs",
+  forceHookRemoval: "removeQdisc (forceHookRemoval was removed in flowd-go 2)",
+  httpResolution: "nothing: this switch was removed from flowd-go",
+  stunResolution: "nothing: this switch was removed from flowd-go",
+};
+
+/** The known key closest to a typo, if it is close enough to be a likely intent. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDist = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestDist) [best, bestDist] = [c, d];
+  }
+  return best !== undefined && bestDist <= Math.max(1, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length]!;
+}
+
+/** Dependencies between sections, resolved before anything is built; returns warnings. */
+function applyCrossSectionRules(config: Config): string[] {
+  const warnings: string[] = [];
+  const { plugins, backends, enrichers } = config;
+  if (plugins.perfsonar && backends.marker && !backends.marker.matchAll) {
+    backends.marker.matchAll = true;
+    warnings.push(
+      "plugins.perfsonar is enabled: overriding backends.marker.matchAll to true (marking all traffic)",
+    );
+  }
+  if (plugins.perfsonar && !backends.marker) {
+    warnings.push("plugins.perfsonar is enabled without backends.marker: nothing will be marked");
+  }
+  if (backends.firefly?.enrich && !enrichers?.netlink && !enrichers?.skops) {
+    warnings.push(
+      "backends.firefly.enrich is true but no enricher is enabled: no periodic fireflies will be sent",
+    );
+  }
+  if (backends.prometheus && backends.prometheus.netlinkPort === 0 && backends.prometheus.skopsPort === 0) {
+    warnings.push("backends.prometheus: both netlinkPort and skopsPort are 0, no metrics will be served");
+  }
+  const hasPlugin = Object.values(plugins).some((p) => p !== undefined);
+  const hasBackend = Object.values(backends).some((b) => b !== undefined);
+  if (!hasPlugin) warnings.push("no plugin is enabled: no flow events will be produced");
+  if (!hasBackend) warnings.push("no backend is enabled: flow events will be discarded");
+  return warnings;
+}

@@ -1,0 +1,282 @@
+/**
+ * The configuration schema: every key of the original flowd-go (same names, same defaults), plus a few
+ * additions, each validated with a message that says what is expected.
+ *
+ * Sections (a plugin, backend or enricher) are enabled by their presence: `api: {}` enables the API with
+ * defaults. Unknown keys are errors everywhere (the original silently ignored typos).
+ */
+import { z } from "zod";
+import { IpAddress } from "../net/ip.ts";
+
+// ---- scalar helpers: one place for the wording of type errors ----
+
+function uint(max: number, what = "an integer") {
+  return z.int({ error: (iss) => `expected ${what} in 0..${max}, got ${show(iss.input)}` })
+    .min(0, { error: (iss) => `expected ${what} in 0..${max}, got ${show(iss.input)}` })
+    .max(max, { error: (iss) => `expected ${what} in 0..${max}, got ${show(iss.input)}` });
+}
+
+function intRange(min: number, max: number, what = "an integer") {
+  const msg = (iss: { input?: unknown }) => `expected ${what} in ${min}..${max}, got ${show(iss.input)}`;
+  return z.int({ error: msg }).min(min, { error: msg }).max(max, { error: msg });
+}
+
+const port = () => uint(65535, "a port number");
+const bool = () => z.boolean({ error: (iss) => `expected true or false, got ${show(iss.input)}` });
+const str = () => z.string({ error: (iss) => `expected a string, got ${show(iss.input)}` });
+
+function show(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (typeof v === "string") return JSON.stringify(v);
+  if (Array.isArray(v)) return "a list";
+  if (v !== null && typeof v === "object") return "a mapping";
+  return String(v);
+}
+
+const ipLiteral = () =>
+  str().refine((s) => IpAddress.tryParse(s) !== undefined, {
+    error: (iss) => `expected an IPv4 or IPv6 address, got ${show(iss.input)}`,
+  });
+
+const hostPort = () =>
+  str().refine(
+    (s) => /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):\d{1,5}$/.test(s) && Number(s.split(":").pop()) <= 65535,
+    {
+      error: (iss) => `expected host:port (IPv6 as [addr]:port), got ${show(iss.input)}`,
+    },
+  );
+
+/** A case-insensitive choice among names, normalised to the canonical spelling. */
+function choice<const T extends readonly string[]>(names: T) {
+  return str().transform((s, ctx) => {
+    const hit = names.find((n) => n.toLowerCase() === s.toLowerCase());
+    if (hit === undefined) {
+      ctx.issues.push({
+        code: "custom",
+        input: s,
+        message: `expected one of ${names.map((n) => JSON.stringify(n)).join(", ")}, got ${
+          JSON.stringify(s)
+        }`,
+      });
+      return z.NEVER;
+    }
+    return hit as T[number];
+  });
+}
+
+// ---- plugins ----
+
+export const NamedPipeSchema = z.strictObject({
+  /** Kept for compatibility: the original's inotify queue length; reads no longer depend on it. */
+  maxReaders: uint(1_000_000).default(5),
+  /** Bytes read from the FIFO at a time; lines longer than this still arrive whole. */
+  buffSize: intRange(1, 16 * 1024 * 1024).default(1000),
+  /** FIFO path; relative paths are relative to workDir. */
+  pipePath: str().min(1, { error: "expected a non-empty path" }).default("/var/run/flowd-go/np"),
+  /** Addition: FIFO permissions as an octal string (the original made it world-writable, 0666). */
+  pipeMode: z.string({
+    error: (i) => `expected an octal mode as a quoted string such as "0660", got ${show(i.input)}`,
+  })
+    .regex(/^0?[0-7]{3}$/, { error: (i) => `expected an octal mode such as "0660", got ${show(i.input)}` })
+    .default("0660"),
+  /** Addition: owner of the FIFO (user name or uid); default: the daemon's user. */
+  pipeOwner: z.union([str().min(1), uint(0xffff_fffe)]).optional(),
+  /** Addition: group of the FIFO (group name or gid), for example the storage daemon's group. */
+  pipeGroup: z.union([str().min(1), uint(0xffff_fffe)]).optional(),
+});
+
+export const ApiSchema = z.strictObject({
+  /** IPv4 or IPv6 address (or host name) to listen on. */
+  bindAddress: str().min(1).default("127.0.0.1"),
+  bindPort: port().default(7777),
+});
+
+export const FireflyPluginSchema = z.strictObject({
+  bindAddress: ipLiteral().default("127.0.0.1"),
+  bindPort: port().default(10514),
+  bufferSize: intRange(2048, 0xffff_ffff, "a buffer size").default(4096),
+  /** Seconds; 0 means no read deadline. */
+  deadline: uint(0xffff_ffff).default(0),
+  hasSyslogHeader: bool().default(false),
+});
+
+export const PerfsonarSchema = z.strictObject({
+  experimentId: uint(0xffff_ffff, "an experiment id").default(0),
+  activityId: uint(0xffff_ffff, "an activity id").default(0),
+});
+
+export const Iperf3Schema = z.strictObject({
+  minSourcePort: port().default(0),
+  maxSourcePort: port().default(0),
+  minDestinationPort: port().default(0),
+  maxDestinationPort: port().default(0),
+  /** cgroup v2 directory to attach to; "" means find it automatically. */
+  cgroupPath: str().default("/sys/fs/cgroup"),
+  programPath: str().default(""),
+  debugMode: bool().default(false),
+  randomIDs: bool().default(false),
+  activityIDs: z.array(uint(0xffff_ffff, "an activity id")).default([0, 1, 2]),
+  experimentIDs: z.array(uint(0xffff_ffff, "an experiment id")).default([0, 1, 2]),
+}).superRefine((c, ctx) => {
+  if (c.experimentIDs.length === 0 || c.activityIDs.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["experimentIDs"],
+      message: "experimentIDs and activityIDs must not be empty",
+    });
+  } else if (c.experimentIDs.length !== c.activityIDs.length) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["activityIDs"],
+      message:
+        `experimentIDs has ${c.experimentIDs.length} entries but activityIDs has ${c.activityIDs.length}`,
+    });
+  }
+  for (
+    const [lo, hi] of [["minSourcePort", "maxSourcePort"], [
+      "minDestinationPort",
+      "maxDestinationPort",
+    ]] as const
+  ) {
+    if (c[lo] !== 0 && c[hi] !== 0 && c[lo] > c[hi]) {
+      ctx.addIssue({ code: "custom", path: [lo], message: `${lo} (${c[lo]}) is above ${hi} (${c[hi]})` });
+    }
+  }
+});
+
+export const PluginsSchema = z.strictObject({
+  namedPipe: NamedPipeSchema.optional(),
+  api: ApiSchema.optional(),
+  firefly: FireflyPluginSchema.optional(),
+  perfsonar: PerfsonarSchema.optional(),
+  iperf3: Iperf3Schema.optional(),
+});
+
+// ---- backends ----
+
+export const MARKING_STRATEGIES = ["label", "hopByHop", "destination", "hopByHopDestination"] as const;
+export const ATTACH_MODES = ["auto", "tcx", "tc"] as const;
+export const ENRICHMENT_MODES = ["lean", "compatible", "full"] as const;
+
+export const MarkerSchema = z.strictObject({
+  targetInterfaces: z.array(str().min(1)).default(["lo"]),
+  discoverInterfaces: bool().default(false),
+  removeQdisc: bool().default(true),
+  programPath: str().default(""),
+  markingStrategy: choice(MARKING_STRATEGIES).default("label"),
+  debugMode: bool().default(false),
+  matchAll: bool().default(false),
+  /** Addition: TCX links where the kernel has them (auto), or force one kind of hook. */
+  attachMode: choice(ATTACH_MODES).default("auto"),
+});
+
+export const StunSchema = z.strictObject({
+  /** Private address → public address, applied to any source address. */
+  manualMapping: z.record(ipLiteral(), ipLiteral()).default({}),
+  stunServers: z.array(hostPort()).default([
+    "stun.l.google.com:3478",
+    "stun1.l.google.com:3478",
+    "stun2.l.google.com:3478",
+    "stun3.l.google.com:3478",
+    "stun4.l.google.com:3478",
+  ]),
+});
+
+export const FireflyBackendSchema = z.strictObject({
+  destinationPort: port().default(10514),
+  prependSyslog: bool().default(true),
+  /** Addition: also send each firefly to the flow's destination (the SciTags default); false: collector only. */
+  sendToDestination: bool().default(true),
+  sendToCollector: bool().default(false),
+  /** IP address or host name. */
+  collectorAddress: str().min(1).default("127.0.0.1"),
+  collectorPort: intRange(1, 65535, "a port number").default(10514),
+  enrich: bool().default(false),
+  /** "lean", "compatible" or "full" ("" also means full, as in the original). */
+  enrichmentMode: z.union([z.literal(""), choice(ENRICHMENT_MODES)]).transform((m) => m === "" ? "full" : m)
+    .default("lean"),
+  stun: StunSchema.optional(),
+});
+
+export const PrometheusSchema = z.strictObject({
+  log: bool().default(true),
+  bindAddress: str().min(1).default("127.0.0.1"),
+  netlinkPort: port().default(8080),
+  skopsPort: port().default(8081),
+});
+
+export const BackendsSchema = z.strictObject({
+  marker: MarkerSchema.optional(),
+  firefly: FireflyBackendSchema.optional(),
+  prometheus: PrometheusSchema.optional(),
+});
+
+// ---- enrichers ----
+
+export const NetlinkEnricherSchema = z.strictObject({
+  protocol: uint(255, "an IP protocol number").default(6),
+  ext: uint(255, "a bitmask").default(255),
+  state: uint(0xffff_ffff, "a bitmask").default(0xbff),
+});
+
+export const SKOPS_STRATEGIES = ["poll", "transition"] as const;
+
+export const SkopsEnricherSchema = z.strictObject({
+  /** cgroup v2 directory to attach to; "" means find it automatically. */
+  cgroupPath: str().default("/sys/fs/cgroup"),
+  programPath: str().default(""),
+  debugMode: bool().default(false),
+  strategy: choice(SKOPS_STRATEGIES).default("poll"),
+});
+
+export const EnrichersSchema = z.strictObject({
+  /** Milliseconds between two samples of a flow. */
+  period: intRange(10, 86_400_000, "a period in milliseconds").default(1000),
+  netlink: NetlinkEnricherSchema.optional(),
+  skops: SkopsEnricherSchema.optional(),
+});
+
+// ---- top level ----
+
+export const ConfigSchema = z.strictObject({
+  /** "" disables the PID file. */
+  pidPath: str().default("/var/run/flowd-go.pid"),
+  /** Created at start; relative paths of the configuration are relative to it. */
+  workDir: str().min(1, { error: "expected a non-empty path" }).default("/var/cache/flowd-go"),
+  plugins: PluginsSchema.default({}),
+  backends: BackendsSchema.default({}),
+  enrichers: EnrichersSchema.optional(),
+});
+
+/** The effective configuration, defaults applied. */
+export type Config = z.output<typeof ConfigSchema>;
+export type NamedPipeConfig = z.output<typeof NamedPipeSchema>;
+export type ApiConfig = z.output<typeof ApiSchema>;
+export type FireflyPluginConfig = z.output<typeof FireflyPluginSchema>;
+export type PerfsonarConfig = z.output<typeof PerfsonarSchema>;
+export type Iperf3Config = z.output<typeof Iperf3Schema>;
+export type MarkerConfig = z.output<typeof MarkerSchema>;
+export type FireflyBackendConfig = z.output<typeof FireflyBackendSchema>;
+export type StunConfig = z.output<typeof StunSchema>;
+export type PrometheusConfig = z.output<typeof PrometheusSchema>;
+export type EnrichersConfig = z.output<typeof EnrichersSchema>;
+export type NetlinkEnricherConfig = z.output<typeof NetlinkEnricherSchema>;
+export type SkopsEnricherConfig = z.output<typeof SkopsEnricherSchema>;
+
+/** Paths of the keys whose value is a section (enabled by presence); a null there is an error. */
+export const SECTION_PATHS: readonly string[] = [
+  "plugins.namedPipe",
+  "plugins.api",
+  "plugins.firefly",
+  "plugins.perfsonar",
+  "plugins.iperf3",
+  "backends.marker",
+  "backends.firefly",
+  "backends.prometheus",
+  "backends.firefly.stun",
+  "enrichers.netlink",
+  "enrichers.skops",
+];
+
+/** Paths of grouping keys: a null there means an empty group (nothing enabled). */
+export const GROUP_PATHS: readonly string[] = ["plugins", "backends", "enrichers"];
