@@ -1,0 +1,323 @@
+/**
+ * The REST API's JSON form of a flow event, compatible with the original's (flowd-go-behaviour §4.2):
+ * PascalCase keys, numeric enums, "ip:port" address strings and Go `time.Time` timestamps.
+ *
+ * Output keeps the original's shape key for key. Input is stricter than the original, which bound any
+ * body to a zero-valued event without checking it (§11.3 item 21): required fields, enum values, id ranges,
+ * address families and timestamps are checked, and every rejection names the offending key.
+ */
+import {
+  type FlowEvent,
+  type FlowState,
+  MAX_ID,
+  type Protocol,
+  validateFlowEvent,
+} from "../core/flow_event.ts";
+import type { Micros } from "../core/time.ts";
+import { parseRfc3339Micros } from "../core/time.ts";
+import { type Endpoint, type Family, formatEndpoint, IpAddress, parseEndpoint } from "../net/ip.ts";
+
+/** The original's numeric flow states (one Go iota block shared with Protocol, hence 2, 3, 4). */
+export const API_STATE: Readonly<Record<FlowState, number>> = { start: 2, end: 3, ongoing: 4 };
+/** The original's numeric protocols. */
+export const API_PROTOCOL: Readonly<Record<Protocol, number>> = { tcp: 0, udp: 1 };
+/** The original's numeric families (AF_INET, AF_INET6). */
+export const API_FAMILY: Readonly<Record<Family, number>> = { ipv4: 2, ipv6: 10 };
+
+/** Go's zero `time.Time` as JSON: how the original writes an unset timestamp. */
+export const ZERO_TIME = "0001-01-01T00:00:00Z";
+
+/** A flow event as the API writes it; the key order is the original's struct order. */
+export interface ApiFlowJson {
+  State: number;
+  Protocol: number;
+  Family: number;
+  Src: string;
+  Dst: string;
+  Experiment: number;
+  Activity: number;
+  StartTs: string;
+  EndTs: string;
+  CurrentTs: string;
+  Info: { tcpInfo: null };
+  Application: string;
+  FlowInfoChans: null;
+}
+
+/** A request body that cannot be turned into a flow event; `field` is the API key at fault, or "body". */
+export class ApiFlowError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(message);
+    this.name = "ApiFlowError";
+  }
+}
+
+/**
+ * Formats a timestamp like Go's `time.Time` JSON for a UTC time: RFC 3339, "Z", fraction with trailing
+ * zeros trimmed (at most 6 digits, our resolution). Unset times become Go's zero time.
+ */
+export function formatApiTime(us: Micros | undefined): string {
+  if (us === undefined) return ZERO_TIME;
+  const seconds = Math.floor(us / 1_000_000);
+  const frac = us - seconds * 1_000_000;
+  const base = new Date(seconds * 1000).toISOString().slice(0, 19);
+  const fracText = frac === 0 ? "" : "." + String(frac).padStart(6, "0").replace(/0+$/, "");
+  return `${base}${fracText}Z`;
+}
+
+/** The API's JSON for a flow event, as the original's handlers echoed it. */
+export function flowEventToApiJson(event: FlowEvent): ApiFlowJson {
+  return {
+    State: API_STATE[event.state],
+    Protocol: API_PROTOCOL[event.protocol],
+    Family: API_FAMILY[event.family],
+    Src: formatEndpoint(event.src),
+    Dst: formatEndpoint(event.dst),
+    Experiment: event.experimentId,
+    Activity: event.activityId,
+    StartTs: formatApiTime(event.startTime),
+    EndTs: formatApiTime(event.endTime),
+    CurrentTs: ZERO_TIME,
+    // The original serialises an empty enrichment record here; the API never carries enrichment.
+    Info: { tcpInfo: null },
+    Application: event.application,
+    FlowInfoChans: null,
+  };
+}
+
+/** Keys the API reads. */
+const FIELDS = [
+  "State",
+  "Protocol",
+  "Family",
+  "Src",
+  "Dst",
+  "Experiment",
+  "Activity",
+  "StartTs",
+  "EndTs",
+] as const;
+/** Keys the original wrote in its echo; accepted so an echoed event can be posted back, then ignored. */
+const IGNORED = ["CurrentTs", "Info", "FlowInfoChans", "Application"] as const;
+type Field = typeof FIELDS[number] | typeof IGNORED[number];
+
+// Go's JSON decoder matched keys case-insensitively, so clients may send "state" or "src".
+const CANONICAL = new Map<string, Field>([...FIELDS, ...IGNORED].map((k) => [k.toLowerCase(), k]));
+
+function describe(value: unknown): string {
+  if (value === undefined) return "nothing";
+  const text = JSON.stringify(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Gathers the body's keys under their canonical names, rejecting unknown and duplicate ones. */
+function canonicalKeys(body: Record<string, unknown>): Map<Field, unknown> {
+  const out = new Map<Field, unknown>();
+  const spelled = new Map<Field, string>();
+  for (const [key, value] of Object.entries(body)) {
+    const field = CANONICAL.get(key.toLowerCase());
+    if (field === undefined) {
+      throw new ApiFlowError(key, `unknown key "${key}"; the keys are ${FIELDS.join(", ")}`);
+    }
+    const earlier = spelled.get(field);
+    if (earlier !== undefined) {
+      throw new ApiFlowError(field, `${field} is given twice, as "${earlier}" and as "${key}"`);
+    }
+    spelled.set(field, key);
+    // null stands for "not given", as it did for the original's Go decoder.
+    if (value !== null) out.set(field, value);
+  }
+  return out;
+}
+
+function parseState(value: unknown): FlowState {
+  if (value === undefined) throw new ApiFlowError("State", 'State is required: 2 or "start", 3 or "end"');
+  if (value === API_STATE.start || (typeof value === "string" && value.toLowerCase() === "start")) {
+    return "start";
+  }
+  if (value === API_STATE.end || (typeof value === "string" && value.toLowerCase() === "end")) return "end";
+  const extra = value === API_STATE.ongoing ? " (ongoing events come from the daemon, not the API)" : "";
+  throw new ApiFlowError("State", `State must be 2 or "start", 3 or "end", not ${describe(value)}${extra}`);
+}
+
+function parseProtocol(value: unknown): Protocol {
+  // The original's zero value was TCP, so an absent Protocol has always meant TCP.
+  if (value === undefined) return "tcp";
+  if (value === API_PROTOCOL.tcp || (typeof value === "string" && value.toLowerCase() === "tcp")) {
+    return "tcp";
+  }
+  if (value === API_PROTOCOL.udp || (typeof value === "string" && value.toLowerCase() === "udp")) {
+    return "udp";
+  }
+  throw new ApiFlowError("Protocol", `Protocol must be 0 or "tcp", 1 or "udp", not ${describe(value)}`);
+}
+
+function parseFamily(value: unknown): Family | undefined {
+  if (value === undefined) return undefined;
+  if (value === API_FAMILY.ipv4 || (typeof value === "string" && value.toLowerCase() === "ipv4")) {
+    return "ipv4";
+  }
+  if (value === API_FAMILY.ipv6 || (typeof value === "string" && value.toLowerCase() === "ipv6")) {
+    return "ipv6";
+  }
+  throw new ApiFlowError("Family", `Family must be 2 or "ipv4", 10 or "ipv6", not ${describe(value)}`);
+}
+
+function parsePort(field: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 65535) {
+    throw new ApiFlowError(field, `${field} must be an integer in 0..65535, not ${describe(value)}`);
+  }
+  return value;
+}
+
+function parseEndpointObject(field: "Src" | "Dst", value: Record<string, unknown>): Endpoint {
+  let ip: unknown, port: unknown;
+  for (const [key, v] of Object.entries(value)) {
+    const lower = key.toLowerCase();
+    if (lower === "ip") ip = v;
+    else if (lower === "port") port = v;
+    else {throw new ApiFlowError(
+        `${field}.${key}`,
+        `unknown key "${key}" in ${field}; the keys are IP and Port`,
+      );}
+  }
+  if (typeof ip !== "string") {
+    throw new ApiFlowError(`${field}.IP`, `${field}.IP must be an IP address string, not ${describe(ip)}`);
+  }
+  const address = IpAddress.tryParse(ip);
+  if (address === undefined) {
+    throw new ApiFlowError(`${field}.IP`, `${field}.IP ${describe(ip)} is not an IPv4 or IPv6 address`);
+  }
+  return { address, port: parsePort(`${field}.Port`, port) };
+}
+
+function parseApiEndpoint(field: "Src" | "Dst", value: unknown): Endpoint {
+  if (value === undefined) {
+    throw new ApiFlowError(
+      field,
+      `${field} is required, as "ip:port", "[ipv6]:port" or {"IP": ..., "Port": ...}`,
+    );
+  }
+  if (isPlainObject(value)) return parseEndpointObject(field, value);
+  if (typeof value !== "string") {
+    throw new ApiFlowError(
+      field,
+      `${field} must be an "ip:port" string or an {"IP", "Port"} object, not ${describe(value)}`,
+    );
+  }
+  try {
+    return parseEndpoint(value);
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new ApiFlowError(
+      field,
+      `${field} ${describe(value)} is not a valid "ip:port" or "[ipv6]:port": ${why}`,
+    );
+  }
+}
+
+function parseId(field: "Experiment" | "Activity", value: unknown): number {
+  if (value === undefined) throw new ApiFlowError(field, `${field} is required: an integer in 0..${MAX_ID}`);
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_ID) {
+    throw new ApiFlowError(field, `${field} must be an integer in 0..${MAX_ID}, not ${describe(value)}`);
+  }
+  return value;
+}
+
+const GO_ZERO_TIME = /^0001-01-01[Tt]00:00:00(\.0+)?([Zz]|[+-]00:00)$/;
+
+function parseTime(field: "StartTs" | "EndTs", value: unknown): Micros | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string") {
+    throw new ApiFlowError(field, `${field} must be an RFC 3339 date-time string, not ${describe(value)}`);
+  }
+  // Go writes unset times as its zero time; the original's own echoes carry it.
+  if (GO_ZERO_TIME.test(value)) return undefined;
+  const us = parseRfc3339Micros(value);
+  if (us === undefined) {
+    throw new ApiFlowError(
+      field,
+      `${field} ${describe(value)} is not an RFC 3339 date-time such as 2025-01-31T10:00:00Z`,
+    );
+  }
+  // Years before 1970 are no flow of ours (and two-digit years would be misread by Date.UTC).
+  if (Number(value.slice(0, 4)) < 1970) {
+    throw new ApiFlowError(field, `${field} ${describe(value)} is before 1970`);
+  }
+  return us;
+}
+
+/**
+ * Turns a parsed POST /flow body into a flow event, or throws `ApiFlowError` naming the key at fault.
+ *
+ * Start events without StartTs start `now`; end events without EndTs end `now`. A start event's EndTs is
+ * dropped (the original's sample bodies carry one). Application, when a non-empty string, replaces
+ * `application`.
+ */
+export function parseApiFlowBody(value: unknown, now: Micros, application: string): FlowEvent {
+  if (!isPlainObject(value)) {
+    throw new ApiFlowError(
+      "body",
+      `the body must be a JSON object describing a flow, not ${describe(value)}`,
+    );
+  }
+  const body = canonicalKeys(value);
+  const state = parseState(body.get("State"));
+  const protocol = parseProtocol(body.get("Protocol"));
+  const family = parseFamily(body.get("Family"));
+  const src = parseApiEndpoint("Src", body.get("Src"));
+  const dst = parseApiEndpoint("Dst", body.get("Dst"));
+  if (src.address.family !== dst.address.family) {
+    throw new ApiFlowError(
+      "Dst",
+      `Dst ${formatEndpoint(dst)} is ${dst.address.family} but Src ${
+        formatEndpoint(src)
+      } is ${src.address.family}`,
+    );
+  }
+  if (family !== undefined && family !== src.address.family) {
+    throw new ApiFlowError(
+      "Family",
+      `Family ${
+        API_FAMILY[family]
+      } (${family}) does not match the addresses, which are ${src.address.family}`,
+    );
+  }
+  const experimentId = parseId("Experiment", body.get("Experiment"));
+  const activityId = parseId("Activity", body.get("Activity"));
+  const startTs = parseTime("StartTs", body.get("StartTs"));
+  const endTs = parseTime("EndTs", body.get("EndTs"));
+  const app = body.get("Application");
+  if (app !== undefined && typeof app !== "string") {
+    throw new ApiFlowError("Application", `Application must be a string, not ${describe(app)}`);
+  }
+  const event: {
+    -readonly [K in keyof FlowEvent]: FlowEvent[K];
+  } = {
+    state,
+    protocol,
+    family: src.address.family,
+    src,
+    dst,
+    experimentId,
+    activityId,
+    application: app || application,
+  };
+  if (state === "start") {
+    event.startTime = startTs ?? now;
+  } else {
+    if (startTs !== undefined) event.startTime = startTs;
+    event.endTime = endTs ?? now;
+    if (startTs !== undefined && endTs !== undefined && endTs < startTs) {
+      throw new ApiFlowError(
+        "EndTs",
+        `EndTs ${describe(body.get("EndTs"))} is before StartTs ${describe(body.get("StartTs"))}`,
+      );
+    }
+  }
+  return validateFlowEvent(event);
+}
