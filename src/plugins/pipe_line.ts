@@ -1,0 +1,150 @@
+/**
+ * The named pipe's line grammar, as in the original:
+ * `state protocol srcIP srcPort dstIP dstPort experiment activity`, fields separated by any whitespace,
+ * state and protocol case-insensitive.
+ */
+import type { FlowEvent, FlowState, Protocol } from "../core/flow_event.ts";
+import { MAX_ID } from "../core/flow_event.ts";
+import type { Micros } from "../core/time.ts";
+import { IpAddress } from "../net/ip.ts";
+
+/** A line that is not a valid flow event; `message` says which field and why. */
+export class PipeLineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PipeLineError";
+  }
+}
+
+/** Turns an experiment or activity field into an id (numbers only by default; a registry can add names). */
+export type IdResolver = (kind: "experiment" | "activity", text: string, experimentId?: number) => number;
+
+/** Context for parsing: the clock, the application name, and how ids are resolved. */
+export interface PipeLineContext {
+  now: Micros;
+  application: string;
+  resolveId?: IdResolver;
+}
+
+const FIELDS = "state protocol srcIP srcPort dstIP dstPort experiment activity";
+
+function parsePort(text: string, field: string): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) {
+    throw new PipeLineError(`${field} "${text}" is not a port number (0-65535)`);
+  }
+  return Number(text);
+}
+
+/** Decimal ids only, as the original. */
+export function numericId(kind: "experiment" | "activity", text: string): number {
+  if (!/^\d{1,10}$/.test(text) || Number(text) > MAX_ID) {
+    throw new PipeLineError(`${kind} "${text}" is not an id (0-${MAX_ID})`);
+  }
+  return Number(text);
+}
+
+function parseAddress(text: string, field: string): IpAddress {
+  const ip = IpAddress.tryParse(text);
+  if (!ip) throw new PipeLineError(`${field} "${text}" is not an IPv4 or IPv6 address`);
+  return ip;
+}
+
+/**
+ * Parses one line (without its newline). Returns undefined for blank lines, which are ignored.
+ * Throws `PipeLineError` naming the field that is wrong.
+ */
+export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | undefined {
+  const fields = line.trim().split(/\s+/).filter((f) => f.length > 0);
+  if (fields.length === 0) return undefined;
+  if (fields.length !== 8) {
+    throw new PipeLineError(`expected 8 fields (${FIELDS}), got ${fields.length}`);
+  }
+  const [stateText, protoText, srcText, sportText, dstText, dportText, expText, actText] = fields as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
+  const state = stateText.toLowerCase();
+  if (state !== "start" && state !== "end") {
+    throw new PipeLineError(
+      state === "ongoing"
+        ? `state "ongoing" is not accepted from the named pipe (use start or end)`
+        : `state "${stateText}" is not start or end`,
+    );
+  }
+  const protocol = protoText.toLowerCase();
+  if (protocol !== "tcp" && protocol !== "udp") {
+    throw new PipeLineError(`protocol "${protoText}" is not tcp or udp`);
+  }
+  const srcAddress = parseAddress(srcText, "srcIP");
+  const srcPort = parsePort(sportText, "srcPort");
+  const dstAddress = parseAddress(dstText, "dstIP");
+  const dstPort = parsePort(dportText, "dstPort");
+  if (srcAddress.family !== dstAddress.family) {
+    throw new PipeLineError(`srcIP ${srcAddress} and dstIP ${dstAddress} are of different address families`);
+  }
+  const resolve = ctx.resolveId ?? numericId;
+  const experimentId = resolve("experiment", expText);
+  const activityId = resolve("activity", actText, experimentId);
+  return {
+    state: state as FlowState,
+    protocol: protocol as Protocol,
+    family: srcAddress.family,
+    src: { address: srcAddress, port: srcPort },
+    dst: { address: dstAddress, port: dstPort },
+    experimentId,
+    activityId,
+    ...(state === "start" ? { startTime: ctx.now } : { endTime: ctx.now }),
+    application: ctx.application,
+  };
+}
+
+/**
+ * Splits a byte stream into lines: feed chunks, get complete lines; `flush` returns the last line
+ * when the writers are gone, so a final line without newline is not lost.
+ */
+export class LineSplitter {
+  #decoder = new TextDecoder("utf-8", { fatal: false });
+  #tail = "";
+  #overlong = false;
+
+  constructor(readonly maxLineLength = 64 * 1024) {}
+
+  /** Lines completed by this chunk, and how many overlong lines were discarded. */
+  push(chunk: Uint8Array): { lines: string[]; discarded: number } {
+    const text = this.#tail + this.#decoder.decode(chunk, { stream: true });
+    const parts = text.split("\n");
+    this.#tail = parts.pop() ?? "";
+    let discarded = 0;
+    const lines: string[] = [];
+    for (const p of parts) {
+      if (this.#overlong) {
+        // The rest of a line already reported as too long.
+        this.#overlong = false;
+        continue;
+      }
+      if (p.length > this.maxLineLength) discarded++;
+      else lines.push(p);
+    }
+    if (this.#tail.length > this.maxLineLength) {
+      if (!this.#overlong) discarded++;
+      this.#overlong = true;
+      this.#tail = "";
+    }
+    return { lines, discarded };
+  }
+
+  /** The pending partial line, if any (end of input). */
+  flush(): string | undefined {
+    const rest = this.#tail + this.#decoder.decode();
+    this.#tail = "";
+    const wasOverlong = this.#overlong;
+    this.#overlong = false;
+    return rest.length > 0 && !wasOverlong ? rest : undefined;
+  }
+}
