@@ -10,7 +10,9 @@ export class BoundedQueue<T> {
   #waiter: (() => void) | undefined;
 
   constructor(readonly capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`Queue capacity ${capacity} must be >= 1`);
+    if (!Number.isInteger(capacity) || capacity < 1) {
+      throw new RangeError(`Queue capacity ${capacity} must be >= 1`);
+    }
     this.#items = new Array<T | undefined>(capacity);
   }
 

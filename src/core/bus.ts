@@ -6,7 +6,14 @@
  * that event (counted and logged) instead of stalling the others; the original's lock-step unbuffered
  * channels could deadlock the whole daemon (flowd-go-behaviour §3.6-§3.8, §11.1).
  */
-import type { Backend, EmitResult, EnrichmentSample, EnrichmentSink, Enricher, EventSink } from "./component.ts";
+import type {
+  Backend,
+  EmitResult,
+  Enricher,
+  EnrichmentSample,
+  EnrichmentSink,
+  EventSink,
+} from "./component.ts";
 import { describeFlow, type FlowEvent } from "./flow_event.ts";
 import { BoundedQueue } from "./bounded_queue.ts";
 import { FlowTable } from "./flow_table.ts";

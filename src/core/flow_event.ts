@@ -77,7 +77,10 @@ export function validateFlowEvent(e: FlowEvent): FlowEvent {
     );
   }
   if (e.family !== e.src.address.family) {
-    throw new FlowEventError("family", `family ${e.family} does not match the addresses (${e.src.address.family})`);
+    throw new FlowEventError(
+      "family",
+      `family ${e.family} does not match the addresses (${e.src.address.family})`,
+    );
   }
   return e;
 }

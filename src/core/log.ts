@@ -2,7 +2,14 @@
  * Logging: logtape loggers under the "flowd-go" category, written to stderr in logfmt
  * (`level=INFO logger=plugins.api msg="..." key=value`), like the original's slog text handler.
  */
-import { configureSync, getLogger, type Logger, type LogLevel, type LogRecord, resetSync } from "@logtape/logtape";
+import {
+  configureSync,
+  getLogger,
+  type Logger,
+  type LogLevel,
+  type LogRecord,
+  resetSync,
+} from "@logtape/logtape";
 
 export type { Logger } from "@logtape/logtape";
 
@@ -42,7 +49,9 @@ function quote(value: string): string {
 function renderValue(v: unknown): string {
   if (v instanceof Error) return quote(v.message);
   if (typeof v === "string") return quote(v);
-  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" || v === null || v === undefined) {
+  if (
+    typeof v === "number" || typeof v === "boolean" || typeof v === "bigint" || v === null || v === undefined
+  ) {
     return String(v);
   }
   if (typeof v === "object" && v !== null && typeof (v as { toString?: unknown }).toString === "function") {

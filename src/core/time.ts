@@ -25,7 +25,8 @@ export function formatMicrosUtc(us: Micros): string {
   return `${iso.slice(0, 19)}.${frac}+00:00`;
 }
 
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
+const RFC3339 =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
 
 /**
  * Parses an RFC 3339 date-time with any number of fractional digits (truncated to microseconds) and either
@@ -36,7 +37,9 @@ export function parseRfc3339Micros(text: string): Micros | undefined {
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac, z, sign, oh, om] = m;
   const month = Number(mo), day = Number(d), hour = Number(h), minute = Number(mi), second = Number(s);
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return undefined;
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return undefined;
+  }
   let ms = Date.UTC(Number(y), month - 1, day, hour, minute, Math.min(second, 59));
   if (new Date(ms).getUTCDate() !== day) return undefined; // 2025-02-30 and the like
   if (!z) {

@@ -11,11 +11,15 @@ export interface CommandResult {
 }
 
 /** Runs a command and collects its output; throws when `check` and it fails. */
-export async function sh(cmd: string[], opts: { check?: boolean; env?: Record<string, string> } = {}): Promise<
+export async function sh(
+  cmd: string[],
+  opts: { check?: boolean; env?: Record<string, string> } = {},
+): Promise<
   CommandResult
 > {
   const [bin, ...args] = cmd;
-  const out = await new Deno.Command(bin!, { args, stdout: "piped", stderr: "piped", env: opts.env }).output();
+  const out = await new Deno.Command(bin!, { args, stdout: "piped", stderr: "piped", env: opts.env })
+    .output();
   const res = {
     code: out.code,
     stdout: new TextDecoder().decode(out.stdout),
