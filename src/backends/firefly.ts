@@ -1,0 +1,170 @@
+/**
+ * Backend `firefly`: a UDP firefly (syslog header + firefly JSON v1) for every flow start and end,
+ * sent to the flow's peer at `destinationPort` and, when `sendToCollector`, to a collector.
+ *
+ * Two long-lived sockets (IPv4 and IPv6) serve every send; the original dialled a socket per firefly.
+ * A failed send is logged (rate-limited) and counted; it never holds up the pipeline.
+ */
+import dgram from "node:dgram";
+import { lookup } from "node:dns/promises";
+import type { Backend } from "../core/component.ts";
+import { errorMessage } from "../core/errors.ts";
+import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
+import { logger, RateLimitedLog } from "../core/log.ts";
+import { type Micros, nowMicros } from "../core/time.ts";
+import { IpAddress, joinHostPort } from "../net/ip.ts";
+import { buildFirefly, serializeFirefly } from "../scitags/firefly.ts";
+import { buildSyslogHeader } from "../scitags/syslog.ts";
+import type { FireflyBackendConfig } from "../config/schema.ts";
+
+/** What the backend needs: its configuration section and the names that go into the header. */
+export interface FireflyBackendOptions {
+  config: FireflyBackendConfig;
+  hostname: string;
+  appName: string;
+  /** Clock, replaceable in tests. */
+  now?: () => Micros;
+}
+
+/** Counters, for tests and diagnostics. */
+export interface FireflyBackendStats {
+  sent: number;
+  failed: number;
+  skipped: number;
+}
+
+const log = logger("backends", "firefly");
+
+/** How long a resolved collector host name is trusted before it is looked up again. */
+const COLLECTOR_DNS_TTL_MS = 60_000;
+
+export class FireflyBackend implements Backend {
+  readonly name = "firefly";
+  readonly stats: FireflyBackendStats = { sent: 0, failed: 0, skipped: 0 };
+  #socket4: dgram.Socket | undefined;
+  #socket6: dgram.Socket | undefined;
+  #collector: { address: IpAddress; resolvedAt: number } | undefined;
+  #sendFailLog = new RateLimitedLog();
+  #dnsFailLog = new RateLimitedLog();
+  readonly #now: () => Micros;
+
+  constructor(private readonly opts: FireflyBackendOptions) {
+    this.#now = opts.now ?? nowMicros;
+  }
+
+  async start(): Promise<void> {
+    this.#socket4 = await openSocket("udp4");
+    try {
+      this.#socket6 = await openSocket("udp6");
+    } catch (err) {
+      log.warn("no IPv6 socket for fireflies; IPv6 peers will be skipped", { err: errorMessage(err) });
+    }
+    const c = this.opts.config;
+    if (c.sendToCollector) {
+      await this.#collectorAddress(); // resolves now so a typo shows up at start (it is retried later)
+      log.info("sending fireflies to the collector", {
+        collector: joinHostPort(c.collectorAddress, c.collectorPort),
+      });
+    }
+  }
+
+  async handle(event: FlowEvent): Promise<void> {
+    const c = this.opts.config;
+    const now = this.#now();
+    const doc = buildFirefly(event, { currentTime: event.state === "ongoing" ? now : undefined });
+    const json = serializeFirefly(doc);
+    const payload = c.prependSyslog
+      ? buildSyslogHeader({ timestamp: now, hostname: this.opts.hostname, appName: this.opts.appName }) + json
+      : json;
+    const bytes = new TextEncoder().encode(payload);
+    const sends: Promise<void>[] = [];
+    if (c.sendToDestination) {
+      if (event.dst.address.isUnspecified() || c.destinationPort === 0) {
+        this.stats.skipped++;
+        log.debug("no peer to send the firefly to", { flow: describeFlow(event) });
+      } else {
+        sends.push(this.#send(bytes, event.dst.address, c.destinationPort, "peer"));
+      }
+    }
+    if (c.sendToCollector) {
+      const collector = await this.#collectorAddress();
+      if (collector) sends.push(this.#send(bytes, collector, c.collectorPort, "collector"));
+      else this.stats.failed++;
+    }
+    await Promise.all(sends);
+    log.debug("firefly sent", { flow: describeFlow(event), bytes: bytes.length });
+  }
+
+  stop(): Promise<void> {
+    for (const s of [this.#socket4, this.#socket6]) {
+      try {
+        s?.close();
+      } catch { /* already closed */ }
+    }
+    this.#socket4 = this.#socket6 = undefined;
+    return Promise.resolve();
+  }
+
+  async #collectorAddress(): Promise<IpAddress | undefined> {
+    const host = this.opts.config.collectorAddress;
+    const literal = IpAddress.tryParse(host);
+    if (literal) return literal;
+    const cached = this.#collector;
+    if (cached && Date.now() - cached.resolvedAt < COLLECTOR_DNS_TTL_MS) return cached.address;
+    try {
+      const { address } = await lookup(host);
+      this.#collector = { address: IpAddress.parse(address), resolvedAt: Date.now() };
+      return this.#collector.address;
+    } catch (err) {
+      this.#dnsFailLog.run((suppressed) =>
+        log.warn("cannot resolve the collector address", { host, err: errorMessage(err), suppressed })
+      );
+      // Keep using the last known address rather than losing fireflies to a DNS hiccup.
+      return cached?.address;
+    }
+  }
+
+  #send(bytes: Uint8Array, to: IpAddress, port: number, what: string): Promise<void> {
+    const v4 = to.family === "ipv4";
+    const socket = v4 ? this.#socket4 : this.#socket6;
+    if (!socket) {
+      this.stats.failed++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      socket.send(bytes, port, to.toString(), (err) => {
+        if (err) {
+          this.stats.failed++;
+          this.#sendFailLog.run((suppressed) =>
+            log.error("cannot send a firefly", {
+              to: joinHostPort(to.toString(), port),
+              target: what,
+              err: errorMessage(err),
+              suppressed,
+            })
+          );
+        } else {
+          this.stats.sent++;
+        }
+        resolve();
+      });
+    });
+  }
+}
+
+function openSocket(type: "udp4" | "udp6"): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket({ type, ipv6Only: type === "udp6" });
+    const onError = (err: Error) => {
+      s.close();
+      reject(err);
+    };
+    s.once("error", onError);
+    s.bind(0, () => {
+      s.off("error", onError);
+      // A send error is reported through the send callback; keep stray errors from crashing the process.
+      s.on("error", (err) => log.debug("firefly socket error", { err: errorMessage(err) }));
+      resolve(s);
+    });
+  });
+}

@@ -1,0 +1,55 @@
+/**
+ * flowd-go entry point: parse the command line, set up logging, dispatch to a command, and turn
+ * every failure into one error line and a non-zero exit status (1: failure, 2: bad command line).
+ */
+import { parseCli } from "./cli/args.ts";
+import { helpText } from "./cli/help.ts";
+import { runCommand } from "./cli/run.ts";
+import { confCommand } from "./cli/conf.ts";
+import { versionCommand } from "./cli/version.ts";
+import { errorMessage, UsageError } from "./core/errors.ts";
+import { logger, setupLogging } from "./core/log.ts";
+
+async function print(text: string): Promise<void> {
+  await Deno.stdout.write(new TextEncoder().encode(text));
+}
+
+/** Runs the CLI with the given arguments and returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseCli(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    await Deno.stderr.write(
+      new TextEncoder().encode(`flowd-go: ${err.message}\nRun "flowd-go --help" for usage.\n`),
+    );
+    return 2;
+  }
+  setupLogging({ level: args.logLevel, withTime: args.logTime });
+  if (args.help || args.command === "none") {
+    await print(helpText(args.help ? args.command : undefined));
+    return 0;
+  }
+  try {
+    switch (args.command) {
+      case "help":
+        await print(helpText(args.rest[0]));
+        return 0;
+      case "version":
+        return await versionCommand();
+      case "conf":
+        return await confCommand(args);
+      case "run":
+        return await runCommand(args);
+    }
+  } catch (err) {
+    // One line, naming what is wrong; multi-line configuration reports are joined.
+    logger("cli").error(errorMessage(err).replaceAll("\n", "; "));
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
