@@ -1,0 +1,275 @@
+import assert from "node:assert/strict";
+import { parseConfig } from "../../src/config/load.ts";
+import { ConfigError } from "../../src/core/errors.ts";
+
+function load(text: string) {
+  return parseConfig(text, "conf.yaml");
+}
+
+function fails(text: string, re: RegExp): void {
+  assert.throws(() => load(text), (e: unknown) => {
+    assert.ok(e instanceof ConfigError, `expected ConfigError, got ${e}`);
+    assert.match(e.message, re);
+    return true;
+  });
+}
+
+Deno.test("config: an empty or comment-only file applies every top-level default", () => {
+  for (const text of ["", "# only a comment\n", "---\n# comment\n", "---\n"]) {
+    const { config } = load(text);
+    assert.equal(config.pidPath, "/var/run/flowd-go.pid");
+    assert.equal(config.workDir, "/var/cache/flowd-go");
+    assert.deepEqual(config.plugins, {});
+    assert.deepEqual(config.backends, {});
+    assert.equal(config.enrichers, undefined);
+  }
+});
+
+Deno.test("config: every section enabled with {} gets the original's defaults", () => {
+  const { config } = load(`
+plugins: {namedPipe: {}, api: {}, firefly: {}, perfsonar: {}, iperf3: {}}
+backends: {marker: {}, firefly: {stun: {}}, prometheus: {}}
+enrichers: {netlink: {}, skops: {}}
+`);
+  assert.deepEqual(config.plugins.namedPipe, {
+    maxReaders: 5,
+    buffSize: 1000,
+    pipePath: "/var/run/flowd-go/np",
+    pipeMode: "0660",
+  });
+  assert.deepEqual(config.plugins.api, { bindAddress: "127.0.0.1", bindPort: 7777 });
+  assert.deepEqual(config.plugins.firefly, {
+    bindAddress: "127.0.0.1",
+    bindPort: 10514,
+    bufferSize: 4096,
+    deadline: 0,
+    hasSyslogHeader: false,
+  });
+  assert.deepEqual(config.plugins.perfsonar, { experimentId: 0, activityId: 0 });
+  assert.deepEqual(config.plugins.iperf3, {
+    minSourcePort: 0,
+    maxSourcePort: 0,
+    minDestinationPort: 0,
+    maxDestinationPort: 0,
+    cgroupPath: "/sys/fs/cgroup",
+    programPath: "",
+    debugMode: false,
+    randomIDs: false,
+    activityIDs: [0, 1, 2],
+    experimentIDs: [0, 1, 2],
+  });
+  // matchAll is forced on because perfsonar is enabled (checked separately below).
+  assert.deepEqual(config.backends.marker, {
+    targetInterfaces: ["lo"],
+    discoverInterfaces: false,
+    removeQdisc: true,
+    programPath: "",
+    markingStrategy: "label",
+    debugMode: false,
+    matchAll: true,
+    attachMode: "auto",
+  });
+  assert.deepEqual(config.backends.firefly, {
+    destinationPort: 10514,
+    prependSyslog: true,
+    sendToDestination: true,
+    sendToCollector: false,
+    collectorAddress: "127.0.0.1",
+    collectorPort: 10514,
+    enrich: false,
+    enrichmentMode: "lean",
+    stun: {
+      manualMapping: {},
+      stunServers: [
+        "stun.l.google.com:3478",
+        "stun1.l.google.com:3478",
+        "stun2.l.google.com:3478",
+        "stun3.l.google.com:3478",
+        "stun4.l.google.com:3478",
+      ],
+    },
+  });
+  assert.deepEqual(config.backends.prometheus, {
+    log: true,
+    bindAddress: "127.0.0.1",
+    netlinkPort: 8080,
+    skopsPort: 8081,
+  });
+  assert.deepEqual(config.enrichers, {
+    period: 1000,
+    netlink: { protocol: 6, ext: 255, state: 3071 },
+    skops: { cgroupPath: "/sys/fs/cgroup", programPath: "", debugMode: false, strategy: "poll" },
+  });
+});
+
+Deno.test("config: present keys override defaults, also with zero values", () => {
+  const { config } = load(`
+pidPath: ""
+plugins:
+  api: {bindAddress: "::1", bindPort: 0}
+backends:
+  marker: {removeQdisc: false, targetInterfaces: [eth0, eth1]}
+`);
+  assert.equal(config.pidPath, "");
+  assert.deepEqual(config.plugins.api, { bindAddress: "::1", bindPort: 0 });
+  assert.equal(config.backends.marker!.removeQdisc, false);
+  assert.deepEqual(config.backends.marker!.targetInterfaces, ["eth0", "eth1"]);
+});
+
+Deno.test("config: a scalar with an explicit null keeps its default; a null group is empty", () => {
+  const { config } = load("pidPath:\nplugins:\nbackends:\n  firefly:\n    collectorPort:\n");
+  assert.equal(config.pidPath, "/var/run/flowd-go.pid");
+  assert.deepEqual(config.plugins, {});
+  assert.equal(config.backends.firefly!.collectorPort, 10514);
+});
+
+Deno.test("config: strategy names are case-insensitive and normalised", () => {
+  assert.equal(
+    load("backends: {marker: {markingStrategy: HOPBYHOPDESTINATION}}").config.backends.marker!
+      .markingStrategy,
+    "hopByHopDestination",
+  );
+  assert.equal(
+    load("enrichers: {skops: {strategy: Transition}}").config.enrichers!.skops!.strategy,
+    "transition",
+  );
+  assert.equal(
+    load("backends: {firefly: {enrichmentMode: ''}}").config.backends.firefly!.enrichmentMode,
+    "full",
+  );
+  assert.equal(load("backends: {marker: {attachMode: TC}}").config.backends.marker!.attachMode, "tc");
+});
+
+Deno.test("config: JSON documents parse too (YAML flow style)", () => {
+  const { config } = load('{"plugins": {"api": {"bindPort": 8000}}}');
+  assert.equal(config.plugins.api!.bindPort, 8000);
+});
+
+Deno.test("config: unknown keys are refused with path, line and a suggestion", () => {
+  fails(
+    "plugins:\n  namedPipe:\n    pipPath: /x\n",
+    /^conf\.yaml:3: unknown key plugins\.namedPipe\.pipPath \(did you mean pipePath\?\)/,
+  );
+  fails("plugins:\n  np: {}\n", /conf\.yaml:2: unknown key plugins\.np \(did you mean namedPipe\?\)/);
+  fails(
+    "plugins:\n  perfsonar:\n    activityID: 3\n",
+    /unknown key plugins\.perfsonar\.activityID \(did you mean activityId\?\)/,
+  );
+  fails("backends:\n  marker:\n    forceHookRemoval: true\n", /forceHookRemoval .*removeQdisc/);
+  fails(
+    "zzz: 1\n",
+    /conf\.yaml:1: unknown key zzz \(known keys here: pidPath, workDir, plugins, backends, enrichers\)/,
+  );
+});
+
+Deno.test("config: each validation error names the key, the line and what is expected", () => {
+  const cases: [string, RegExp][] = [
+    [
+      "plugins:\n  api:\n    bindPort: 70000\n",
+      /conf\.yaml:3: plugins\.api\.bindPort: expected a port number in 0\.\.65535, got 70000/,
+    ],
+    [
+      "plugins:\n  api:\n    bindPort: seven\n",
+      /plugins\.api\.bindPort: expected a port number .* got "seven"/,
+    ],
+    ["plugins:\n  api:\n    bindPort: 1.5\n", /plugins\.api\.bindPort: expected a port number/],
+    [
+      "plugins:\n  firefly:\n    bufferSize: 1024\n",
+      /plugins\.firefly\.bufferSize: expected a buffer size in 2048\.\./,
+    ],
+    [
+      "plugins:\n  firefly:\n    bindAddress: localhost\n",
+      /plugins\.firefly\.bindAddress: expected an IPv4 or IPv6 address, got "localhost"/,
+    ],
+    [
+      "plugins:\n  firefly:\n    hasSyslogHeader: yes\n",
+      /hasSyslogHeader: expected true or false, got "yes"/,
+    ],
+    [
+      "plugins:\n  namedPipe:\n    buffSize: 0\n",
+      /plugins\.namedPipe\.buffSize: expected an integer in 1\.\./,
+    ],
+    [
+      "plugins:\n  namedPipe:\n    pipeMode: 0660\n",
+      /pipeMode: expected an octal mode as a quoted string such as "0660", got 660/,
+    ],
+    ['plugins:\n  namedPipe:\n    pipeMode: "0999"\n', /pipeMode: expected an octal mode/],
+    [
+      "plugins:\n  perfsonar:\n    experimentId: -1\n",
+      /plugins\.perfsonar\.experimentId: expected an experiment id in 0\.\.4294967295, got -1/,
+    ],
+    [
+      "plugins:\n  iperf3:\n    experimentIDs: [1, 2]\n    activityIDs: [1]\n",
+      /plugins\.iperf3\.activityIDs: experimentIDs has 2 entries but activityIDs has 1/,
+    ],
+    [
+      "plugins:\n  iperf3:\n    experimentIDs: []\n    activityIDs: []\n",
+      /experimentIDs and activityIDs must not be empty/,
+    ],
+    [
+      "plugins:\n  iperf3:\n    minSourcePort: 6000\n    maxSourcePort: 5000\n",
+      /minSourcePort \(6000\) is above maxSourcePort \(5000\)/,
+    ],
+    [
+      "backends:\n  marker:\n    markingStrategy: flowLabelMatchAll\n",
+      /conf\.yaml:3: backends\.marker\.markingStrategy: expected one of "label", "hopByHop", "destination", "hopByHopDestination", got "flowLabelMatchAll"/,
+    ],
+    ["backends:\n  marker:\n    attachMode: xdp\n", /attachMode: expected one of "auto", "tcx", "tc"/],
+    ["backends:\n  marker:\n    targetInterfaces: eth0\n", /targetInterfaces: /],
+    ["backends:\n  firefly:\n    enrichmentMode: verbose\n", /enrichmentMode/],
+    [
+      "backends:\n  firefly:\n    collectorPort: 0\n",
+      /collectorPort: expected a port number in 1\.\.65535, got 0/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      manualMapping:\n        10.0.0.1: public\n",
+      /conf\.yaml:5: backends\.firefly\.stun\.manualMapping\.10\.0\.0\.1: expected an IPv4 or IPv6 address, got "public"/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      stunServers: [stun.example.org]\n",
+      /stunServers\.0: expected host:port/,
+    ],
+    ["enrichers:\n  period: 0\n", /enrichers\.period: expected a period in milliseconds in 10\.\./],
+    [
+      "enrichers:\n  skops:\n    strategy: sometimes\n",
+      /enrichers\.skops\.strategy: expected one of "poll", "transition"/,
+    ],
+    [
+      "enrichers:\n  netlink:\n    protocol: 256\n",
+      /enrichers\.netlink\.protocol: expected an IP protocol number in 0\.\.255/,
+    ],
+    ["plugins:\n  api:\n", /conf\.yaml:2: plugins\.api: has no value: write "api: \{\}" to enable it/],
+    ['workDir: ""\n', /workDir: expected a non-empty path/],
+    ["pidPath: a\npidPath: b\n", /conf\.yaml:2: invalid YAML: Map keys must be unique/],
+    ["plugins:\n  api: {\n", /conf\.yaml:\d+: invalid YAML/],
+    ["- a\n- b\n", /conf\.yaml:1: the configuration must be a mapping/],
+  ];
+  for (const [text, re] of cases) fails(text, re);
+});
+
+Deno.test("config: perfSONAR forces matchAll on the marker, with a warning", () => {
+  const { config, warnings } = load(
+    "plugins: {perfsonar: {experimentId: 2, activityId: 2}}\nbackends: {marker: {}}",
+  );
+  assert.equal(config.backends.marker!.matchAll, true);
+  assert.ok(warnings.some((w) => /overriding backends\.marker\.matchAll/.test(w)));
+});
+
+Deno.test("config: dependency warnings (enrich without enricher, nothing enabled)", () => {
+  assert.ok(
+    load("backends: {firefly: {enrich: true}}\nplugins: {api: {}}").warnings.some((w) =>
+      /no enricher/.test(w)
+    ),
+  );
+  const empty = load("").warnings;
+  assert.ok(empty.some((w) => /no plugin is enabled/.test(w)));
+  assert.ok(empty.some((w) => /no backend is enabled/.test(w)));
+});
+
+Deno.test("config: a missing file is a clear error", async () => {
+  const { loadConfigFile } = await import("../../src/config/load.ts");
+  await assert.rejects(
+    () => loadConfigFile("/nonexistent/flowd-go.yaml"),
+    /cannot read the configuration file \/nonexistent\/flowd-go\.yaml: no such file/,
+  );
+});
