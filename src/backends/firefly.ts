@@ -13,7 +13,7 @@ import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { type Micros, nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
-import { buildFirefly, serializeFirefly } from "../scitags/firefly.ts";
+import { buildFirefly, FireflyBuildError, serializeFirefly } from "../scitags/firefly.ts";
 import { buildSyslogHeader } from "../scitags/syslog.ts";
 import type { FireflyBackendConfig } from "../config/schema.ts";
 
@@ -46,6 +46,7 @@ export class FireflyBackend implements Backend {
   #collector: { address: IpAddress; resolvedAt: number } | undefined;
   #sendFailLog = new RateLimitedLog();
   #dnsFailLog = new RateLimitedLog();
+  #skipLog = new RateLimitedLog();
   readonly #now: () => Micros;
 
   constructor(private readonly opts: FireflyBackendOptions) {
@@ -71,7 +72,18 @@ export class FireflyBackend implements Backend {
   async handle(event: FlowEvent): Promise<void> {
     const c = this.opts.config;
     const now = this.#now();
-    const doc = buildFirefly(event, { currentTime: event.state === "ongoing" ? now : undefined });
+    let doc;
+    try {
+      doc = buildFirefly(event, { currentTime: now });
+    } catch (err) {
+      if (!(err instanceof FireflyBuildError)) throw err;
+      // For example the port-0 events of perfSONAR's match-all marking: no valid firefly describes them.
+      this.stats.skipped++;
+      this.#skipLog.run((suppressed) =>
+        log.info("no firefly for this event", { flow: describeFlow(event), reason: err.message, suppressed })
+      );
+      return;
+    }
     const json = serializeFirefly(doc);
     const payload = c.prependSyslog
       ? buildSyslogHeader({ timestamp: now, hostname: this.opts.hostname, appName: this.opts.appName }) + json
