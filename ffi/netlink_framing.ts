@@ -253,7 +253,7 @@ export function parseErrorMessage(message: NetlinkMessage): ErrorReply {
   const ext = (message.flags & NLM_F_ACK_TLVS) !== 0 && tlvStart < p.byteLength
     ? parseExtAck(p.subarray(tlvStart))
     : { extAck: undefined, extAckOffset: undefined, missingAttribute: undefined };
-  return { errno: -error, ...ext };
+  return { errno: error === 0 ? 0 : -error, ...ext };
 }
 
 /** Decodes an NLMSG_DONE message: a dump may end with an error code and an extended ack. */
@@ -263,7 +263,7 @@ export function parseDoneMessage(message: NetlinkMessage): ErrorReply {
   const ext = (message.flags & NLM_F_ACK_TLVS) !== 0 && p.byteLength > 4
     ? parseExtAck(p.subarray(4))
     : { extAck: undefined, extAckOffset: undefined, missingAttribute: undefined };
-  return { errno: -error, ...ext };
+  return { errno: error === 0 ? 0 : -error, ...ext };
 }
 
 /** How a request is answered: a multipart dump ended by NLMSG_DONE, or replies ended by an ack. */
