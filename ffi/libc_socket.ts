@@ -23,11 +23,11 @@ const SYMBOLS = {
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-let library: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+// Loaded once, when this module is first imported: loading lazily inside a call would make the first
+// test that happens to use it "leak" the library in the eyes of Deno's test sanitizers.
+const library = Deno.dlopen("libc.so.6", SYMBOLS);
 
-/** Loads libc on first use, so importing this module costs nothing and needs no FFI permission. */
-function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  library ??= Deno.dlopen("libc.so.6", SYMBOLS);
+function libc(): typeof library.symbols {
   return library.symbols;
 }
 
