@@ -77,6 +77,7 @@ class Rejection {
  *
  * An oversize body is abandoned, not cancelled: cancelling makes the server drain the rest of the upload,
  * forever for an endless chunked one, while abandoning it leaves the client stalled until the connection closes.
+ * A read still waiting when the plugin stops is abandoned too, and answered with 503.
  */
 async function readBodyLimited(
   req: Request,
@@ -88,10 +89,30 @@ async function readBodyLimited(
   if (declared !== null && Number(declared) > max) return tooLarge();
   if (req.body === null) return new Uint8Array(0);
   if (abort.aborted) return shuttingDown();
-  const reader = req.body.getReader();
   let onAbort = () => {};
   const aborted = new Promise<"aborted">((resolve) => onAbort = () => resolve("aborted"));
   abort.addEventListener("abort", onAbort, { once: true });
+  try {
+    // The server holds a body to its declared length, so a declared one can be read in one go.
+    if (declared !== null) {
+      const whole = req.bytes();
+      whole.catch(() => {}); // abandoned on abort
+      const next = await Promise.race([whole, aborted]);
+      return next === "aborted" ? shuttingDown() : next;
+    }
+    return await readChunked(req.body.getReader(), max, aborted, tooLarge);
+  } finally {
+    abort.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Reads a body of unknown length chunk by chunk, giving up past `max` bytes or on abort. */
+async function readChunked(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  max: number,
+  aborted: Promise<"aborted">,
+  tooLarge: () => Rejection,
+): Promise<Uint8Array | Rejection> {
   try {
     const chunks: Uint8Array[] = [];
     let total = 0;
@@ -114,7 +135,6 @@ async function readBodyLimited(
     }
     return body;
   } finally {
-    abort.removeEventListener("abort", onAbort);
     reader.releaseLock();
   }
 }

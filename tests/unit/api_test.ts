@@ -415,6 +415,32 @@ Deno.test("api: stop() answers a stalled upload with 503 and does not wait for i
   });
 });
 
+Deno.test("api: stop() answers a stalled upload with a Content-Length with 503 too", async () => {
+  await withApi("127.0.0.1", async ({ sink, plugin }) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: plugin.port });
+    try {
+      const head =
+        "POST /flow HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+      await conn.write(new TextEncoder().encode(head + '{"State": 2,'));
+      await new Promise((r) => setTimeout(r, 50));
+      const t0 = performance.now();
+      await plugin.stop();
+      assert.ok(performance.now() - t0 < 1000, `stop() took ${performance.now() - t0} ms`);
+      let reply = "";
+      const buf = new Uint8Array(4096);
+      for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+        reply += new TextDecoder().decode(buf.subarray(0, n));
+        if (reply.includes("shutting down")) break;
+      }
+      assert.match(reply, /^HTTP\/1.1 503 /);
+      assert.match(reply, /"message": "the daemon is shutting down"/);
+      assert.equal(sink.events.length, 0);
+    } finally {
+      conn.close();
+    }
+  });
+});
+
 Deno.test("api: stop() is safe before start and twice, and closes the listener", async () => {
   const idle = new ApiPlugin({ bindAddress: "127.0.0.1", bindPort: 0, application: APP });
   await idle.stop();
