@@ -40,8 +40,12 @@ export function parseRfc3339Micros(text: string): Micros | undefined {
   if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
     return undefined;
   }
-  let ms = Date.UTC(Number(y), month - 1, day, hour, minute, Math.min(second, 59));
-  if (new Date(ms).getUTCDate() !== day) return undefined; // 2025-02-30 and the like
+  const date = new Date(0);
+  // setUTCFullYear, unlike Date.UTC, does not read years 0-99 as 1900-1999.
+  date.setUTCFullYear(Number(y), month - 1, day);
+  date.setUTCHours(hour, minute, Math.min(second, 59), 0);
+  if (date.getUTCDate() !== day) return undefined; // 2025-02-30 and the like
+  let ms = date.getTime();
   if (!z) {
     const offsetMin = Number(oh) * 60 + Number(om);
     if (Number(oh) > 23 || Number(om) > 59) return undefined;
