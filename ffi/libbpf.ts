@@ -1,0 +1,621 @@
+/**
+ * Typed bindings to the system libbpf (libbpf.so.1, 1.1 or later): objects, programs, maps, tc hooks,
+ * links (TCX through bpf_link_create) and BPF_PROG_TEST_RUN.
+ *
+ * Structs are built in byte arrays at the sizes checked with offsetof() against libbpf 1.1.2's headers
+ * on x86-64 (see the layout comments); every `sz` field holds the exact struct size. Failures throw a
+ * `LibbpfError` carrying the function, errno, libbpf's error text and the warnings libbpf printed
+ * during the call (the verifier log of a rejected program, for example). libbpf's own log goes to
+ * the "bpf" logger. Every call is synchronous: errno of pointer-returning calls is read right after.
+ */
+import { logger } from "../src/core/log.ts";
+import { closeFd, cString, formatVaList, lastErrno } from "./libc_net.ts";
+
+const SYMBOLS = {
+  libbpf_major_version: { parameters: [], result: "u32" },
+  libbpf_minor_version: { parameters: [], result: "u32" },
+  libbpf_set_print: { parameters: ["function"], result: "pointer" },
+  libbpf_strerror: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  bpf_object__open_mem: { parameters: ["buffer", "usize", "buffer"], result: "pointer" },
+  bpf_object__load: { parameters: ["pointer"], result: "i32" },
+  bpf_object__close: { parameters: ["pointer"], result: "void" },
+  bpf_object__find_program_by_name: { parameters: ["pointer", "buffer"], result: "pointer" },
+  bpf_object__find_map_by_name: { parameters: ["pointer", "buffer"], result: "pointer" },
+  bpf_program__fd: { parameters: ["pointer"], result: "i32" },
+  bpf_map__fd: { parameters: ["pointer"], result: "i32" },
+  bpf_map__key_size: { parameters: ["pointer"], result: "u32" },
+  bpf_map__value_size: { parameters: ["pointer"], result: "u32" },
+  bpf_map__max_entries: { parameters: ["pointer"], result: "u32" },
+  bpf_map__set_max_entries: { parameters: ["pointer", "u32"], result: "i32" },
+  bpf_map__set_initial_value: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  bpf_map__reuse_fd: { parameters: ["pointer", "i32"], result: "i32" },
+  bpf_map_update_elem: { parameters: ["i32", "buffer", "buffer", "u64"], result: "i32" },
+  bpf_map_lookup_elem: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  bpf_map_delete_elem: { parameters: ["i32", "buffer"], result: "i32" },
+  bpf_map_get_next_key: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  bpf_tc_hook_create: { parameters: ["buffer"], result: "i32" },
+  bpf_tc_hook_destroy: { parameters: ["buffer"], result: "i32" },
+  bpf_tc_attach: { parameters: ["buffer", "buffer"], result: "i32" },
+  bpf_tc_detach: { parameters: ["buffer", "buffer"], result: "i32" },
+  bpf_tc_query: { parameters: ["buffer", "buffer"], result: "i32" },
+  bpf_link_create: { parameters: ["i32", "i32", "u32", "buffer"], result: "i32" },
+  bpf_link_detach: { parameters: ["i32"], result: "i32" },
+  bpf_link_get_next_id: { parameters: ["u32", "buffer"], result: "i32" },
+  bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
+  bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
+  bpf_obj_get_info_by_fd: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  bpf_prog_test_run_opts: { parameters: ["i32", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+const log = logger("bpf");
+
+const PRINT_DEF = { parameters: ["i32", "pointer", "pointer"], result: "i32" } as const;
+// Warnings printed during the current call, attached to the error if the call fails.
+let captured: string[] | undefined;
+
+const LIBBPF_WARN = 0;
+const LIBBPF_INFO = 1;
+
+function onLibbpfPrint(level: number, fmt: Deno.PointerValue, ap: Deno.PointerValue): number {
+  const text = formatVaList(fmt, ap).replace(/\n+$/, "");
+  if (text.length === 0) return 0;
+  if (level === LIBBPF_WARN) {
+    captured?.push(text);
+    log.warn(text);
+  } else if (level === LIBBPF_INFO) {
+    log.info(text);
+  } else {
+    log.debug(text);
+  }
+  return 0;
+}
+
+// Opened at import (a library first opened inside a test counts as a leak to Deno's sanitizers); a
+// missing libbpf is reported by the first call instead, so that importing never fails.
+const opened = openLibbpf();
+
+function openLibbpf(): {
+  lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  print: Deno.UnsafeCallback<typeof PRINT_DEF>;
+} | {
+  error: string;
+} {
+  try {
+    const lib = Deno.dlopen("libbpf.so.1", SYMBOLS);
+    // Kept for the life of the process: libbpf holds the pointer.
+    const print = new Deno.UnsafeCallback(PRINT_DEF, onLibbpfPrint);
+    lib.symbols.libbpf_set_print(print.pointer);
+    return { lib, print };
+  } catch (err) {
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+function bpf(): Symbols {
+  if ("error" in opened) {
+    throw new Error(`cannot load libbpf.so.1 (install libbpf1, version 1.1 or later): ${opened.error}`);
+  }
+  return opened.lib.symbols;
+}
+
+/** libbpf's version, e.g. "1.1". */
+export function libbpfVersion(): string {
+  const s = bpf();
+  return `${s.libbpf_major_version()}.${s.libbpf_minor_version()}`;
+}
+
+/** libbpf's text for a (negative or positive) error code. */
+export function libbpfErrorText(err: number): string {
+  const buf = new Uint8Array(256);
+  bpf().libbpf_strerror(-Math.abs(err), buf, 256n);
+  const end = buf.indexOf(0);
+  return new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end));
+}
+
+/** A libbpf call failed: which call, the errno, libbpf's text for it and the warnings it printed. */
+export class LibbpfError extends Error {
+  readonly errno: number;
+  constructor(readonly fn: string, err: number, readonly libbpfLog: readonly string[] = [], context = "") {
+    const errno = Math.abs(err);
+    const tail = libbpfLog.length ? `; libbpf said: ${libbpfLog.slice(-12).join(" | ")}` : "";
+    super(`${fn}${context ? ` (${context})` : ""}: ${libbpfErrorText(errno)} (errno ${errno})${tail}`);
+    this.name = "LibbpfError";
+    this.errno = errno;
+  }
+}
+
+/** Well-known errno values callers branch on. */
+export const Errno = {
+  ENOENT: 2,
+  E2BIG: 7,
+  EBADF: 9,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  EOPNOTSUPP: 95,
+} as const;
+
+/** Runs a libbpf call while collecting its warnings; returns the result and the warnings. */
+function withCapture<T>(fn: () => T): { result: T; warnings: string[] } {
+  const outer = captured;
+  const mine: string[] = [];
+  captured = mine;
+  try {
+    return { result: fn(), warnings: mine };
+  } finally {
+    captured = outer;
+    outer?.push(...mine);
+  }
+}
+
+/** Calls an int-returning libbpf function; a negative result becomes a LibbpfError. */
+function check(fn: string, call: () => number, context = ""): number {
+  const { result, warnings } = withCapture(call);
+  if (result < 0) throw new LibbpfError(fn, result, warnings, context);
+  return result;
+}
+
+function u64ptr(buf: Uint8Array<ArrayBuffer> | null): bigint {
+  return buf === null || buf.length === 0 ? 0n : BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Objects, programs and maps
+
+/** BPF program types this project loads (uapi enum bpf_prog_type). */
+export const BPF_PROG_TYPE_SCHED_CLS = 3;
+
+/** A map of an opened object; its fd exists once the object is loaded. */
+export class BpfMap {
+  constructor(private readonly handle: Deno.PointerObject, readonly name: string) {}
+
+  get keySize(): number {
+    return bpf().bpf_map__key_size(this.handle);
+  }
+
+  get valueSize(): number {
+    return bpf().bpf_map__value_size(this.handle);
+  }
+
+  get maxEntries(): number {
+    return bpf().bpf_map__max_entries(this.handle);
+  }
+
+  /** The map's fd after load; throws before. */
+  get fd(): number {
+    const fd = bpf().bpf_map__fd(this.handle);
+    if (fd < 0) throw new LibbpfError("bpf_map__fd", fd, [], `map ${this.name} is not loaded`);
+    return fd;
+  }
+
+  /** Before load: how many entries the kernel map will hold. */
+  setMaxEntries(n: number): void {
+    check("bpf_map__set_max_entries", () => bpf().bpf_map__set_max_entries(this.handle, n), this.name);
+  }
+
+  /** Before load: the contents of a global-data map (.rodata.*), which must match its size exactly. */
+  setInitialValue(bytes: Uint8Array<ArrayBuffer>): void {
+    check(
+      "bpf_map__set_initial_value",
+      () => bpf().bpf_map__set_initial_value(this.handle, bytes, BigInt(bytes.length)),
+      `${this.name}, ${bytes.length} bytes`,
+    );
+  }
+
+  /** Before load: use an existing kernel map (of another loaded object) instead of creating one. */
+  reuseFd(fd: number): void {
+    check("bpf_map__reuse_fd", () => bpf().bpf_map__reuse_fd(this.handle, fd), this.name);
+  }
+}
+
+/** A program of an opened object; its fd exists once the object is loaded. */
+export class BpfProgram {
+  constructor(private readonly handle: Deno.PointerObject, readonly name: string) {}
+
+  get fd(): number {
+    const fd = bpf().bpf_program__fd(this.handle);
+    if (fd < 0) throw new LibbpfError("bpf_program__fd", fd, [], `program ${this.name} is not loaded`);
+    return fd;
+  }
+}
+
+/** A BPF ELF object opened from bytes; `load()` creates its maps and programs in the kernel. */
+export class BpfObject implements Disposable {
+  #handle: Deno.PointerObject | null;
+
+  private constructor(handle: Deno.PointerObject, readonly name: string) {
+    this.#handle = handle;
+  }
+
+  /** Parses an object from memory (the bytes are only needed during the call). */
+  static openMem(bytes: Uint8Array, name: string): BpfObject {
+    // bpf_object_open_opts (80 bytes): sz@0, object_name@8 (char *), rest zero.
+    const nameBuf = cString(name);
+    const opts = new Uint8Array(80);
+    const dv = new DataView(opts.buffer);
+    dv.setBigUint64(0, 80n, true);
+    dv.setBigUint64(8, u64ptr(nameBuf), true);
+    const data = new Uint8Array(bytes.length);
+    data.set(bytes);
+    const { result, warnings } = withCapture(() => {
+      const handle = bpf().bpf_object__open_mem(data, BigInt(data.length), opts);
+      return { handle, errno: handle === null ? lastErrno() : 0 };
+    });
+    if (result.handle === null) {
+      throw new LibbpfError("bpf_object__open_mem", result.errno || Errno.EINVAL, warnings, name);
+    }
+    return new BpfObject(result.handle, name);
+  }
+
+  #live(): Deno.PointerObject {
+    if (this.#handle === null) throw new Error(`BPF object ${this.name} is closed`);
+    return this.#handle;
+  }
+
+  /** The named map, or undefined when the object has none. */
+  findMap(name: string): BpfMap | undefined {
+    const h = this.#live();
+    const p = withCapture(() => bpf().bpf_object__find_map_by_name(h, cString(name))).result;
+    return p === null ? undefined : new BpfMap(p, name);
+  }
+
+  /** The named program, or undefined when the object has none. */
+  findProgram(name: string): BpfProgram | undefined {
+    const h = this.#live();
+    const p = withCapture(() => bpf().bpf_object__find_program_by_name(h, cString(name))).result;
+    return p === null ? undefined : new BpfProgram(p, name);
+  }
+
+  /** Creates the maps and loads (verifies) the programs. */
+  load(): void {
+    const h = this.#live();
+    check("bpf_object__load", () => bpf().bpf_object__load(h), this.name);
+  }
+
+  /** Unloads: closes every map and program fd this object holds (attached links keep their program). */
+  close(): void {
+    if (this.#handle === null) return;
+    const h = this.#handle;
+    this.#handle = null;
+    withCapture(() => bpf().bpf_object__close(h));
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Map element access by fd
+
+/** BPF_ANY: create or update. */
+export const BPF_ANY = 0n;
+/** BPF_NOEXIST: create only. */
+export const BPF_NOEXIST = 1n;
+/** BPF_EXIST: update only. */
+export const BPF_EXIST = 2n;
+
+/** Inserts or updates one element. */
+export function mapUpdate(
+  fd: number,
+  key: Uint8Array<ArrayBuffer>,
+  value: Uint8Array<ArrayBuffer>,
+  flags = BPF_ANY,
+) {
+  check("bpf_map_update_elem", () => bpf().bpf_map_update_elem(fd, key, value, flags));
+}
+
+/** Reads one element into a new array of valueSize bytes; undefined when absent. */
+export function mapLookup(
+  fd: number,
+  key: Uint8Array<ArrayBuffer>,
+  valueSize: number,
+): Uint8Array | undefined {
+  const value = new Uint8Array(valueSize);
+  const rc = bpf().bpf_map_lookup_elem(fd, key, value);
+  if (rc === -Errno.ENOENT) return undefined;
+  if (rc < 0) throw new LibbpfError("bpf_map_lookup_elem", rc);
+  return value;
+}
+
+/** Deletes one element; false when it was not there. */
+export function mapDelete(fd: number, key: Uint8Array<ArrayBuffer>): boolean {
+  const rc = bpf().bpf_map_delete_elem(fd, key);
+  if (rc === -Errno.ENOENT) return false;
+  if (rc < 0) throw new LibbpfError("bpf_map_delete_elem", rc);
+  return true;
+}
+
+/** Every key of a hash map (a snapshot; concurrent changes may be missed or seen). */
+export function mapKeys(fd: number, keySize: number): Uint8Array[] {
+  const keys: Uint8Array[] = [];
+  let prev: Uint8Array<ArrayBuffer> | null = null;
+  for (;;) {
+    const next = new Uint8Array(keySize);
+    const rc = bpf().bpf_map_get_next_key(fd, prev, next);
+    if (rc === -Errno.ENOENT) return keys;
+    if (rc < 0) throw new LibbpfError("bpf_map_get_next_key", rc);
+    keys.push(next);
+    prev = next;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// tc (clsact) hooks and filters
+
+/** Where a tc hook sits (libbpf enum bpf_tc_attach_point). */
+export const TcAttachPoint = { ingress: 1, egress: 2 } as const;
+/** bpf_tc_opts.flags: replace an existing filter at the same handle and priority. */
+export const BPF_TC_F_REPLACE = 1;
+
+function tcHook(ifindex: number, attachPoint: number): Uint8Array<ArrayBuffer> {
+  // struct bpf_tc_hook (24 bytes): sz@0 (size_t), ifindex@8 (int), attach_point@12, parent@16.
+  const hook = new Uint8Array(24);
+  const dv = new DataView(hook.buffer);
+  dv.setBigUint64(0, 24n, true);
+  dv.setInt32(8, ifindex, true);
+  dv.setUint32(12, attachPoint, true);
+  return hook;
+}
+
+function tcOpts(
+  o: { progFd?: number; flags?: number; handle: number; priority: number },
+): Uint8Array<ArrayBuffer> {
+  // struct bpf_tc_opts (32 bytes): sz@0, prog_fd@8, flags@12, prog_id@16, handle@20, priority@24.
+  const opts = new Uint8Array(32);
+  const dv = new DataView(opts.buffer);
+  dv.setBigUint64(0, 32n, true);
+  dv.setInt32(8, o.progFd ?? 0, true);
+  dv.setUint32(12, o.flags ?? 0, true);
+  dv.setUint32(20, o.handle, true);
+  dv.setUint32(24, o.priority, true);
+  return opts;
+}
+
+/**
+ * Creates the clsact qdisc for the hook's interface: "created" when this call made it, "existed" when
+ * one was already there (libbpf reports EEXIST, which is not a failure here).
+ */
+export function tcHookCreate(ifindex: number, attachPoint: number): "created" | "existed" {
+  const hook = tcHook(ifindex, attachPoint);
+  const { result, warnings } = withCapture(() => bpf().bpf_tc_hook_create(hook));
+  if (result === -Errno.EEXIST) return "existed";
+  if (result < 0) throw new LibbpfError("bpf_tc_hook_create", result, warnings, `ifindex ${ifindex}`);
+  return "created";
+}
+
+/**
+ * Destroys a hook. With one attach point libbpf flushes that side's filters (all of them, not just
+ * ours) and keeps the qdisc; with ingress|egress it deletes the whole clsact qdisc.
+ */
+export function tcHookDestroy(ifindex: number, attachPoint: number): void {
+  const hook = tcHook(ifindex, attachPoint);
+  check("bpf_tc_hook_destroy", () => bpf().bpf_tc_hook_destroy(hook), `ifindex ${ifindex}`);
+}
+
+/** Attaches a direct-action bpf filter at (handle, priority); returns the kernel's program id. */
+export function tcAttach(
+  ifindex: number,
+  attachPoint: number,
+  o: { progFd: number; handle: number; priority: number; replace: boolean },
+): { progId: number } {
+  const hook = tcHook(ifindex, attachPoint);
+  const opts = tcOpts({ ...o, flags: o.replace ? BPF_TC_F_REPLACE : 0 });
+  check("bpf_tc_attach", () => bpf().bpf_tc_attach(hook, opts), `ifindex ${ifindex}`);
+  return { progId: new DataView(opts.buffer).getUint32(16, true) };
+}
+
+/** The program id of the bpf filter at (handle, priority), or undefined when there is none. */
+export function tcQuery(
+  ifindex: number,
+  attachPoint: number,
+  o: { handle: number; priority: number },
+): { progId: number } | undefined {
+  const hook = tcHook(ifindex, attachPoint);
+  const opts = tcOpts(o);
+  const { result, warnings } = withCapture(() => bpf().bpf_tc_query(hook, opts));
+  if (result === -Errno.ENOENT || result === -Errno.EINVAL) {
+    // ENOENT: no such filter; EINVAL: no clsact qdisc on the device at all.
+    if (result === -Errno.EINVAL && warnings.length === 0) return undefined;
+    if (result === -Errno.ENOENT) return undefined;
+  }
+  if (result < 0) throw new LibbpfError("bpf_tc_query", result, warnings, `ifindex ${ifindex}`);
+  return { progId: new DataView(opts.buffer).getUint32(16, true) };
+}
+
+/** Removes exactly the bpf filter at (handle, priority). */
+export function tcDetach(
+  ifindex: number,
+  attachPoint: number,
+  o: { handle: number; priority: number },
+): void {
+  const hook = tcHook(ifindex, attachPoint);
+  const opts = tcOpts(o);
+  check("bpf_tc_detach", () => bpf().bpf_tc_detach(hook, opts), `ifindex ${ifindex}`);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Links (TCX) and introspection
+
+/** uapi enum bpf_attach_type values for TCX (kernel 6.6+; absent from libbpf 1.1's headers). */
+export const BPF_TCX_INGRESS = 46;
+export const BPF_TCX_EGRESS = 47;
+/** bpf_mprog flag: put the program before the others (with no relative program: first). */
+export const BPF_F_BEFORE = 1 << 3;
+/** uapi enum bpf_link_type value of TCX links. */
+export const BPF_LINK_TYPE_TCX = 11;
+
+/** Creates a link (for TCX: target = ifindex); returns the link fd, which detaches it when closed. */
+export function linkCreate(progFd: number, target: number, attachType: number, flags = 0): number {
+  // struct bpf_link_create_opts (64 bytes): sz@0, flags@8 (u32), the rest zero.
+  const opts = new Uint8Array(64);
+  const dv = new DataView(opts.buffer);
+  dv.setBigUint64(0, 64n, true);
+  dv.setUint32(8, flags, true);
+  return check(
+    "bpf_link_create",
+    () => bpf().bpf_link_create(progFd, target, attachType, opts),
+    `attach type ${attachType}, target ${target}`,
+  );
+}
+
+/** Detaches a link through its fd, whoever else holds it (the fd stays open until closed). */
+export function linkDetach(linkFd: number): void {
+  check("bpf_link_detach", () => bpf().bpf_link_detach(linkFd));
+}
+
+/** Ids of every BPF link in the system. */
+export function linkIds(): number[] {
+  const ids: number[] = [];
+  const next = new Uint32Array(1);
+  let id = 0;
+  for (;;) {
+    const rc = bpf().bpf_link_get_next_id(id, new Uint8Array(next.buffer));
+    if (rc === -Errno.ENOENT) return ids;
+    if (rc < 0) throw new LibbpfError("bpf_link_get_next_id", rc);
+    id = next[0]!;
+    ids.push(id);
+  }
+}
+
+/** An fd for the link with this id (close it with closeFd), or undefined when it is gone. */
+export function linkFdById(id: number): number | undefined {
+  const fd = bpf().bpf_link_get_fd_by_id(id);
+  if (fd === -Errno.ENOENT) return undefined;
+  if (fd < 0) throw new LibbpfError("bpf_link_get_fd_by_id", fd, [], `link ${id}`);
+  return fd;
+}
+
+/** An fd for the program with this id (close it with closeFd), or undefined when it is gone. */
+export function progFdById(id: number): number | undefined {
+  const fd = bpf().bpf_prog_get_fd_by_id(id);
+  if (fd === -Errno.ENOENT) return undefined;
+  if (fd < 0) throw new LibbpfError("bpf_prog_get_fd_by_id", fd, [], `program ${id}`);
+  return fd;
+}
+
+function objInfo(fd: number, size: number): DataView {
+  const info = new Uint8Array(size);
+  const len = new Uint32Array([size]);
+  check("bpf_obj_get_info_by_fd", () => bpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(len.buffer)));
+  return new DataView(info.buffer);
+}
+
+/** What the kernel says about a loaded program. */
+export interface ProgInfo {
+  type: number;
+  id: number;
+  /** Up to 15 characters of the program's name. */
+  name: string;
+}
+
+/** Kernel information about the program behind an fd. */
+export function progInfo(fd: number): ProgInfo {
+  // struct bpf_prog_info: type@0, id@4, name@64 (char[16]); 232 bytes in 6.1 headers.
+  const dv = objInfo(fd, 232);
+  const nameBytes = new Uint8Array(dv.buffer, 64, 16);
+  const end = nameBytes.indexOf(0);
+  return {
+    type: dv.getUint32(0, true),
+    id: dv.getUint32(4, true),
+    name: new TextDecoder().decode(nameBytes.subarray(0, end < 0 ? 16 : end)),
+  };
+}
+
+/** Kernel information about a link; the tcx fields are meaningful for BPF_LINK_TYPE_TCX. */
+export interface LinkInfo {
+  type: number;
+  id: number;
+  progId: number;
+  /** TCX: the interface (0 once the device is gone). */
+  tcxIfindex: number;
+  /** TCX: BPF_TCX_INGRESS or BPF_TCX_EGRESS. */
+  tcxAttachType: number;
+}
+
+/** Kernel information about the link behind an fd. */
+export function linkInfo(fd: number): LinkInfo {
+  // struct bpf_link_info: type@0, id@4, prog_id@8, union@16 (tcx: ifindex@16, attach_type@20).
+  const dv = objInfo(fd, 64);
+  return {
+    type: dv.getUint32(0, true),
+    id: dv.getUint32(4, true),
+    progId: dv.getUint32(8, true),
+    tcxIfindex: dv.getUint32(16, true),
+    tcxAttachType: dv.getUint32(20, true),
+  };
+}
+
+/** The name of the program with this id, or undefined when it is gone. */
+export function progNameById(id: number): string | undefined {
+  const fd = progFdById(id);
+  if (fd === undefined) return undefined;
+  try {
+    return progInfo(fd).name;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// BPF_PROG_TEST_RUN
+
+/** Size of the uapi struct __sk_buff accepted as test-run context. */
+export const SK_BUFF_CTX_SIZE = 192;
+
+/** A struct __sk_buff test-run context; only the fields the kernel accepts as input can be set. */
+export function skBuffContext(o: { ifindex?: number; mark?: number; gsoSize?: number; gsoSegs?: number }) {
+  // __sk_buff: mark@8, ifindex@40, gso_segs@164, gso_size@176 (offsetof, 6.1 uapi).
+  const ctx = new Uint8Array(SK_BUFF_CTX_SIZE);
+  const dv = new DataView(ctx.buffer);
+  dv.setUint32(8, o.mark ?? 0, true);
+  dv.setUint32(40, o.ifindex ?? 0, true);
+  dv.setUint32(164, o.gsoSegs ?? 0, true);
+  dv.setUint32(176, o.gsoSize ?? 0, true);
+  return ctx;
+}
+
+/** Outcome of a test run. */
+export interface TestRunResult {
+  /** The program's return value (as unsigned 32-bit, so -1 reads 0xFFFFFFFF). */
+  retval: number;
+  /** The packet after the last run. */
+  data: Uint8Array;
+  /** Average run time in nanoseconds as the kernel measured it. */
+  durationNs: number;
+}
+
+/** Runs a program on a packet in the kernel without attaching it (BPF_PROG_TEST_RUN). */
+export function progTestRun(
+  progFd: number,
+  o: { data: Uint8Array; repeat?: number; ctx?: Uint8Array<ArrayBuffer>; dataOutSize?: number },
+): TestRunResult {
+  const dataIn = new Uint8Array(o.data.length);
+  dataIn.set(o.data);
+  const dataOut = new Uint8Array(o.dataOutSize ?? dataIn.length + 256);
+  // struct bpf_test_run_opts (80 bytes): sz@0, data_in@8, data_out@16, data_size_in@24, data_size_out@28,
+  // ctx_in@32, ctx_out@40, ctx_size_in@48, ctx_size_out@52, retval@56, repeat@60, duration@64, flags@68.
+  const opts = new Uint8Array(80);
+  const dv = new DataView(opts.buffer);
+  dv.setBigUint64(0, 80n, true);
+  dv.setBigUint64(8, u64ptr(dataIn), true);
+  dv.setBigUint64(16, u64ptr(dataOut), true);
+  dv.setUint32(24, dataIn.length, true);
+  dv.setUint32(28, dataOut.length, true);
+  const ctx = o.ctx ?? null;
+  if (ctx) {
+    dv.setBigUint64(32, u64ptr(ctx), true);
+    dv.setUint32(48, ctx.length, true);
+  }
+  dv.setInt32(60, o.repeat ?? 1, true);
+  check("bpf_prog_test_run_opts", () => bpf().bpf_prog_test_run_opts(progFd, opts));
+  // Keep the buffers alive until here: the kernel read and wrote them through raw addresses.
+  void dataIn.length, void ctx?.length;
+  return {
+    retval: dv.getUint32(56, true),
+    data: dataOut.slice(0, dv.getUint32(28, true)),
+    durationNs: dv.getUint32(64, true),
+  };
+}

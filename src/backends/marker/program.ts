@@ -1,0 +1,287 @@
+/**
+ * The loaded marker: the BPF object configured for one strategy, and its maps.
+ *
+ * One object serves every strategy; its behaviour comes from `struct marker_config` in `.rodata.config`,
+ * set before load, so the verifier removes the code paths the configuration cannot take. Interfaces
+ * without an Ethernet header need a second program instance (configured for that link layer); it is
+ * loaded on first use and shares the first instance's maps, so one map update marks on every interface.
+ */
+import {
+  BpfObject,
+  LibbpfError,
+  mapDelete,
+  mapKeys,
+  mapLookup,
+  mapUpdate,
+  progInfo,
+} from "../../../ffi/libbpf.ts";
+import { logger } from "../../core/log.ts";
+import { decodeFlowKey, encodeFlowKey, type FlowIdentity } from "./flow_key.ts";
+import {
+  CONFIG_MAP_NAME,
+  CONFIG_SIZE,
+  decodeMatchAll,
+  decodeTag,
+  DEFAULT_MAX_FLOWS,
+  encodeConfig,
+  encodeMatchAll,
+  encodeTag,
+  FLOW_KEY_SIZE,
+  FLOW_MAP_NAME,
+  type LinkLayer,
+  type MarkingStrategy,
+  MATCH_ALL_MAP_NAME,
+  MATCH_ALL_VALUE_SIZE,
+  PROGRAM_NAME,
+  TAG_SIZE,
+} from "./layout.ts";
+import { builtMarkerObject, programFileObject } from "./object_bytes.ts";
+
+const log = logger("backends", "marker");
+
+/** How to load the marker. */
+export interface MarkerProgramOptions {
+  strategy: MarkingStrategy;
+  /** Mark every IPv6 packet with the one match-all tag instead of looking flows up. */
+  matchAll: boolean;
+  /** The match-all tag to install right away (otherwise a wildcard start event sets it). */
+  matchAllTag?: number;
+  /** Load the variant with bpf_printk traces (read them from /sys/kernel/tracing/trace_pipe). */
+  debug: boolean;
+  /** A user-supplied object file instead of the built one ("" = built one). */
+  programPath?: string;
+  /** The object's bytes, bypassing both files (tests, embedded packaging). */
+  objectBytes?: Uint8Array;
+  /** Capacity of the flow map (default 100000); the least recently used flows go first when full. */
+  maxFlows?: number;
+}
+
+/** A program instance for one link layer. */
+interface Instance {
+  readonly object: BpfObject;
+  readonly progFd: number;
+  readonly progId: number;
+}
+
+/** Entries of the flow map, for listings. */
+export interface FlowEntry {
+  readonly flow: FlowIdentity;
+  readonly tag: number;
+}
+
+/** Flow map size when match-all makes it unused (an LRU map still wants room for every CPU). */
+const MATCH_ALL_FLOW_CAPACITY = 1024;
+
+/** The marker object(s) loaded into the kernel, with their shared maps. */
+export class MarkerProgram implements Disposable {
+  readonly strategy: MarkingStrategy;
+  readonly matchAll: boolean;
+  /** Where the object came from, for messages. */
+  readonly source: string;
+  readonly #bytes: Uint8Array;
+  readonly #maxFlows: number;
+  readonly #instances = new Map<LinkLayer, Instance>();
+  #flowFd = -1;
+  #matchAllFd = -1;
+  #configurable = true;
+  #closed = false;
+
+  private constructor(opts: MarkerProgramOptions, bytes: Uint8Array, source: string) {
+    this.strategy = opts.strategy;
+    this.matchAll = opts.matchAll;
+    this.source = source;
+    this.#bytes = bytes;
+    this.#maxFlows = opts.matchAll ? MATCH_ALL_FLOW_CAPACITY : opts.maxFlows ?? DEFAULT_MAX_FLOWS;
+  }
+
+  /** Reads the object and loads the instance for Ethernet devices; throws naming what went wrong. */
+  static async load(opts: MarkerProgramOptions): Promise<MarkerProgram> {
+    let bytes: Uint8Array;
+    let source: string;
+    if (opts.objectBytes) {
+      bytes = opts.objectBytes;
+      source = "object bytes";
+    } else if (opts.programPath) {
+      bytes = await programFileObject(opts.programPath);
+      source = opts.programPath;
+    } else {
+      bytes = await builtMarkerObject(opts.debug);
+      source = opts.debug ? "built marker (debug)" : "built marker";
+    }
+    const program = new MarkerProgram(opts, bytes, source);
+    try {
+      program.#instance("ethernet");
+      if (opts.matchAllTag !== undefined) program.setMatchAllTag(opts.matchAllTag);
+    } catch (err) {
+      program.close();
+      throw err;
+    }
+    return program;
+  }
+
+  /** The program fd for interfaces with this link layer, loading that instance if needed. */
+  programFd(linkLayer: LinkLayer): number {
+    return this.#instance(linkLayer).progFd;
+  }
+
+  /** The kernel id of the program for this link layer, loading that instance if needed. */
+  programId(linkLayer: LinkLayer): number {
+    return this.#instance(linkLayer).progId;
+  }
+
+  /** Ids of every loaded instance (to recognise our own hooks). */
+  programIds(): number[] {
+    return [...this.#instances.values()].map((i) => i.progId);
+  }
+
+  /** Starts (or changes) the marking of a flow with a tag computed by flowTag(). */
+  setFlow(flow: FlowIdentity, tag: number): void {
+    mapUpdate(this.#fd("flow"), encodeFlowKey(flow), encodeTag(tag));
+  }
+
+  /** Stops marking a flow; false when it was not being marked. */
+  deleteFlow(flow: FlowIdentity): boolean {
+    return mapDelete(this.#fd("flow"), encodeFlowKey(flow));
+  }
+
+  /** The tag a flow is marked with, or undefined. */
+  flowTag(flow: FlowIdentity): number | undefined {
+    const value = mapLookup(this.#fd("flow"), encodeFlowKey(flow), TAG_SIZE);
+    return value === undefined ? undefined : decodeTag(value);
+  }
+
+  /** Every flow being marked (a snapshot). */
+  flows(): FlowEntry[] {
+    const fd = this.#fd("flow");
+    const out: FlowEntry[] = [];
+    for (const key of mapKeys(fd, FLOW_KEY_SIZE)) {
+      const value = mapLookup(fd, new Uint8Array(key), TAG_SIZE);
+      if (value !== undefined) out.push({ flow: decodeFlowKey(key), tag: decodeTag(value) });
+    }
+    return out;
+  }
+
+  /** Sets the match-all tag, or stops match-all marking with undefined. */
+  setMatchAllTag(tag: number | undefined): void {
+    mapUpdate(this.#fd("matchAll"), new Uint8Array(4), encodeMatchAll(tag));
+  }
+
+  /** The match-all tag in force, if any. */
+  matchAllTag(): number | undefined {
+    const value = mapLookup(this.#fd("matchAll"), new Uint8Array(4), MATCH_ALL_VALUE_SIZE);
+    return value === undefined ? undefined : decodeMatchAll(value);
+  }
+
+  /** Unloads every instance. Programs still attached through links or tc filters live on until detached. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const i of this.#instances.values()) i.object.close();
+    this.#instances.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #fd(which: "flow" | "matchAll"): number {
+    if (this.#closed) throw new Error("the marker program is closed");
+    const fd = which === "flow" ? this.#flowFd : this.#matchAllFd;
+    if (fd < 0) {
+      throw new Error(
+        `the marker object (${this.source}) has no ${
+          which === "flow" ? FLOW_MAP_NAME : MATCH_ALL_MAP_NAME
+        } map`,
+      );
+    }
+    return fd;
+  }
+
+  #instance(linkLayer: LinkLayer): Instance {
+    if (this.#closed) throw new Error("the marker program is closed");
+    const existing = this.#instances.get(linkLayer);
+    if (existing) return existing;
+    if (!this.#configurable && linkLayer !== "ethernet") {
+      throw new Error(
+        `the marker object (${this.source}) has no ${CONFIG_MAP_NAME} section, so it cannot be set up for ` +
+          `interfaces without an Ethernet header`,
+      );
+    }
+    const object = BpfObject.openMem(this.#bytes, PROGRAM_NAME);
+    try {
+      const instance = this.#prepareAndLoad(object, linkLayer);
+      this.#instances.set(linkLayer, instance);
+      log.debug("marker program loaded", {
+        source: this.source,
+        linkLayer,
+        strategy: this.strategy,
+        matchAll: this.matchAll,
+        progId: instance.progId,
+      });
+      return instance;
+    } catch (err) {
+      object.close();
+      if (err instanceof LibbpfError) {
+        throw new Error(
+          `loading the marker (${this.source}) for ${linkLayer} interfaces failed: ${err.message}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      throw err;
+    }
+  }
+
+  #prepareAndLoad(object: BpfObject, linkLayer: LinkLayer): Instance {
+    const what = `the marker object (${this.source})`;
+    const program = object.findProgram(PROGRAM_NAME);
+    if (!program) throw new Error(`${what} has no program named ${PROGRAM_NAME}`);
+    const flows = object.findMap(FLOW_MAP_NAME);
+    if (!flows) throw new Error(`${what} has no map named ${FLOW_MAP_NAME}`);
+    if (flows.keySize !== FLOW_KEY_SIZE || flows.valueSize !== TAG_SIZE) {
+      throw new Error(
+        `${what}: map ${FLOW_MAP_NAME} has ${flows.keySize}-byte keys and ${flows.valueSize}-byte values; ` +
+          `the loader writes ${FLOW_KEY_SIZE}-byte keys (bpf/marker.h struct flow_key) and ${TAG_SIZE}-byte tags`,
+      );
+    }
+    const matchAll = object.findMap(MATCH_ALL_MAP_NAME);
+    if (matchAll && (matchAll.keySize !== 4 || matchAll.valueSize !== MATCH_ALL_VALUE_SIZE)) {
+      throw new Error(`${what}: map ${MATCH_ALL_MAP_NAME} does not hold a struct match_all_value`);
+    }
+    if (this.matchAll && !matchAll) {
+      throw new Error(`${what} has no ${MATCH_ALL_MAP_NAME} map, needed by matchAll`);
+    }
+
+    const config = object.findMap(CONFIG_MAP_NAME);
+    if (config) {
+      if (config.valueSize !== CONFIG_SIZE) {
+        throw new Error(
+          `${what}: ${CONFIG_MAP_NAME} has ${config.valueSize} bytes, not a ${CONFIG_SIZE}-byte config`,
+        );
+      }
+      config.setInitialValue(encodeConfig({ strategy: this.strategy, matchAll: this.matchAll, linkLayer }));
+    } else {
+      this.#configurable = false;
+      log.warn("the marker object has no configuration section; its own strategy and matchAll apply", {
+        source: this.source,
+        section: CONFIG_MAP_NAME,
+      });
+    }
+
+    const first = this.#instances.size === 0;
+    if (first) {
+      flows.setMaxEntries(this.#maxFlows);
+    } else {
+      flows.reuseFd(this.#flowFd);
+      if (matchAll && this.#matchAllFd >= 0) matchAll.reuseFd(this.#matchAllFd);
+    }
+    object.load();
+    if (first) {
+      this.#flowFd = flows.fd;
+      this.#matchAllFd = matchAll ? matchAll.fd : -1;
+    }
+    const progFd = program.fd;
+    return { object, progFd, progId: progInfo(progFd).id };
+  }
+}
