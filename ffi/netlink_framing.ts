@@ -207,10 +207,12 @@ export function attrU64(value: Uint8Array, what = "attribute"): bigint {
   return view(value).getBigUint64(0, true);
 }
 
+const UTF8 = new TextDecoder();
+
 /** An attribute as a string, up to its first NUL. */
 export function attrString(value: Uint8Array): string {
   const nul = value.indexOf(0);
-  return new TextDecoder().decode(nul >= 0 ? value.subarray(0, nul) : value);
+  return UTF8.decode(nul >= 0 ? value.subarray(0, nul) : value);
 }
 
 /** What an NLMSG_ERROR (or an NLMSG_DONE that carries an error) says. */

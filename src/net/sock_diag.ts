@@ -348,108 +348,104 @@ export function parseSocket(payload: Uint8Array): InetDiagSocket {
   };
 }
 
-type Width = 8 | 16 | 32 | 64;
-/** tcp_info layout after the two bitfield bytes: name, offset, width. Checked against the kernel's BTF. */
-const TCP_INFO_LAYOUT: readonly (readonly [keyof TcpInfo, number, Width])[] = [
-  ["state", 0, 8],
-  ["caState", 1, 8],
-  ["retransmits", 2, 8],
-  ["probes", 3, 8],
-  ["backoff", 4, 8],
-  ["options", 5, 8],
-  ["rto", 8, 32],
-  ["ato", 12, 32],
-  ["sndMss", 16, 32],
-  ["rcvMss", 20, 32],
-  ["unAcked", 24, 32],
-  ["sAcked", 28, 32],
-  ["lost", 32, 32],
-  ["retrans", 36, 32],
-  ["fAckets", 40, 32],
-  ["lastDataSent", 44, 32],
-  ["lastAckSent", 48, 32],
-  ["lastDataRecv", 52, 32],
-  ["lastAckRecv", 56, 32],
-  ["pMtu", 60, 32],
-  ["rcvSsThresh", 64, 32],
-  ["rtt", 68, 32],
-  ["rttVar", 72, 32],
-  ["sndSsThresh", 76, 32],
-  ["sndCwnd", 80, 32],
-  ["advMss", 84, 32],
-  ["reordering", 88, 32],
-  ["rcvRtt", 92, 32],
-  ["rcvSpace", 96, 32],
-  ["totalRetrans", 100, 32],
-  ["pacingRate", 104, 64],
-  ["maxPacingRate", 112, 64],
-  ["bytesAcked", 120, 64],
-  ["bytesRecv", 128, 64],
-  ["segsOut", 136, 32],
-  ["segsIn", 140, 32],
-  ["notsentBytes", 144, 32],
-  ["minRtt", 148, 32],
-  ["dataSegsIn", 152, 32],
-  ["dataSegsOut", 156, 32],
-  ["deliveryRate", 160, 64],
-  ["busyTime", 168, 64],
-  ["rwndLimited", 176, 64],
-  ["sndBufLimited", 184, 64],
-  ["delivered", 192, 32],
-  ["deliveredCe", 196, 32],
-  ["bytesSent", 200, 64],
-  ["bytesRetrans", 208, 64],
-  ["dsAckDups", 216, 32],
-  ["reordSeen", 220, 32],
-  ["rcvOooPack", 224, 32],
-  ["sndWnd", 228, 32],
-  ["rcvWnd", 232, 32],
-  ["rehash", 236, 32],
-  ["totalRto", 240, 16],
-  ["totalRtoRecoveries", 242, 16],
-  ["totalRtoTime", 244, 32],
-  ["receivedCe", 248, 32],
-  ["deliveredE1Bytes", 252, 32],
-  ["deliveredE0Bytes", 256, 32],
-  ["deliveredCeBytes", 260, 32],
-  ["receivedE1Bytes", 264, 32],
-  ["receivedE0Bytes", 268, 32],
-  ["receivedCeBytes", 272, 32],
-  ["accecnFailMode", 276, 16],
-  ["accecnOptSeen", 278, 16],
+/** Fields after flowd-go's 56 (kernel 6.x additions): name, offset, width in bytes. Checked against BTF. */
+type ExtraField = { [K in keyof TcpInfo]-?: undefined extends TcpInfo[K] ? K : never }[keyof TcpInfo];
+
+const TCP_INFO_EXTRA: readonly (readonly [ExtraField, number, 2 | 4])[] = [
+  ["rcvWnd", 232, 4],
+  ["rehash", 236, 4],
+  ["totalRto", 240, 2],
+  ["totalRtoRecoveries", 242, 2],
+  ["totalRtoTime", 244, 4],
+  ["receivedCe", 248, 4],
+  ["deliveredE1Bytes", 252, 4],
+  ["deliveredE0Bytes", 256, 4],
+  ["deliveredCeBytes", 260, 4],
+  ["receivedE1Bytes", 264, 4],
+  ["receivedE0Bytes", 268, 4],
+  ["receivedCeBytes", 272, 4],
+  ["accecnFailMode", 276, 2],
+  ["accecnOptSeen", 278, 2],
 ];
 
-/** Offset where the fields flowd-go does not know begin; earlier ones are zero-filled when missing. */
-const TCP_INFO_KNOWN_END = 232;
-
-/** Decodes struct tcp_info of any length the kernel sends. */
+/**
+ * Decodes struct tcp_info of any length the kernel sends. Offsets are those of the kernel's struct (checked
+ * against its BTF). flowd-go's 56 fields read as 0 when the kernel's struct ends before them, as flowd-go's
+ * zero-filled copy does; the later fields are only present when sent.
+ */
 export function parseTcpInfo(bytes: Uint8Array): TcpInfo {
   const v = dataView(bytes);
-  const out: Record<string, number | bigint> = {};
-  for (const [name, offset, width] of TCP_INFO_LAYOUT) {
-    const end = offset + width / 8;
-    if (end > bytes.byteLength) {
-      if (offset >= TCP_INFO_KNOWN_END) continue;
-      out[name] = width === 64 ? 0n : 0;
-      continue;
-    }
-    out[name] = width === 8
-      ? v.getUint8(offset)
-      : width === 16
-      ? v.getUint16(offset, true)
-      : width === 32
-      ? v.getUint32(offset, true)
-      : v.getBigUint64(offset, true);
-  }
+  const n = bytes.byteLength;
+  const u8 = (o: number) => (o < n ? v.getUint8(o) : 0);
+  const u32 = (o: number) => (o + 4 <= n ? v.getUint32(o, true) : 0);
+  const u64 = (o: number) => (o + 8 <= n ? v.getBigUint64(o, true) : 0n);
   // `__u8 tcpi_snd_wscale:4, tcpi_rcv_wscale:4`: little-endian bitfields fill from the low bit up.
-  const scales = bytes.byteLength > 6 ? v.getUint8(6) : 0;
-  out.sndWscale = scales & 0x0f;
-  out.rcvdWscale = scales >> 4;
+  const scales = u8(6);
   // `__u8 tcpi_delivery_rate_app_limited:1, tcpi_fastopen_client_fail:2`.
-  const bits = bytes.byteLength > 7 ? v.getUint8(7) : 0;
-  out.deliveryRateAppLimited = bits & 0x1;
-  out.fastOpenClientFail = (bits >> 1) & 0x3;
-  return out as unknown as TcpInfo;
+  const bits = u8(7);
+  const info: { -readonly [K in keyof TcpInfo]: TcpInfo[K] } = {
+    state: u8(0),
+    caState: u8(1),
+    retransmits: u8(2),
+    probes: u8(3),
+    backoff: u8(4),
+    options: u8(5),
+    sndWscale: scales & 0x0f,
+    rcvdWscale: scales >> 4,
+    deliveryRateAppLimited: bits & 0x1,
+    fastOpenClientFail: (bits >> 1) & 0x3,
+    rto: u32(8),
+    ato: u32(12),
+    sndMss: u32(16),
+    rcvMss: u32(20),
+    unAcked: u32(24),
+    sAcked: u32(28),
+    lost: u32(32),
+    retrans: u32(36),
+    fAckets: u32(40),
+    lastDataSent: u32(44),
+    lastAckSent: u32(48),
+    lastDataRecv: u32(52),
+    lastAckRecv: u32(56),
+    pMtu: u32(60),
+    rcvSsThresh: u32(64),
+    rtt: u32(68),
+    rttVar: u32(72),
+    sndSsThresh: u32(76),
+    sndCwnd: u32(80),
+    advMss: u32(84),
+    reordering: u32(88),
+    rcvRtt: u32(92),
+    rcvSpace: u32(96),
+    totalRetrans: u32(100),
+    pacingRate: u64(104),
+    maxPacingRate: u64(112),
+    bytesAcked: u64(120),
+    bytesRecv: u64(128),
+    segsOut: u32(136),
+    segsIn: u32(140),
+    notsentBytes: u32(144),
+    minRtt: u32(148),
+    dataSegsIn: u32(152),
+    dataSegsOut: u32(156),
+    deliveryRate: u64(160),
+    busyTime: u64(168),
+    rwndLimited: u64(176),
+    sndBufLimited: u64(184),
+    delivered: u32(192),
+    deliveredCe: u32(196),
+    bytesSent: u64(200),
+    bytesRetrans: u64(208),
+    dsAckDups: u32(216),
+    reordSeen: u32(220),
+    rcvOooPack: u32(224),
+    sndWnd: u32(228),
+  };
+  for (const [name, offset, width] of TCP_INFO_EXTRA) {
+    if (offset + width > n) break;
+    info[name] = width === 2 ? v.getUint16(offset, true) : v.getUint32(offset, true);
+  }
+  return info;
 }
 
 function u32s(bytes: Uint8Array, count: number): number[] {
