@@ -11,7 +11,6 @@ const SYMBOLS = {
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
@@ -85,16 +84,6 @@ export function getsockname(fd: number, address: Uint8Array): number {
 export function setsockoptInt(fd: number, level: number, name: number, value: number): number {
   const v = new Int32Array([value]);
   return checked(libc().setsockopt(fd, level, name, new Uint8Array(v.buffer), 4));
-}
-
-/** getsockopt(2) of a 32-bit integer value: the value, or -errno. */
-export function getsockoptInt(fd: number, level: number, name: number): number {
-  const v = new Int32Array(1);
-  const length = new Uint32Array([4]);
-  const rc = checked(
-    libc().getsockopt(fd, level, name, new Uint8Array(v.buffer), new Uint8Array(length.buffer)),
-  );
-  return rc < 0 ? rc : v[0]!;
 }
 
 /** sendto(2): bytes sent or -errno. */

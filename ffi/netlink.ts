@@ -58,6 +58,10 @@ const MIN_RECEIVE_BUFFER = 64 * 1024;
 const DEFAULT_SO_RCVBUF = 1024 * 1024;
 /** How many times a dump the kernel flagged as inconsistent is restarted before giving up. */
 const DUMP_RETRIES = 3;
+/** Longest single wait for readiness; bounds how long a close() goes unnoticed by a waiting request. */
+const POLL_SLICE_MS = 200;
+/** Upper bound on datagrams read out after a failed request (a dump of 100k sockets is about 1,500). */
+const MAX_DRAIN_DATAGRAMS = 100_000;
 
 /** Options for `NetlinkSocket.open`. */
 export interface NetlinkSocketOptions {
@@ -103,7 +107,12 @@ export class NetlinkSocket implements Disposable {
   /** Opens and binds a socket for `protocol` (NETLINK_ROUTE, NETLINK_SOCK_DIAG, ...). */
   static open(protocol: number, options: NetlinkSocketOptions = {}): NetlinkSocket {
     const create = () => socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
-    const fd = options.netns === undefined ? create() : inNetworkNamespace(options.netns, create);
+    let fd: number;
+    try {
+      fd = options.netns === undefined ? create() : inNetworkNamespace(options.netns, create);
+    } catch (err) {
+      throw new NetlinkError(err instanceof Error ? err.message : String(err), { cause: err });
+    }
     if (fd < 0) {
       throw new NetlinkError(`cannot open netlink socket (protocol ${protocol}): ${describeErrno(-fd)}`, {
         errno: -fd,
@@ -212,18 +221,34 @@ export class NetlinkSocket implements Disposable {
               errno: EAGAIN,
             });
           }
-          // Whatever poll says (ready, timeout, interrupted), the next receive finds out.
-          await waitReadable(this.#fd, left);
+          // Short slices, so a close() during the wait is noticed promptly; whatever poll says (ready,
+          // timeout, interrupted), the next receive finds out.
+          await waitReadable(this.#fd, Math.min(left, POLL_SLICE_MS));
           if (this.#fd < 0) throw new NetlinkError(`${what}: socket closed while waiting for the answer`);
           continue;
         }
         // Replies outlive the receive buffer, which the next receive overwrites.
         collector.feed(parseMessages(datagram.slice()));
       }
+    } catch (err) {
+      // An abandoned dump keeps the kernel's dump state busy (EBUSY for the next one) until it is read out.
+      this.#drain();
+      throw err;
     } finally {
       this.staleMessages += collector.skipped;
     }
     return collector;
+  }
+
+  /** Reads and drops whatever is queued; each read lets the kernel queue the next part of a dump. */
+  #drain(): void {
+    for (let i = 0; i < MAX_DRAIN_DATAGRAMS && this.#fd >= 0; i++) {
+      try {
+        if (this.#receive() === undefined) return;
+      } catch {
+        return;
+      }
+    }
   }
 
   /** One queued datagram (a view of the receive buffer, valid until the next call), or undefined if none. */
