@@ -555,7 +555,7 @@ export function parseSockDiagMessage(message: NetlinkMessage, requestProtocol = 
         break;
     }
   }
-  // INET_DIAG_INFO is tcp_info only for TCP sockets (MPTCP subflows say so with INET_DIAG_PROTOCOL).
+  // INET_DIAG_INFO holds tcp_info only for TCP; a PROTOCOL attribute, when sent, says what the socket is.
   if (info !== undefined && (result.protocol ?? requestProtocol) === IPPROTO_TCP) {
     result.tcpInfo = parseTcpInfo(info);
   }
@@ -586,7 +586,8 @@ export class SockDiag implements Disposable {
 
   /**
    * Dumps the sockets of one family and protocol. The kernel applies the state mask and non-zero ports;
-   * addresses in `filter` are then checked here, since the kernel's dump ignores them.
+   * addresses in `filter` are then checked here, since the kernel's dump ignores them. An IPv4 dump lists
+   * AF_INET sockets only: IPv4 flows on dual-stack sockets show up in the IPv6 dump, IPv4-mapped.
    */
   async dump(request: SockDiagRequest, filter: SocketFilter = {}): Promise<SockDiagResult[]> {
     const payload = encodeRequest(request, { srcPort: filter.srcPort, dstPort: filter.dstPort });
