@@ -126,6 +126,24 @@ static __always_inline void build_option_header(__u8 *eh, __u8 next, __u32 tag)
 }
 
 /*
+ * True when the len zero bytes bpf_skb_adjust_room just inserted start at off, where this program
+ * expects the fixed IPv6 header to end. The helper places them after the kernel's idea of the link
+ * header; should that ever differ from ours, the packet must not be written at the wrong place.
+ */
+static __always_inline bool room_in_place(struct __sk_buff *skb, const __u32 off, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u64 *room = data + off;
+
+	if ((void *)(room + 1) > data_end || room[0] != 0)
+		return false;
+	if (len > sizeof(__u64) && ((void *)(room + 2) > data_end || room[1] != 0))
+		return false;
+	return true;
+}
+
+/*
  * Inserts the Hop-by-Hop and/or Destination Options header right after the fixed IPv6 header.
  * Every check that can refuse comes before the first change; a change that fails is undone, so the
  * packet either leaves marked or leaves as it came, and is never dropped.
@@ -203,8 +221,13 @@ static __always_inline int insert_option_headers(struct __sk_buff *skb, const __
 		trace("adjust_room +%u failed", len);
 		return MARKER_NEXT;
 	}
+	if (!room_in_place(skb, l3_after + IPV6_HLEN, len)) {
+		/* Give the room back: it is removed from where the helper put it, nothing was written. */
+		bpf_skb_adjust_room(skb, -(__s32)len, BPF_ADJ_ROOM_NET, 0);
+		trace("room not after the fixed header, left unmarked");
+		return MARKER_NEXT;
+	}
 	if (bpf_skb_store_bytes(skb, l3_after, &out, IPV6_HLEN + len, BPF_F_RECOMPUTE_CSUM) < 0) {
-		/* Give the room back: the inserted bytes sit after the untouched fixed header. */
 		bpf_skb_adjust_room(skb, -(__s32)len, BPF_ADJ_ROOM_NET, 0);
 		trace("option store failed");
 		return MARKER_NEXT;

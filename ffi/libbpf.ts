@@ -45,6 +45,7 @@ const SYMBOLS = {
   bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_obj_get_info_by_fd: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   bpf_prog_test_run_opts: { parameters: ["i32", "buffer"], result: "i32" },
+  bpf_prog_load: { parameters: ["u32", "buffer", "buffer", "buffer", "usize", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -566,14 +567,12 @@ export function progNameById(id: number): string | undefined {
 export const SK_BUFF_CTX_SIZE = 192;
 
 /** A struct __sk_buff test-run context; only the fields the kernel accepts as input can be set. */
-export function skBuffContext(o: { ifindex?: number; mark?: number; gsoSize?: number; gsoSegs?: number }) {
-  // __sk_buff: mark@8, ifindex@40, gso_segs@164, gso_size@176 (offsetof, 6.1 uapi).
+export function skBuffContext(o: { ifindex?: number; mark?: number }): Uint8Array<ArrayBuffer> {
+  // __sk_buff: mark@8, ifindex@40 (offsetof, 6.1 uapi).
   const ctx = new Uint8Array(SK_BUFF_CTX_SIZE);
   const dv = new DataView(ctx.buffer);
   dv.setUint32(8, o.mark ?? 0, true);
   dv.setUint32(40, o.ifindex ?? 0, true);
-  dv.setUint32(164, o.gsoSegs ?? 0, true);
-  dv.setUint32(176, o.gsoSize ?? 0, true);
   return ctx;
 }
 
@@ -583,6 +582,8 @@ export interface TestRunResult {
   retval: number;
   /** The packet after the last run. */
   data: Uint8Array;
+  /** The context after the last run, when one was passed in. */
+  ctx?: Uint8Array;
   /** Average run time in nanoseconds as the kernel measured it. */
   durationNs: number;
 }
@@ -605,9 +606,12 @@ export function progTestRun(
   dv.setUint32(24, dataIn.length, true);
   dv.setUint32(28, dataOut.length, true);
   const ctx = o.ctx ?? null;
-  if (ctx) {
+  const ctxOut = ctx ? new Uint8Array(ctx.length) : null;
+  if (ctx && ctxOut) {
     dv.setBigUint64(32, u64ptr(ctx), true);
+    dv.setBigUint64(40, u64ptr(ctxOut), true);
     dv.setUint32(48, ctx.length, true);
+    dv.setUint32(52, ctxOut.length, true);
   }
   dv.setInt32(60, o.repeat ?? 1, true);
   check("bpf_prog_test_run_opts", () => bpf().bpf_prog_test_run_opts(progFd, opts));
@@ -616,6 +620,26 @@ export function progTestRun(
   return {
     retval: dv.getUint32(56, true),
     data: dataOut.slice(0, dv.getUint32(28, true)),
+    ctx: ctxOut ? ctxOut.slice(0, dv.getUint32(52, true)) : undefined,
     durationNs: dv.getUint32(64, true),
   };
+}
+
+/** A program of two instructions, `r0 = value; exit`, as raw bytecode (struct bpf_insn, 8 bytes each). */
+export function returnImmediateProgram(value: number): Uint8Array<ArrayBuffer> {
+  const insns = new Uint8Array(16);
+  const dv = new DataView(insns.buffer);
+  insns[0] = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K, dst r0
+  dv.setInt32(4, value, true);
+  insns[8] = 0x95; // BPF_JMP | BPF_EXIT
+  return insns;
+}
+
+/** Loads raw bytecode as a program (no object file); returns its fd, to be closed with closeFd. */
+export function loadRawProgram(type: number, name: string, insns: Uint8Array<ArrayBuffer>): number {
+  return check(
+    "bpf_prog_load",
+    () => bpf().bpf_prog_load(type, cString(name), cString("GPL"), insns, BigInt(insns.length / 8), null),
+    name,
+  );
 }
