@@ -60,10 +60,9 @@ function goJson(value: unknown, pretty: boolean): string {
 function jsonResponse(
   status: number,
   value: unknown,
-  opts: { pretty?: boolean; headers?: HeadersInit } = {},
+  opts: { pretty?: boolean; headers?: Record<string, string> } = {},
 ) {
-  const headers = new Headers(opts.headers);
-  headers.set("content-type", "application/json");
+  const headers = { ...opts.headers, "content-type": "application/json" };
   return new Response(goJson(value, opts.pretty ?? true), { status, headers });
 }
 
@@ -323,7 +322,7 @@ export class ApiPlugin implements Plugin {
     if (refused !== undefined) {
       return this.#reject(c, new Rejection(503, `the event was not accepted: ${refused}`));
     }
-    log.debug("api accepted a flow event", { flow: describeFlow(event) });
+    log.debug("api accepted a flow event", () => ({ flow: describeFlow(event) }));
     return jsonResponse(200, flowEventToApiJson(event));
   }
 

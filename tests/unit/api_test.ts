@@ -5,6 +5,7 @@ import type { EmitResult, EventSink } from "../../src/core/component.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
 import { StartupError } from "../../src/core/errors.ts";
 import { nowMicros, parseRfc3339Micros } from "../../src/core/time.ts";
+import { setupLogging } from "../../src/core/log.ts";
 
 const APP = "flowd-go-test";
 const LIMIT = 2048;
@@ -439,6 +440,33 @@ Deno.test("api: stop() answers a stalled upload with a Content-Length with 503 t
       conn.close();
     }
   });
+});
+
+Deno.test("api: logs accepted events at debug and rejections at info, rate-limited", async () => {
+  const lines: string[] = [];
+  setupLogging({ level: "debug", withTime: false, write: (line) => lines.push(line) });
+  try {
+    await withApi("127.0.0.1", async ({ url }) => {
+      assertJsonReply(await post(url, JSON.stringify(GOOD)), 200);
+      for (let i = 0; i < 5; i++) {
+        assertJsonReply(await post(url, JSON.stringify({ ...GOOD, State: 9 })), 400);
+      }
+    });
+  } finally {
+    setupLogging({ level: "error", withTime: false, write: () => {} });
+  }
+  const mine = lines.filter((l) => l.includes("logger=plugins.api"));
+  assert.ok(
+    mine.some((l) =>
+      l.startsWith("level=DEBUG") && l.includes('msg="api accepted a flow event"') &&
+      l.includes('flow="start tcp [2001:db8::1]:2345 [2001:db8::2]:5777 exp=1 act=2"')
+    ),
+    mine.join("\n"),
+  );
+  const rejected = mine.filter((l) => l.includes('msg="api rejected a request"'));
+  assert.equal(rejected.length, 1, "later rejections within the interval are suppressed");
+  assert.ok(rejected[0]!.startsWith("level=INFO") && rejected[0]!.includes("status=400"), rejected[0]);
+  assert.match(rejected[0]!, /reason="State must be .* not 9"/);
 });
 
 Deno.test("api: stop() is safe before start and twice, and closes the listener", async () => {
