@@ -40,6 +40,7 @@ const SYMBOLS = {
   bpf_tc_query: { parameters: ["buffer", "buffer"], result: "i32" },
   bpf_link_create: { parameters: ["i32", "i32", "u32", "buffer"], result: "i32" },
   bpf_link_detach: { parameters: ["i32"], result: "i32" },
+  bpf_prog_query: { parameters: ["i32", "u32", "u32", "buffer", "buffer", "buffer"], result: "i32" },
   bpf_link_get_next_id: { parameters: ["u32", "buffer"], result: "i32" },
   bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
@@ -62,8 +63,10 @@ const LIBBPF_INFO = 1;
 function onLibbpfPrint(level: number, fmt: Deno.PointerValue, ap: Deno.PointerValue): number {
   const text = formatVaList(fmt, ap).replace(/\n+$/, "");
   if (text.length === 0) return 0;
-  if (level === LIBBPF_WARN) {
-    captured?.push(text);
+  if (level === LIBBPF_WARN && captured) {
+    // Held back until the call returns: the caller knows whether this warning matters.
+    captured.push(text);
+  } else if (level === LIBBPF_WARN) {
     log.warn(text);
   } else if (level === LIBBPF_INFO) {
     log.info(text);
@@ -71,6 +74,11 @@ function onLibbpfPrint(level: number, fmt: Deno.PointerValue, ap: Deno.PointerVa
     log.debug(text);
   }
   return 0;
+}
+
+/** Logs warnings held back during a call: as warnings, or at debug when the outcome was expected or reported. */
+function release(warnings: readonly string[], asWarning: boolean): void {
+  for (const w of warnings) asWarning ? log.warn(w) : log.debug(w);
 }
 
 // Opened at import (a library first opened inside a test counts as a leak to Deno's sanitizers); a
@@ -135,6 +143,7 @@ export const Errno = {
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
+  ENOSPC: 28,
   EOPNOTSUPP: 95,
 } as const;
 
@@ -147,13 +156,13 @@ function withCapture<T>(fn: () => T): { result: T; warnings: string[] } {
     return { result: fn(), warnings: mine };
   } finally {
     captured = outer;
-    outer?.push(...mine);
   }
 }
 
-/** Calls an int-returning libbpf function; a negative result becomes a LibbpfError. */
+/** Calls an int-returning libbpf function; a negative result becomes a LibbpfError carrying the warnings. */
 function check(fn: string, call: () => number, context = ""): number {
   const { result, warnings } = withCapture(call);
+  release(warnings, result >= 0);
   if (result < 0) throw new LibbpfError(fn, result, warnings, context);
   return result;
 }
@@ -244,6 +253,7 @@ export class BpfObject implements Disposable {
       const handle = bpf().bpf_object__open_mem(data, BigInt(data.length), opts);
       return { handle, errno: handle === null ? lastErrno() : 0 };
     });
+    release(warnings, result.handle !== null);
     if (result.handle === null) {
       throw new LibbpfError("bpf_object__open_mem", result.errno || Errno.EINVAL, warnings, name);
     }
@@ -258,15 +268,17 @@ export class BpfObject implements Disposable {
   /** The named map, or undefined when the object has none. */
   findMap(name: string): BpfMap | undefined {
     const h = this.#live();
-    const p = withCapture(() => bpf().bpf_object__find_map_by_name(h, cString(name))).result;
-    return p === null ? undefined : new BpfMap(p, name);
+    const { result, warnings } = withCapture(() => bpf().bpf_object__find_map_by_name(h, cString(name)));
+    release(warnings, false);
+    return result === null ? undefined : new BpfMap(result, name);
   }
 
   /** The named program, or undefined when the object has none. */
   findProgram(name: string): BpfProgram | undefined {
     const h = this.#live();
-    const p = withCapture(() => bpf().bpf_object__find_program_by_name(h, cString(name))).result;
-    return p === null ? undefined : new BpfProgram(p, name);
+    const { result, warnings } = withCapture(() => bpf().bpf_object__find_program_by_name(h, cString(name)));
+    release(warnings, false);
+    return result === null ? undefined : new BpfProgram(result, name);
   }
 
   /** Creates the maps and loads (verifies) the programs. */
@@ -280,7 +292,7 @@ export class BpfObject implements Disposable {
     if (this.#handle === null) return;
     const h = this.#handle;
     this.#handle = null;
-    withCapture(() => bpf().bpf_object__close(h));
+    release(withCapture(() => bpf().bpf_object__close(h)).warnings, true);
   }
 
   [Symbol.dispose](): void {
@@ -382,6 +394,7 @@ function tcOpts(
 export function tcHookCreate(ifindex: number, attachPoint: number): "created" | "existed" {
   const hook = tcHook(ifindex, attachPoint);
   const { result, warnings } = withCapture(() => bpf().bpf_tc_hook_create(hook));
+  release(warnings, result >= 0);
   if (result === -Errno.EEXIST) return "existed";
   if (result < 0) throw new LibbpfError("bpf_tc_hook_create", result, warnings, `ifindex ${ifindex}`);
   return "created";
@@ -417,11 +430,9 @@ export function tcQuery(
   const hook = tcHook(ifindex, attachPoint);
   const opts = tcOpts(o);
   const { result, warnings } = withCapture(() => bpf().bpf_tc_query(hook, opts));
-  if (result === -Errno.ENOENT || result === -Errno.EINVAL) {
-    // ENOENT: no such filter; EINVAL: no clsact qdisc on the device at all.
-    if (result === -Errno.EINVAL && warnings.length === 0) return undefined;
-    if (result === -Errno.ENOENT) return undefined;
-  }
+  release(warnings, result >= 0);
+  // ENOENT: no filter there; EINVAL: the interface has no clsact qdisc at all.
+  if (result === -Errno.ENOENT || result === -Errno.EINVAL) return undefined;
   if (result < 0) throw new LibbpfError("bpf_tc_query", result, warnings, `ifindex ${ifindex}`);
   return { progId: new DataView(opts.buffer).getUint32(16, true) };
 }
@@ -465,6 +476,32 @@ export function linkCreate(progFd: number, target: number, attachType: number, f
 /** Detaches a link through its fd, whoever else holds it (the fd stays open until closed). */
 export function linkDetach(linkFd: number): void {
   check("bpf_link_detach", () => bpf().bpf_link_detach(linkFd));
+}
+
+/**
+ * Ids of the programs attached to an interface's TCX hook, in run order. The ifindex is resolved in the
+ * caller's network namespace, so this tells links on this namespace's interface from same-numbered ones
+ * elsewhere. Empty on kernels without TCX.
+ */
+export function tcxProgramIds(ifindex: number, attachType: number): number[] {
+  for (let room = 16;; room *= 4) {
+    const ids = new Uint32Array(room);
+    const count = new Uint32Array([room]);
+    const rc = bpf().bpf_prog_query(
+      ifindex,
+      attachType,
+      0,
+      null,
+      new Uint8Array(ids.buffer),
+      new Uint8Array(count.buffer),
+    );
+    if (rc === -Errno.EINVAL) return [];
+    if (rc === -Errno.ENOSPC && room < 4096) continue;
+    if (rc < 0) {
+      throw new LibbpfError("bpf_prog_query", rc, [], `ifindex ${ifindex}, attach type ${attachType}`);
+    }
+    return Array.from(ids.subarray(0, count[0]!));
+  }
 }
 
 /** Ids of every BPF link in the system. */
