@@ -10,6 +10,8 @@ export interface Capture extends AsyncDisposable {
   stop(fields: readonly string[], displayFilter?: string): Promise<Array<Record<string, string>>>;
   /** The raw bytes of every captured frame (after stop), for exact comparisons. */
   frames(): Promise<Uint8Array[]>;
+  /** Waits until at least `count` frames are in the file (tcpdump writes each at once with -U). */
+  waitFrames(count: number, timeoutMs?: number): Promise<void>;
   readonly file: string;
 }
 
@@ -84,6 +86,17 @@ export async function startCapture(prefix: string[], ifname: string, filter: str
         return Object.fromEntries(fields.map((f, i) => [f, values[i] ?? ""]));
       });
     },
+    async waitFrames(count, timeoutMs = 5000) {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const bytes = await Deno.readFile(file);
+        if (bytes.length >= 24 && parsePcap(bytes).length >= count) return;
+        if (performance.now() > deadline) {
+          throw new Error(`capture: fewer than ${count} frames after ${timeoutMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
     async frames() {
       await halt();
       return parsePcap(await Deno.readFile(file));
@@ -106,6 +119,7 @@ export function parsePcap(bytes: Uint8Array): Uint8Array[] {
   const frames: Uint8Array[] = [];
   for (let o = 24; o + 16 <= bytes.length;) {
     const captured = dv.getUint32(o + 8, little);
+    if (o + 16 + captured > bytes.length) break; // a record still being written
     frames.push(bytes.slice(o + 16, o + 16 + captured));
     o += 16 + captured;
   }

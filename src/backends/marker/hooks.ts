@@ -103,6 +103,13 @@ export class MarkerHooks {
     const attachment = this.opts.mode !== "tc" ? this.#attachTcx(link, linkLayer, progFd, progId) : undefined;
     const live = attachment ?? this.#attachTc(link, linkLayer, progFd, progId);
     this.#live.set(ifname, live);
+    // The TCX link replaced a crashed run's tc filter: its qdisc, if ours, may now serve nobody.
+    if (
+      live.kind === "tcx" && live.replacedLeftover && this.opts.removeQdisc &&
+      this.#ledger.owns(this.#record(live))
+    ) {
+      await this.#removeQdiscIfUnused(live);
+    }
     log.info("marker attached", {
       interface: ifname,
       hook: live.kind,
@@ -335,7 +342,7 @@ export class MarkerHooks {
   }
 
   /** Deletes a clsact qdisc the marker created, unless somebody else's filters now live on it. */
-  async #removeQdiscIfUnused(a: LiveAttachment): Promise<void> {
+  async #removeQdiscIfUnused(a: { ifname: string; ifindex: number }): Promise<void> {
     const netns = this.opts.netns;
     try {
       const others = [
