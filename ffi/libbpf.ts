@@ -2,8 +2,8 @@
  * Typed bindings to the system libbpf (libbpf.so.1, 1.1 or later): objects, programs, maps, tc hooks,
  * links (TCX through bpf_link_create) and BPF_PROG_TEST_RUN.
  *
- * Structs are built in byte arrays at the sizes checked with offsetof() against libbpf 1.1.2's headers
- * on x86-64 (see the layout comments); every `sz` field holds the exact struct size. Failures throw a
+ * Structs are built in byte arrays from one table of sizes and offsets (`LAYOUT`), checked against
+ * libbpf 1.1.2's headers on x86-64 by a test; every `sz` field holds the exact struct size. Failures throw a
  * `LibbpfError` carrying the function, errno, libbpf's error text and the warnings libbpf printed
  * during the call (the verifier log of a rejected program, for example). libbpf's own log goes to
  * the "bpf" logger. Every call is synchronous: errno of pointer-returning calls is read right after.
@@ -171,6 +171,36 @@ function u64ptr(buf: Uint8Array<ArrayBuffer> | null): bigint {
   return buf === null || buf.length === 0 ? 0n : BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
 
+/**
+ * Sizes and field offsets of the C structs built or read here: x86-64, libbpf 1.1.2 and Linux 6.1 uapi
+ * headers, checked against the headers by tests/unit/libbpf_layout_test.ts. Every `sz` is the full size.
+ */
+export const LAYOUT = {
+  bpf_object_open_opts: { size: 80, sz: 0, object_name: 8 },
+  bpf_tc_hook: { size: 24, sz: 0, ifindex: 8, attach_point: 12, parent: 16 },
+  bpf_tc_opts: { size: 32, sz: 0, prog_fd: 8, flags: 12, prog_id: 16, handle: 20, priority: 24 },
+  bpf_link_create_opts: { size: 64, sz: 0, flags: 8 },
+  bpf_test_run_opts: {
+    size: 80,
+    sz: 0,
+    data_in: 8,
+    data_out: 16,
+    data_size_in: 24,
+    data_size_out: 28,
+    ctx_in: 32,
+    ctx_out: 40,
+    ctx_size_in: 48,
+    ctx_size_out: 52,
+    retval: 56,
+    repeat: 60,
+    duration: 64,
+  },
+  bpf_prog_info: { size: 232, type: 0, id: 4, name: 64 },
+  /** The tcx member of the union (kernel 6.6+) is read at the union's offset: ifindex, then attach_type. */
+  bpf_link_info: { size: 48, type: 0, id: 4, prog_id: 8, union: 16 },
+  __sk_buff: { size: 192, mark: 8, ifindex: 40 },
+} as const;
+
 // ---------------------------------------------------------------------------------------------------
 // Objects, programs and maps
 
@@ -241,12 +271,12 @@ export class BpfObject implements Disposable {
 
   /** Parses an object from memory (the bytes are only needed during the call). */
   static openMem(bytes: Uint8Array, name: string): BpfObject {
-    // bpf_object_open_opts (80 bytes): sz@0, object_name@8 (char *), rest zero.
+    const L = LAYOUT.bpf_object_open_opts;
     const nameBuf = cString(name);
-    const opts = new Uint8Array(80);
+    const opts = new Uint8Array(L.size);
     const dv = new DataView(opts.buffer);
-    dv.setBigUint64(0, 80n, true);
-    dv.setBigUint64(8, u64ptr(nameBuf), true);
+    dv.setBigUint64(L.sz, BigInt(L.size), true);
+    dv.setBigUint64(L.object_name, u64ptr(nameBuf), true);
     const data = new Uint8Array(bytes.length);
     data.set(bytes);
     const { result, warnings } = withCapture(() => {
@@ -364,26 +394,26 @@ export const TcAttachPoint = { ingress: 1, egress: 2 } as const;
 export const BPF_TC_F_REPLACE = 1;
 
 function tcHook(ifindex: number, attachPoint: number): Uint8Array<ArrayBuffer> {
-  // struct bpf_tc_hook (24 bytes): sz@0 (size_t), ifindex@8 (int), attach_point@12, parent@16.
-  const hook = new Uint8Array(24);
+  const L = LAYOUT.bpf_tc_hook;
+  const hook = new Uint8Array(L.size);
   const dv = new DataView(hook.buffer);
-  dv.setBigUint64(0, 24n, true);
-  dv.setInt32(8, ifindex, true);
-  dv.setUint32(12, attachPoint, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setInt32(L.ifindex, ifindex, true);
+  dv.setUint32(L.attach_point, attachPoint, true);
   return hook;
 }
 
 function tcOpts(
   o: { progFd?: number; flags?: number; handle: number; priority: number },
 ): Uint8Array<ArrayBuffer> {
-  // struct bpf_tc_opts (32 bytes): sz@0, prog_fd@8, flags@12, prog_id@16, handle@20, priority@24.
-  const opts = new Uint8Array(32);
+  const L = LAYOUT.bpf_tc_opts;
+  const opts = new Uint8Array(L.size);
   const dv = new DataView(opts.buffer);
-  dv.setBigUint64(0, 32n, true);
-  dv.setInt32(8, o.progFd ?? 0, true);
-  dv.setUint32(12, o.flags ?? 0, true);
-  dv.setUint32(20, o.handle, true);
-  dv.setUint32(24, o.priority, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setInt32(L.prog_fd, o.progFd ?? 0, true);
+  dv.setUint32(L.flags, o.flags ?? 0, true);
+  dv.setUint32(L.handle, o.handle, true);
+  dv.setUint32(L.priority, o.priority, true);
   return opts;
 }
 
@@ -418,7 +448,7 @@ export function tcAttach(
   const hook = tcHook(ifindex, attachPoint);
   const opts = tcOpts({ ...o, flags: o.replace ? BPF_TC_F_REPLACE : 0 });
   check("bpf_tc_attach", () => bpf().bpf_tc_attach(hook, opts), `ifindex ${ifindex}`);
-  return { progId: new DataView(opts.buffer).getUint32(16, true) };
+  return { progId: new DataView(opts.buffer).getUint32(LAYOUT.bpf_tc_opts.prog_id, true) };
 }
 
 /** The program id of the bpf filter at (handle, priority), or undefined when there is none. */
@@ -434,7 +464,7 @@ export function tcQuery(
   // ENOENT: no filter there; EINVAL: the interface has no clsact qdisc at all.
   if (result === -Errno.ENOENT || result === -Errno.EINVAL) return undefined;
   if (result < 0) throw new LibbpfError("bpf_tc_query", result, warnings, `ifindex ${ifindex}`);
-  return { progId: new DataView(opts.buffer).getUint32(16, true) };
+  return { progId: new DataView(opts.buffer).getUint32(LAYOUT.bpf_tc_opts.prog_id, true) };
 }
 
 /** Removes exactly the bpf filter at (handle, priority). */
@@ -461,11 +491,11 @@ export const BPF_LINK_TYPE_TCX = 11;
 
 /** Creates a link (for TCX: target = ifindex); returns the link fd, which detaches it when closed. */
 export function linkCreate(progFd: number, target: number, attachType: number, flags = 0): number {
-  // struct bpf_link_create_opts (64 bytes): sz@0, flags@8 (u32), the rest zero.
-  const opts = new Uint8Array(64);
+  const L = LAYOUT.bpf_link_create_opts;
+  const opts = new Uint8Array(L.size);
   const dv = new DataView(opts.buffer);
-  dv.setBigUint64(0, 64n, true);
-  dv.setUint32(8, flags, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setUint32(L.flags, flags, true);
   return check(
     "bpf_link_create",
     () => bpf().bpf_link_create(progFd, target, attachType, opts),
@@ -551,13 +581,13 @@ export interface ProgInfo {
 
 /** Kernel information about the program behind an fd. */
 export function progInfo(fd: number): ProgInfo {
-  // struct bpf_prog_info: type@0, id@4, name@64 (char[16]); 232 bytes in 6.1 headers.
-  const dv = objInfo(fd, 232);
-  const nameBytes = new Uint8Array(dv.buffer, 64, 16);
+  const L = LAYOUT.bpf_prog_info;
+  const dv = objInfo(fd, L.size);
+  const nameBytes = new Uint8Array(dv.buffer, L.name, 16);
   const end = nameBytes.indexOf(0);
   return {
-    type: dv.getUint32(0, true),
-    id: dv.getUint32(4, true),
+    type: dv.getUint32(L.type, true),
+    id: dv.getUint32(L.id, true),
     name: new TextDecoder().decode(nameBytes.subarray(0, end < 0 ? 16 : end)),
   };
 }
@@ -575,14 +605,15 @@ export interface LinkInfo {
 
 /** Kernel information about the link behind an fd. */
 export function linkInfo(fd: number): LinkInfo {
-  // struct bpf_link_info: type@0, id@4, prog_id@8, union@16 (tcx: ifindex@16, attach_type@20).
+  const L = LAYOUT.bpf_link_info;
+  // Room beyond the 6.1 size for newer kernels' union members (the kernel wants the extra bytes zero).
   const dv = objInfo(fd, 64);
   return {
-    type: dv.getUint32(0, true),
-    id: dv.getUint32(4, true),
-    progId: dv.getUint32(8, true),
-    tcxIfindex: dv.getUint32(16, true),
-    tcxAttachType: dv.getUint32(20, true),
+    type: dv.getUint32(L.type, true),
+    id: dv.getUint32(L.id, true),
+    progId: dv.getUint32(L.prog_id, true),
+    tcxIfindex: dv.getUint32(L.union, true),
+    tcxAttachType: dv.getUint32(L.union + 4, true),
   };
 }
 
@@ -600,16 +631,13 @@ export function progNameById(id: number): string | undefined {
 // ---------------------------------------------------------------------------------------------------
 // BPF_PROG_TEST_RUN
 
-/** Size of the uapi struct __sk_buff accepted as test-run context. */
-export const SK_BUFF_CTX_SIZE = 192;
-
 /** A struct __sk_buff test-run context; only the fields the kernel accepts as input can be set. */
 export function skBuffContext(o: { ifindex?: number; mark?: number }): Uint8Array<ArrayBuffer> {
-  // __sk_buff: mark@8, ifindex@40 (offsetof, 6.1 uapi).
-  const ctx = new Uint8Array(SK_BUFF_CTX_SIZE);
+  const L = LAYOUT.__sk_buff;
+  const ctx = new Uint8Array(L.size);
   const dv = new DataView(ctx.buffer);
-  dv.setUint32(8, o.mark ?? 0, true);
-  dv.setUint32(40, o.ifindex ?? 0, true);
+  dv.setUint32(L.mark, o.mark ?? 0, true);
+  dv.setUint32(L.ifindex, o.ifindex ?? 0, true);
   return ctx;
 }
 
@@ -633,32 +661,31 @@ export function progTestRun(
   const dataIn = new Uint8Array(o.data.length);
   dataIn.set(o.data);
   const dataOut = new Uint8Array(o.dataOutSize ?? dataIn.length + 256);
-  // struct bpf_test_run_opts (80 bytes): sz@0, data_in@8, data_out@16, data_size_in@24, data_size_out@28,
-  // ctx_in@32, ctx_out@40, ctx_size_in@48, ctx_size_out@52, retval@56, repeat@60, duration@64, flags@68.
-  const opts = new Uint8Array(80);
+  const L = LAYOUT.bpf_test_run_opts;
+  const opts = new Uint8Array(L.size);
   const dv = new DataView(opts.buffer);
-  dv.setBigUint64(0, 80n, true);
-  dv.setBigUint64(8, u64ptr(dataIn), true);
-  dv.setBigUint64(16, u64ptr(dataOut), true);
-  dv.setUint32(24, dataIn.length, true);
-  dv.setUint32(28, dataOut.length, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setBigUint64(L.data_in, u64ptr(dataIn), true);
+  dv.setBigUint64(L.data_out, u64ptr(dataOut), true);
+  dv.setUint32(L.data_size_in, dataIn.length, true);
+  dv.setUint32(L.data_size_out, dataOut.length, true);
   const ctx = o.ctx ?? null;
   const ctxOut = ctx ? new Uint8Array(ctx.length) : null;
   if (ctx && ctxOut) {
-    dv.setBigUint64(32, u64ptr(ctx), true);
-    dv.setBigUint64(40, u64ptr(ctxOut), true);
-    dv.setUint32(48, ctx.length, true);
-    dv.setUint32(52, ctxOut.length, true);
+    dv.setBigUint64(L.ctx_in, u64ptr(ctx), true);
+    dv.setBigUint64(L.ctx_out, u64ptr(ctxOut), true);
+    dv.setUint32(L.ctx_size_in, ctx.length, true);
+    dv.setUint32(L.ctx_size_out, ctxOut.length, true);
   }
-  dv.setInt32(60, o.repeat ?? 1, true);
+  dv.setInt32(L.repeat, o.repeat ?? 1, true);
   check("bpf_prog_test_run_opts", () => bpf().bpf_prog_test_run_opts(progFd, opts));
   // Keep the buffers alive until here: the kernel read and wrote them through raw addresses.
   void dataIn.length, void ctx?.length;
   return {
-    retval: dv.getUint32(56, true),
-    data: dataOut.slice(0, dv.getUint32(28, true)),
-    ctx: ctxOut ? ctxOut.slice(0, dv.getUint32(52, true)) : undefined,
-    durationNs: dv.getUint32(64, true),
+    retval: dv.getUint32(L.retval, true),
+    data: dataOut.slice(0, dv.getUint32(L.data_size_out, true)),
+    ctx: ctxOut ? ctxOut.slice(0, dv.getUint32(L.ctx_size_out, true)) : undefined,
+    durationNs: dv.getUint32(L.duration, true),
   };
 }
 
