@@ -227,6 +227,7 @@ for (const mode of ["tcx", "tc"] as const) {
         const mine = fromA(env.net, packets, MARKED_PORT);
         const { first, second, syn } = chunks(mine);
         assert.ok(first.length >= 5, `first chunk captured (${first.length} packets)`);
+        assert.equal(syn.length, 1, "the SYN was captured");
         assert.ok(second.length >= 1, `second chunk captured (${second.length} packets)`);
         for (const p of [...syn, ...first]) {
           const label = Number(p["ipv6.flow"]);

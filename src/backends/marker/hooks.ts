@@ -69,6 +69,11 @@ interface LiveAttachment extends Attachment {
   gone: boolean;
 }
 
+/** An attachment without the internal fields. */
+function publicView({ linkFd: _fd, gone: _gone, ...a }: LiveAttachment): Attachment {
+  return a;
+}
+
 // Whether this kernel has TCX, learnt by the first attempt (auto mode).
 let tcxAvailable: boolean | undefined;
 
@@ -85,13 +90,13 @@ export class MarkerHooks {
 
   /** Current attachments (interfaces that disappeared are not listed). */
   attachments(): Attachment[] {
-    return [...this.#live.values()].filter((a) => !a.gone).map(({ linkFd: _fd, gone: _gone, ...a }) => a);
+    return [...this.#live.values()].filter((a) => !a.gone).map(publicView);
   }
 
   /** Attaches the marker to an interface's egress; throws naming the interface and the cause. */
   async attach(ifname: string): Promise<Attachment> {
     const existing = this.#live.get(ifname);
-    if (existing && !existing.gone) return existing;
+    if (existing && !existing.gone) return publicView(existing);
     const link = (await this.#links()).find((l) => l.name === ifname);
     if (!link) throw new Error(`cannot attach the marker to ${ifname}: there is no such interface`);
     const linkLayer = linkLayerOf(link.type);
@@ -118,8 +123,7 @@ export class MarkerHooks {
       ...(live.kind === "tc" ? { qdisc: live.ownsQdisc ? "ours" : "pre-existing" } : {}),
       ...(live.replacedLeftover ? { replacedLeftover: true } : {}),
     });
-    const { linkFd: _fd, gone: _gone, ...out } = live;
-    return out;
+    return publicView(live);
   }
 
   /** Detaches from one interface (no-op when not attached); problems are logged, not thrown. */
@@ -180,7 +184,11 @@ export class MarkerHooks {
           interface: a.ifname,
           ifindex: a.ifindex,
         });
-        if (a.kind === "tcx") closeFd(a.linkFd);
+        if (a.kind === "tcx") {
+          // The link went defunct with the device; close it once, and never again at detach.
+          closeFd(a.linkFd);
+          a.linkFd = -1;
+        }
         if (a.ownsQdisc) this.#ledger.forget(this.#record(a));
       }
       if (a.gone && links.some((l) => l.name === a.ifname)) {
