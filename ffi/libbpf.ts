@@ -128,7 +128,9 @@ export class LibbpfError extends Error {
   readonly errno: number;
   constructor(readonly fn: string, err: number, readonly libbpfLog: readonly string[] = [], context = "") {
     const errno = Math.abs(err);
-    const tail = libbpfLog.length ? `; libbpf said: ${libbpfLog.slice(-12).join(" | ")}` : "";
+    // The full text stays in libbpfLog; the message keeps its end (a verifier log ends with the reason).
+    const said = libbpfLog.join(" | ").replace(/\s*\n\s*/g, " | ");
+    const tail = said ? `; libbpf said: ${said.length > 1500 ? `...${said.slice(-1500)}` : said}` : "";
     super(`${fn}${context ? ` (${context})` : ""}: ${libbpfErrorText(errno)} (errno ${errno})${tail}`);
     this.name = "LibbpfError";
     this.errno = errno;
