@@ -358,7 +358,7 @@ char LICENSE[] SEC("license") = "GPL";
         "-O2",
         "-g",
         "-idirafter",
-        "/usr/include/x86_64-linux-gnu",
+        `/usr/include/${(await sh(["clang", "-print-multiarch"])).stdout.trim()}`,
         "-c",
         source,
         "-o",
