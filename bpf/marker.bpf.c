@@ -212,6 +212,7 @@ static __always_inline int insert_option_headers(struct __sk_buff *skb, const __
 		vlan_tci = bpf_ntohs(vt->tci);
 		if (bpf_skb_vlan_pop(skb) < 0)
 			return MARKER_NEXT;
+		/* With no tag in the metadata (checked above) the push only fills it in; it cannot fail. */
 		if (bpf_skb_vlan_push(skb, vlan_proto, vlan_tci) < 0) {
 			trace("vlan push failed");
 			return MARKER_NEXT;
