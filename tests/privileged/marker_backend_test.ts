@@ -148,3 +148,27 @@ privilegedTest("marker backend: a failed start names the cause and leaves nothin
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+privilegedTest("marker backend discoverInterfaces: attaches where a public IPv6 address lives", async () => {
+  await using net = await createVethPair();
+  // A global unicast address outside the private ranges (and not documentation space) makes vethA public.
+  await net.exec(net.nsA, ["ip", "addr", "add", "2a02:db8:7::1/64", "dev", net.ifA, "nodad"]);
+  const dir = await Deno.makeTempDir();
+  const backend = new MarkerBackend({
+    config: config({ discoverInterfaces: true, targetInterfaces: ["lo"] }),
+    ledgerPath: `${dir}/q.json`,
+    checkIntervalMs: 0,
+    netns: `/run/netns/${net.nsA}`,
+  });
+  try {
+    await backend.start();
+    assert.deepEqual(
+      backend.hooks!.attachments().map((a) => a.ifname),
+      [net.ifA],
+      "lo is replaced by discovery",
+    );
+  } finally {
+    await backend.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
