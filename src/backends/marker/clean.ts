@@ -27,6 +27,8 @@ export interface CleanOptions {
   netns?: string;
   /** Record of the qdiscs the marker created; by default the file at DEFAULT_LEDGER_PATH. */
   ledger?: QdiscLedger;
+  /** Also delete the clsact qdiscs the marker created (default true). */
+  removeQdiscs?: boolean;
 }
 
 /** One thing removed. */
@@ -72,7 +74,7 @@ export async function cleanMarkerHooks(opts: CleanOptions = {}): Promise<CleanRe
 
   for (const link of selected) {
     try {
-      removed.push(...await cleanInterface(link, opts.netns, ledger));
+      removed.push(...await cleanInterface(link, opts.netns, ledger, opts.removeQdiscs ?? true));
     } catch (err) {
       failures.push({ interface: link.name, error: errorMessage(err) });
     }
@@ -95,6 +97,7 @@ async function cleanInterface(
   link: Link,
   netns: string | undefined,
   ledger: QdiscLedger,
+  removeQdiscs: boolean,
 ): Promise<CleanAction[]> {
   const done: CleanAction[] = [];
   const ifname = link.name;
@@ -128,7 +131,7 @@ async function cleanInterface(
   }
 
   const record: QdiscRecord = { ifname, ifindex: link.index, ...(netns ? { netns } : {}) };
-  if (ledger.owns(record)) {
+  if (removeQdiscs && ledger.owns(record)) {
     if (!await hasClsactQdisc(link.index, netns)) {
       ledger.forget(record);
     } else {
