@@ -106,8 +106,7 @@ export class MarkerProgram implements Disposable {
       bytes = await programFileObject(opts.programPath);
       source = opts.programPath;
     } else {
-      bytes = await builtMarkerObject(opts.debug);
-      source = opts.debug ? "built marker (debug)" : "built marker";
+      ({ bytes, source } = builtMarkerObject(opts.debug));
     }
     const program = new MarkerProgram(opts, bytes, source);
     try {

@@ -1,0 +1,41 @@
+/**
+ * The compiled BPF objects, embedded in the program: every bpf/<name>.bpf.c in its release and debug
+ * (-dbg, bpf_printk traces) build. Imported as bytes, so a bundle or compiled binary carries them and
+ * loads them with bpf_object__open_mem; nothing is read from the source tree at run time.
+ *
+ * scripts/build_bpf.sh must have run before any deno command (check, test, run, bundle) sees this
+ * module. Adding a bpf/*.bpf.c means adding its two imports and its entry below; a unit test fails
+ * until that is done.
+ */
+import markerRelease from "../bpf/build/marker.bpf.o" with { type: "bytes" };
+import markerDebug from "../bpf/build/marker-dbg.bpf.o" with { type: "bytes" };
+
+/** The programs built from bpf/*.bpf.c, by file name without `.bpf.c`. */
+export const BPF_PROGRAM_NAMES = ["marker"] as const;
+
+/** A program name: the file bpf/<name>.bpf.c. */
+export type BpfProgramName = typeof BPF_PROGRAM_NAMES[number];
+
+/** Which build of an object: release, or debug (-DDEBUG, bpf_printk traces). */
+export type BpfVariant = "release" | "debug";
+
+const OBJECTS: Record<BpfProgramName, Record<BpfVariant, Uint8Array>> = {
+  marker: { release: markerRelease, debug: markerDebug },
+};
+
+/** An embedded object file; `label` names it in messages (its file name under bpf/build/). */
+export interface EmbeddedBpfObject {
+  readonly bytes: Uint8Array;
+  readonly label: string;
+}
+
+/**
+ * The embedded object of a program. The bytes are shared: callers must not modify them (libbpf's
+ * open_mem only reads its buffer).
+ */
+export function embeddedBpfObject(name: BpfProgramName, variant: BpfVariant): EmbeddedBpfObject {
+  return {
+    bytes: OBJECTS[name][variant],
+    label: `embedded ${name}${variant === "debug" ? "-dbg" : ""}.bpf.o`,
+  };
+}
