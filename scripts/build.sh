@@ -95,7 +95,7 @@ trap 'rm -rf "$stage"' EXIT
 bash "$here/scripts/build_bpf.sh"
 
 # --- 2. the bundle, from a copy of the sources that carries the commit -------------------------------------
-if git -C "$here" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+if [[ "$(git -C "$here" rev-parse --show-toplevel 2>/dev/null)" == "$here" ]]; then
   commit="$(git -C "$here" describe --always --dirty --abbrev=40)"
 else
   # A source tarball: scripts/package.sh wrote the commit into src/build_info.json.
