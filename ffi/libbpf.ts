@@ -643,3 +643,115 @@ export function loadRawProgram(type: number, name: string, insns: Uint8Array<Arr
     name,
   );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Ring buffers and cgroup attachment (sock_ops programs: the skops enricher and the iperf3 watcher)
+
+// A second handle on the same library, so these symbols stay apart from the ones above; libbpf's state
+// (the print callback included) is shared, since the process loads the library only once.
+const RING_SYMBOLS = {
+  ring_buffer__new: { parameters: ["i32", "function", "pointer", "pointer"], result: "pointer" },
+  // Synchronous: the sample callback runs inside this call, on the JS thread.
+  ring_buffer__consume: { parameters: ["pointer"], result: "i32" },
+  ring_buffer__epoll_fd: { parameters: ["pointer"], result: "i32" },
+  ring_buffer__free: { parameters: ["pointer"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+const ringLib = (() => {
+  try {
+    return Deno.dlopen("libbpf.so.1", RING_SYMBOLS);
+  } catch {
+    return undefined; // reported by bpf() on first use
+  }
+})();
+
+function ringSymbols(): Deno.DynamicLibrary<typeof RING_SYMBOLS>["symbols"] {
+  if (ringLib === undefined) bpf(); // throws the "cannot load libbpf" error
+  return ringLib!.symbols;
+}
+
+/** uapi enum bpf_attach_type: cgroup sock_ops programs. */
+export const BPF_CGROUP_SOCK_OPS = 3;
+
+const SAMPLE_DEF = { parameters: ["pointer", "pointer", "usize"], result: "i32" } as const;
+
+/**
+ * A libbpf ring buffer on a BPF_MAP_TYPE_RINGBUF map. `consume()` hands every pending record to the
+ * handler, synchronously and on the JS thread, as a copy (the kernel reuses the ring's memory right
+ * after). Wait for records with a poll on `epollFd` off the main thread, then consume.
+ */
+export class RingBuffer implements Disposable {
+  #handle: Deno.PointerObject | null;
+  readonly #callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>;
+  readonly #epollFd: number;
+  #failure: unknown;
+
+  private constructor(handle: Deno.PointerObject, callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>) {
+    this.#handle = handle;
+    this.#callback = callback;
+    this.#epollFd = ringSymbols().ring_buffer__epoll_fd(handle);
+  }
+
+  /** Opens a ring buffer on a loaded map's fd; `onRecord` gets each record's bytes. */
+  static open(mapFd: number, onRecord: (record: Uint8Array) => void): RingBuffer {
+    let ring: RingBuffer | undefined;
+    const callback = new Deno.UnsafeCallback(SAMPLE_DEF, (_ctx, data, size) => {
+      if (data === null) return 0;
+      const bytes = new Uint8Array(Number(size));
+      Deno.UnsafePointerView.copyInto(data, bytes);
+      try {
+        onRecord(bytes);
+      } catch (err) {
+        // Stop this consume() and let it report the handler's failure, rather than unwind through C.
+        if (ring) ring.#failure = err;
+        return -1;
+      }
+      return 0;
+    });
+    const { result, warnings } = withCapture(() => {
+      const handle = ringSymbols().ring_buffer__new(mapFd, callback.pointer, null, null);
+      return { handle, errno: handle === null ? lastErrno() : 0 };
+    });
+    if (result.handle === null) {
+      callback.close();
+      throw new LibbpfError("ring_buffer__new", result.errno || Errno.EINVAL, warnings, `map fd ${mapFd}`);
+    }
+    ring = new RingBuffer(result.handle, callback);
+    return ring;
+  }
+
+  /** An epoll fd that polls readable when records are waiting. */
+  get epollFd(): number {
+    return this.#epollFd;
+  }
+
+  /** Hands every waiting record to the handler; returns how many were consumed. */
+  consume(): number {
+    if (this.#handle === null) throw new Error("ring buffer is closed");
+    const h = this.#handle;
+    const n = check("ring_buffer__consume", () => {
+      const rc = ringSymbols().ring_buffer__consume(h);
+      // A handler failure surfaces as -1 from libbpf; rethrow the handler's own error instead.
+      if (rc < 0 && this.#failure !== undefined) {
+        const err = this.#failure;
+        this.#failure = undefined;
+        throw err;
+      }
+      return rc;
+    });
+    return n;
+  }
+
+  /** Frees the ring buffer (unmapping the ring) and the callback; safe to call twice. */
+  close(): void {
+    if (this.#handle === null) return;
+    const h = this.#handle;
+    this.#handle = null;
+    ringSymbols().ring_buffer__free(h);
+    this.#callback.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
