@@ -90,17 +90,21 @@ static __always_inline void fill_record(struct bpf_sock_ops *ctx, struct tcp_soc
 	r->bytes_acked = ctx->bytes_acked;
 	__u32 ecn_flags = ctx->ecn_flags;
 
-	/* From struct tcp_sock, relocated by libbpf against the running kernel. */
+	/*
+	 * From struct tcp_sock, relocated by libbpf against the running kernel. Bitfields are always read
+	 * from tp with the whole member path: the relocated offset is relative to the start of the access
+	 * chain, so passing &tp->member as the base would add the member's offset twice.
+	 */
 	r->pacing_rate = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_pacing_rate);
 	r->max_pacing_rate = BPF_CORE_READ(tp, inet_conn.icsk_inet.sk.sk_max_pacing_rate);
 	r->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
 	r->bytes_retrans = BPF_CORE_READ(tp, bytes_retrans);
 	r->rto_jiffies = BPF_CORE_READ(tp, inet_conn.icsk_rto);
-	r->ato_jiffies = (__u32)BPF_CORE_READ_BITFIELD_PROBED(&tp->inet_conn.icsk_ack, ato);
+	r->ato_jiffies = (__u32)BPF_CORE_READ_BITFIELD_PROBED(tp, inet_conn.icsk_ack.ato);
 	r->rcv_mss = BPF_CORE_READ(tp, inet_conn.icsk_ack.rcv_mss);
 	r->lrcvtime = BPF_CORE_READ(tp, inet_conn.icsk_ack.lrcvtime);
 	r->pmtu = BPF_CORE_READ(tp, inet_conn.icsk_pmtu_cookie);
-	r->ca_state = (__u8)BPF_CORE_READ_BITFIELD_PROBED(&tp->inet_conn, icsk_ca_state);
+	r->ca_state = (__u8)BPF_CORE_READ_BITFIELD_PROBED(tp, inet_conn.icsk_ca_state);
 	r->retransmits = BPF_CORE_READ(tp, inet_conn.icsk_retransmits);
 	r->probes = BPF_CORE_READ(tp, inet_conn.icsk_probes_out);
 	r->backoff = BPF_CORE_READ(tp, inet_conn.icsk_backoff);
@@ -127,14 +131,14 @@ static __always_inline void fill_record(struct bpf_sock_ops *ctx, struct tcp_soc
 	r->fastopen_client_fail = (__u8)BPF_CORE_READ_BITFIELD_PROBED(tp, fastopen_client_fail);
 
 	__u8 options = 0;
-	if (BPF_CORE_READ_BITFIELD_PROBED(&tp->rx_opt, tstamp_ok))
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.tstamp_ok))
 		options |= TCPI_OPT_TIMESTAMPS;
-	if (BPF_CORE_READ_BITFIELD_PROBED(&tp->rx_opt, sack_ok))
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.sack_ok))
 		options |= TCPI_OPT_SACK;
-	if (BPF_CORE_READ_BITFIELD_PROBED(&tp->rx_opt, wscale_ok)) {
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.wscale_ok)) {
 		options |= TCPI_OPT_WSCALE;
-		r->snd_wscale = (__u8)BPF_CORE_READ_BITFIELD_PROBED(&tp->rx_opt, snd_wscale);
-		r->rcv_wscale = (__u8)BPF_CORE_READ_BITFIELD_PROBED(&tp->rx_opt, rcv_wscale);
+		r->snd_wscale = (__u8)BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.snd_wscale);
+		r->rcv_wscale = (__u8)BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.rcv_wscale);
 	}
 	if (ecn_flags & TCP_ECN_OK)
 		options |= TCPI_OPT_ECN;

@@ -42,6 +42,12 @@ static __always_inline void flowd_v6(__u8 out[16], const __u32 in[4])
 	w[3] = in[3];
 }
 
+/* A context field read as exactly one 32-bit load. */
+static __always_inline __u32 flowd_ctx_u32(const __u32 *field)
+{
+	return *(const volatile __u32 *)field;
+}
+
 /*
  * Fills the local and remote addresses (16 bytes each, network order) and ports (host order) of the
  * socket behind a sock_ops context. Returns 0, or -1 for a family that is neither IPv4 nor IPv6.
@@ -53,8 +59,11 @@ static __always_inline int flowd_sock_ends(struct bpf_sock_ops *ctx, __u8 local[
 		flowd_v4_mapped(local, ctx->local_ip4);
 		flowd_v4_mapped(remote, ctx->remote_ip4);
 	} else if (ctx->family == FLOWD_AF_INET6) {
-		__u32 l[4] = { ctx->local_ip6[0], ctx->local_ip6[1], ctx->local_ip6[2], ctx->local_ip6[3] };
-		__u32 r[4] = { ctx->remote_ip6[0], ctx->remote_ip6[1], ctx->remote_ip6[2], ctx->remote_ip6[3] };
+		/* One 4-byte load per word: the verifier rejects the 8-byte loads clang would merge them into. */
+		__u32 l[4] = { flowd_ctx_u32(&ctx->local_ip6[0]), flowd_ctx_u32(&ctx->local_ip6[1]),
+			       flowd_ctx_u32(&ctx->local_ip6[2]), flowd_ctx_u32(&ctx->local_ip6[3]) };
+		__u32 r[4] = { flowd_ctx_u32(&ctx->remote_ip6[0]), flowd_ctx_u32(&ctx->remote_ip6[1]),
+			       flowd_ctx_u32(&ctx->remote_ip6[2]), flowd_ctx_u32(&ctx->remote_ip6[3]) };
 		flowd_v6(local, l);
 		flowd_v6(remote, r);
 	} else {

@@ -684,17 +684,23 @@ export class RingBuffer implements Disposable {
   #handle: Deno.PointerObject | null;
   readonly #callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>;
   readonly #epollFd: number;
-  #failure: unknown;
+  /** The error the handler threw during the current consume(), shared with the callback. */
+  readonly #failure: { error?: unknown };
 
-  private constructor(handle: Deno.PointerObject, callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>) {
+  private constructor(
+    handle: Deno.PointerObject,
+    callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>,
+    failure: { error?: unknown },
+  ) {
     this.#handle = handle;
     this.#callback = callback;
+    this.#failure = failure;
     this.#epollFd = ringSymbols().ring_buffer__epoll_fd(handle);
   }
 
   /** Opens a ring buffer on a loaded map's fd; `onRecord` gets each record's bytes. */
   static open(mapFd: number, onRecord: (record: Uint8Array) => void): RingBuffer {
-    let ring: RingBuffer | undefined;
+    const failure: { error?: unknown } = {};
     const callback = new Deno.UnsafeCallback(SAMPLE_DEF, (_ctx, data, size) => {
       if (data === null) return 0;
       const bytes = new Uint8Array(Number(size));
@@ -703,7 +709,7 @@ export class RingBuffer implements Disposable {
         onRecord(bytes);
       } catch (err) {
         // Stop this consume() and let it report the handler's failure, rather than unwind through C.
-        if (ring) ring.#failure = err;
+        failure.error = err;
         return -1;
       }
       return 0;
@@ -716,8 +722,7 @@ export class RingBuffer implements Disposable {
       callback.close();
       throw new LibbpfError("ring_buffer__new", result.errno || Errno.EINVAL, warnings, `map fd ${mapFd}`);
     }
-    ring = new RingBuffer(result.handle, callback);
-    return ring;
+    return new RingBuffer(result.handle, callback, failure);
   }
 
   /** An epoll fd that polls readable when records are waiting. */
@@ -732,9 +737,9 @@ export class RingBuffer implements Disposable {
     const n = check("ring_buffer__consume", () => {
       const rc = ringSymbols().ring_buffer__consume(h);
       // A handler failure surfaces as -1 from libbpf; rethrow the handler's own error instead.
-      if (rc < 0 && this.#failure !== undefined) {
-        const err = this.#failure;
-        this.#failure = undefined;
+      if (rc < 0 && "error" in this.#failure) {
+        const err = this.#failure.error;
+        delete this.#failure.error;
         throw err;
       }
       return rc;
