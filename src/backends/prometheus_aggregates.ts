@@ -1,0 +1,148 @@
+/**
+ * Aggregate metrics of the Prometheus backend, labelled only by SciTags experiment and activity
+ * (`flowd_` prefix, base units): how many flows start, end and are open, and, per enricher flavour, the
+ * bytes they move and their round-trip times. The number of (exp, act) label pairs is bounded: pairs
+ * beyond the bound are counted under exp="other", act="other", so cardinality never follows the traffic.
+ */
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { EnrichmentSample } from "../core/component.ts";
+import type { FlowEvent } from "../core/flow_event.ts";
+
+/** Distinct (experiment, activity) pairs with their own series, at most (the registry has ~14 × 64). */
+export const MAX_ID_PAIRS = 1024;
+/** The label value of pairs beyond `MAX_ID_PAIRS`. */
+export const OVERFLOW_LABEL = "other";
+
+/** Maps flows to bounded (exp, act) labels; a pair once admitted keeps its own series. */
+export class IdPairLabels {
+  readonly #admitted = new Set<string>();
+
+  constructor(readonly capacity = MAX_ID_PAIRS) {}
+
+  /** The labels of a flow's pair. */
+  of(flow: Pick<FlowEvent, "experimentId" | "activityId">): { exp: string; act: string } {
+    const exp = String(flow.experimentId), act = String(flow.activityId);
+    const key = `${exp}/${act}`;
+    if (this.#admitted.has(key)) return { exp, act };
+    if (this.#admitted.size < this.capacity) {
+      this.#admitted.add(key);
+      return { exp, act };
+    }
+    return { exp: OVERFLOW_LABEL, act: OVERFLOW_LABEL };
+  }
+}
+
+/** Flow counts per (exp, act), registered in every registry the backend serves. */
+export class FlowCounts {
+  readonly #started: Counter<"exp" | "act">;
+  readonly #ended: Counter<"exp" | "act">;
+  readonly #active: Gauge<"exp" | "act">;
+
+  constructor(registries: Registry[], private readonly labels: IdPairLabels) {
+    const labelNames = ["exp", "act"] as const;
+    this.#started = new Counter({
+      name: "flowd_flows_started_total",
+      help: "Flows that started, by SciTags experiment and activity",
+      labelNames,
+      registers: registries,
+    });
+    this.#ended = new Counter({
+      name: "flowd_flows_ended_total",
+      help: "Flows that ended, by SciTags experiment and activity",
+      labelNames,
+      registers: registries,
+    });
+    this.#active = new Gauge({
+      name: "flowd_flows_active",
+      help: "Flows started and not yet ended, by SciTags experiment and activity",
+      labelNames,
+      registers: registries,
+    });
+  }
+
+  /** Counts a start or end event. */
+  observe(event: FlowEvent): void {
+    const l = this.labels.of(event);
+    if (event.state === "start") {
+      this.#started.inc(l);
+      this.#active.inc(l);
+    } else if (event.state === "end") {
+      this.#ended.inc(l);
+      this.#active.dec(l);
+    }
+  }
+}
+
+/** RTT buckets in seconds: 50 us (loopback) to 2.5 s (satellite paths, bufferbloat). */
+const RTT_BUCKETS = [0.00005, 0.0002, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5];
+
+type Direction = "sent" | "acked" | "received" | "retransmitted";
+const DIRECTIONS: readonly Direction[] = ["sent", "acked", "received", "retransmitted"];
+const DIRECTION_HELP: Record<Direction, string> = {
+  sent: "Bytes the enriched flows sent, retransmissions included",
+  acked: "Bytes of the enriched flows acknowledged by their peers",
+  received: "Bytes the enriched flows received",
+  retransmitted: "Bytes the enriched flows retransmitted",
+};
+
+/** Byte and RTT aggregates of one enricher flavour, fed by its samples. */
+export class TrafficAggregates {
+  readonly #bytes: Record<Direction, Counter<"exp" | "act">>;
+  readonly #rtt: Histogram<"exp" | "act">;
+  readonly #samples: Counter;
+  readonly #last = new Map<string, Record<Direction, bigint>>();
+
+  constructor(registry: Registry, private readonly labels: IdPairLabels) {
+    const bytes = {} as Record<Direction, Counter<"exp" | "act">>;
+    for (const d of DIRECTIONS) {
+      bytes[d] = new Counter({
+        name: `flowd_tcp_${d}_bytes_total`,
+        help: `${DIRECTION_HELP[d]}, by SciTags experiment and activity`,
+        labelNames: ["exp", "act"],
+        registers: [registry],
+      });
+    }
+    this.#bytes = bytes;
+    this.#rtt = new Histogram({
+      name: "flowd_tcp_rtt_seconds",
+      help:
+        "Smoothed round-trip time of the enriched flows at each sample, by SciTags experiment and activity",
+      labelNames: ["exp", "act"],
+      buckets: RTT_BUCKETS,
+      registers: [registry],
+    });
+    this.#samples = new Counter({
+      name: "flowd_enrichment_samples_total",
+      help: "Enrichment samples received",
+      registers: [registry],
+    });
+  }
+
+  /** Adds what a flow moved since its previous sample, and its RTT. */
+  observe(key: string, sample: EnrichmentSample): void {
+    this.#samples.inc();
+    const t = sample.info.tcpInfo;
+    if (!t) return;
+    const l = this.labels.of(sample.flow);
+    const now: Record<Direction, bigint> = {
+      sent: t.bytesSent,
+      acked: t.bytesAcked,
+      received: t.bytesRecv,
+      retransmitted: t.bytesRetrans,
+    };
+    const before = this.#last.get(key);
+    for (const d of DIRECTIONS) {
+      const delta = now[d] - (before?.[d] ?? 0n);
+      // A smaller value means another socket took the 5-tuple: count it from zero.
+      const add = delta >= 0n ? delta : now[d];
+      if (add > 0n) this.#bytes[d].inc(l, Number(add));
+    }
+    this.#last.set(key, now);
+    if (t.rtt > 0) this.#rtt.observe(l, t.rtt / 1e6);
+  }
+
+  /** Forgets a flow's last counters (it ended). */
+  forget(key: string): void {
+    this.#last.delete(key);
+  }
+}
