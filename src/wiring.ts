@@ -11,7 +11,11 @@ import { ConfigError } from "./core/errors.ts";
 import { ApiPlugin } from "./plugins/api.ts";
 import { NamedPipePlugin } from "./plugins/named_pipe.ts";
 import { FireflyBackend } from "./backends/firefly.ts";
-import { APPLICATION_NAME } from "./version.ts";
+import { PrometheusBackend } from "./backends/prometheus.ts";
+import { Iperf3Plugin } from "./plugins/iperf3.ts";
+import { NetlinkEnricher } from "./enrichers/netlink.ts";
+import { SkopsEnricher } from "./enrichers/skops.ts";
+import { APPLICATION_NAME, VERSION } from "./version.ts";
 
 /** Facts about the host the components need. */
 export interface HostFacts {
@@ -61,7 +65,7 @@ export function buildComponents(config: Config, host: HostFacts): Components {
     );
   }
   if (p.perfsonar) notYet("plugins.perfsonar");
-  if (p.iperf3) notYet("plugins.iperf3");
+  if (p.iperf3) plugins.push(new Iperf3Plugin({ config: p.iperf3, application: APPLICATION_NAME }));
 
   if (b.marker) notYet("backends.marker");
   if (b.firefly) {
@@ -70,10 +74,10 @@ export function buildComponents(config: Config, host: HostFacts): Components {
       new FireflyBackend({ config: b.firefly, hostname: host.hostname, appName: APPLICATION_NAME }),
     );
   }
-  if (b.prometheus) notYet("backends.prometheus");
+  if (b.prometheus) backends.push(new PrometheusBackend({ config: b.prometheus, version: VERSION }));
 
-  if (e?.skops) notYet("enrichers.skops");
-  if (e?.netlink) notYet("enrichers.netlink");
+  if (e?.skops) enrichers.push(new SkopsEnricher({ config: e.skops, periodMs: e.period }));
+  if (e?.netlink) enrichers.push(new NetlinkEnricher({ config: e.netlink, periodMs: e.period }));
 
   return { plugins, backends, enrichers };
 }
