@@ -54,6 +54,14 @@ struct {
 	__uint(max_entries, SKOPS_RING_BYTES);
 } tcpStats SEC(".maps");
 
+/* Records lost because the ring buffer was full (user space fell behind), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lostRecords SEC(".maps");
+
 /*
  * Never used: puts the record type into the object's BTF for the layout test. libbpf skips sections it
  * does not know, so this creates no map.
@@ -180,6 +188,10 @@ static __always_inline void report(struct bpf_sock_ops *ctx, __u32 event, __u32 
 
 	struct skops_record *r = bpf_ringbuf_reserve(&tcpStats, sizeof(*r), 0);
 	if (!r) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&lostRecords, &zero);
+		if (lost)
+			(*lost)++;
 		trace("ring buffer full, record for port %u lost", key.local_port);
 		return;
 	}
@@ -188,7 +200,13 @@ static __always_inline void report(struct bpf_sock_ops *ctx, __u32 event, __u32 
 	r->event = event;
 	r->new_state = new_state;
 	fill_record(ctx, tp, r);
-	bpf_ringbuf_submit(r, 0);
+	/*
+	 * Records are samples, not alarms: user space collects them in batches on its own schedule (every
+	 * few tens of ms), so a record only wakes it when the ring is a quarter full. Waking user space for
+	 * every record would cost it a thread hand-off per record.
+	 */
+	__u64 pending = bpf_ringbuf_query(&tcpStats, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(r, pending >= SKOPS_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	trace("record: ports %u->%u event %u", key.local_port, key.remote_port, event);
 
 	/* The socket is gone: nothing more will come for this key. */

@@ -31,6 +31,14 @@ struct {
 	__uint(max_entries, WATCHER_RING_BYTES);
 } flowEvents SEC(".maps");
 
+/* Events lost because the ring buffer was full (user space fell behind), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lostEvents SEC(".maps");
+
 /*
  * Never used: puts the record type into the object's BTF for the layout test. libbpf skips sections it
  * does not know, so this creates no map.
@@ -76,6 +84,10 @@ int flowd_watcher(struct bpf_sock_ops *ctx)
 		return 1;
 	struct watcher_event *e = bpf_ringbuf_reserve(&flowEvents, sizeof(*e), 0);
 	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&lostEvents, &zero);
+		if (lost)
+			(*lost)++;
 		trace("ring buffer full, event for port %u lost", local_port);
 		return 1;
 	}

@@ -684,23 +684,22 @@ export class RingBuffer implements Disposable {
   #handle: Deno.PointerObject | null;
   readonly #callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>;
   readonly #epollFd: number;
-  /** The error the handler threw during the current consume(), shared with the callback. */
-  readonly #failure: { error?: unknown };
+  readonly #state: RingState;
 
   private constructor(
     handle: Deno.PointerObject,
     callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>,
-    failure: { error?: unknown },
+    state: RingState,
   ) {
     this.#handle = handle;
     this.#callback = callback;
-    this.#failure = failure;
+    this.#state = state;
     this.#epollFd = ringSymbols().ring_buffer__epoll_fd(handle);
   }
 
   /** Opens a ring buffer on a loaded map's fd; `onRecord` gets each record's bytes. */
   static open(mapFd: number, onRecord: (record: Uint8Array) => void): RingBuffer {
-    const failure: { error?: unknown } = {};
+    const state: RingState = { handled: 0, budget: Infinity };
     const callback = new Deno.UnsafeCallback(SAMPLE_DEF, (_ctx, data, size) => {
       if (data === null) return 0;
       const bytes = new Uint8Array(Number(size));
@@ -709,10 +708,11 @@ export class RingBuffer implements Disposable {
         onRecord(bytes);
       } catch (err) {
         // Stop this consume() and let it report the handler's failure, rather than unwind through C.
-        failure.error = err;
+        state.error = err;
         return -1;
       }
-      return 0;
+      // libbpf counts this record as consumed and returns our code, so the rest waits for the next call.
+      return ++state.handled >= state.budget ? BUDGET_SPENT : 0;
     });
     const { result, warnings } = withCapture(() => {
       const handle = ringSymbols().ring_buffer__new(mapFd, callback.pointer, null, null);
@@ -722,7 +722,7 @@ export class RingBuffer implements Disposable {
       callback.close();
       throw new LibbpfError("ring_buffer__new", result.errno || Errno.EINVAL, warnings, `map fd ${mapFd}`);
     }
-    return new RingBuffer(result.handle, callback, failure);
+    return new RingBuffer(result.handle, callback, state);
   }
 
   /** An epoll fd that polls readable when records are waiting. */
@@ -730,21 +730,21 @@ export class RingBuffer implements Disposable {
     return this.#epollFd;
   }
 
-  /** Hands every waiting record to the handler; returns how many were consumed. */
-  consume(): number {
+  /**
+   * Hands waiting records to the handler, at most `budget` of them (so a flood cannot hold the event loop
+   * for long); returns how many were handled. A handler's exception stops the call and is rethrown.
+   */
+  consume(budget = Infinity): number {
     if (this.#handle === null) throw new Error("ring buffer is closed");
     const h = this.#handle;
-    const n = check("ring_buffer__consume", () => {
-      const rc = ringSymbols().ring_buffer__consume(h);
-      // A handler failure surfaces as -1 from libbpf; rethrow the handler's own error instead.
-      if (rc < 0 && "error" in this.#failure) {
-        const err = this.#failure.error;
-        delete this.#failure.error;
-        throw err;
-      }
-      return rc;
-    });
-    return n;
+    const state = this.#state;
+    state.handled = 0;
+    state.budget = budget;
+    state.error = undefined;
+    const { result: rc, warnings } = withCapture(() => ringSymbols().ring_buffer__consume(h));
+    if (state.error !== undefined) throw state.error;
+    if (rc < 0 && rc !== BUDGET_SPENT) throw new LibbpfError("ring_buffer__consume", rc, warnings);
+    return state.handled;
   }
 
   /** Frees the ring buffer (unmapping the ring) and the callback; safe to call twice. */
@@ -760,3 +760,13 @@ export class RingBuffer implements Disposable {
     this.close();
   }
 }
+
+/** Shared by a ring's callback and its consume(): records handled in this call and the limit. */
+interface RingState {
+  handled: number;
+  budget: number;
+  error?: unknown;
+}
+
+/** What the callback returns to stop a consume() whose budget is spent (no errno has this value). */
+const BUDGET_SPENT = -100_000;

@@ -42,6 +42,11 @@ interface Endpoint {
   server?: Deno.HttpServer<Deno.NetAddr>;
 }
 
+/** What a scrape gets: the registry's metrics (aggregates, process) and the per-flow families. */
+async function exposition(e: Endpoint): Promise<string> {
+  return `${await e.registry.metrics()}\n${e.series.render()}`;
+}
+
 export class PrometheusBackend implements Backend {
   readonly name = "prometheus";
   readonly #endpoints = new Map<Flavour, Endpoint>();
@@ -67,7 +72,7 @@ export class PrometheusBackend implements Backend {
   async metricsText(flavour: Flavour): Promise<string> {
     const e = this.#endpoints.get(flavour);
     if (!e) throw new Error(`the ${flavour} metrics are disabled`);
-    return await e.registry.metrics();
+    return await exposition(e);
   }
 
   async start(): Promise<void> {
@@ -77,7 +82,6 @@ export class PrometheusBackend implements Backend {
       if (port === 0) continue;
       const registry = new Registry();
       const series = new FlowSeries(flavour, this.opts.maxFlows ?? MAX_EXPORTED_FLOWS);
-      series.register(registry);
       this.#endpoints.set(flavour, {
         flavour,
         port,
@@ -132,7 +136,7 @@ export class PrometheusBackend implements Backend {
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
     }
-    const body = await e.registry.metrics();
+    const body = await exposition(e);
     return new Response(req.method === "HEAD" ? null : body, {
       headers: { "Content-Type": e.registry.contentType },
     });

@@ -4,14 +4,12 @@
  *
  * Samples only replace a flow's latest statistics; series are produced when Prometheus scrapes, so the
  * cost of a sample does not grow with the number of families, and a flow that ends simply disappears.
- * The families are registered in a prom-client Registry as collectors of their own (prom-client formats
- * them). Fixes over the original: a real `flow` label (the original's was one constant for every flow),
+ * The backend serves them after the output of its prom-client registry. Fixes over the original: a real `flow` label (the original's was one constant for every flow),
  * `flow_tcp_retrans` is the current value (the original added it up), `flow_tcp_lastack` is the time
  * since the last ACK received (the original read a field the kernel never fills), `flow_tcp_rcvmss` is
  * set, the `_total` families are counters (they were gauges), a flow keeps one `flow_tcp_rcv_ca_info`
  * series (the algorithm it uses now), and samples without tcp_info are skipped instead of crashing.
  */
-import type { Metric, Registry } from "prom-client";
 import type { Flavour } from "../core/component.ts";
 import type { FlowEvent } from "../core/flow_event.ts";
 import type { FlowInfo, TcpInfo } from "../core/flow_info.ts";
@@ -85,24 +83,22 @@ export const FLOW_FAMILY_NAMES: readonly string[] = [
   "flow_tcp_rcv_ca_info",
 ];
 
-/** A flow's latest statistics. */
+/** A flow's latest statistics, and its labels rendered once. */
 interface FlowEntry {
-  readonly labels: FlowLabels;
+  readonly labels: string;
   info: FlowInfo;
 }
 
-interface Value {
-  labels: Record<string, string>;
-  value: number;
+/** A label value escaped for the text format (backslash, double quote, newline). */
+function escapeLabel(value: string): string {
+  return /[\\"\n]/.test(value)
+    ? value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
+    : value;
 }
 
-/** What prom-client asks a collector for. */
-interface Collected {
-  name: string;
-  help: string;
-  type: string;
-  aggregator: string;
-  values: Value[];
+/** `name="value",...` of a label set, in the given order. */
+export function renderLabels(labels: Readonly<Record<string, string>>): string {
+  return Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",");
 }
 
 /** The per-flow families of one flavour, filled from samples and emptied when flows end. */
@@ -134,7 +130,7 @@ export class FlowSeries {
       this.#refused++;
       return false;
     }
-    this.#flows.set(key, { labels: flowLabels(flow, this.flavour), info });
+    this.#flows.set(key, { labels: renderLabels({ ...flowLabels(flow, this.flavour) }), info });
     return true;
   }
 
@@ -143,67 +139,30 @@ export class FlowSeries {
     return this.#flows.delete(key);
   }
 
-  /** Registers the families in a registry. */
-  register(registry: Registry): void {
-    for (const [name, help, field] of GAUGES) {
-      registry.registerMetric(this.#family(name, help, "gauge", field));
-    }
-    for (const [name, help, field] of COUNTERS) {
-      registry.registerMetric(this.#family(name, help, "counter", field));
-    }
-    registry.registerMetric(this.#collector({
-      name: "flow_tcp_rcv_ca_info",
-      help: "Congestion-control algorithm the flow uses (label alg), always 1",
-      type: "gauge",
-      values: () => {
-        const out: Value[] = [];
-        for (const { labels, info } of this.#flows.values()) {
-          const alg = info.cong?.algorithm;
-          if (alg) out.push({ labels: { ...labels, alg }, value: 1 });
-        }
-        return out;
-      },
-    }));
-  }
-
-  #family(name: string, help: string, type: "gauge" | "counter", field: Field): Metric {
-    return this.#collector({
-      name,
-      help,
-      type,
-      values: () => {
-        const out: Value[] = [];
-        for (const { labels, info } of this.#flows.values()) {
-          // A sample without tcp_info (a custom `ext` mask) has nothing for these families.
-          if (info.tcpInfo) {
-            out.push({
-              labels: labels as unknown as Record<string, string>,
-              value: Number(field(info.tcpInfo)),
-            });
-          }
-        }
-        return out;
-      },
-    });
-  }
-
-  /** A collector prom-client can register: it reads name/help/type and calls get() at each scrape. */
-  #collector(o: { name: string; help: string; type: string; values: () => Value[] }): Metric {
-    const collector = {
-      name: o.name,
-      help: o.help,
-      type: o.type,
-      aggregator: "sum",
-      get: (): Collected => ({
-        name: o.name,
-        help: o.help,
-        type: o.type,
-        aggregator: "sum",
-        values: o.values(),
-      }),
-      reset: () => {},
+  /**
+   * The families in the text exposition format 0.0.4 (HELP, TYPE, one line per flow), rendered here
+   * rather than by prom-client: with tens of thousands of flows its per-value formatting dominated the
+   * scrape, and these label sets never change during a flow.
+   */
+  render(): string {
+    const out: string[] = [];
+    const family = (name: string, help: string, type: string, field: Field) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const { labels, info } of this.#flows.values()) {
+        // A sample without tcp_info (a custom `ext` mask) has nothing for these families.
+        if (info.tcpInfo) out.push(`${name}{${labels}} ${Number(field(info.tcpInfo))}`);
+      }
     };
-    // prom-client's typing lists its own classes only; its Registry needs nothing beyond these members.
-    return collector as unknown as Metric;
+    for (const [name, help, field] of GAUGES) family(name, help, "gauge", field);
+    for (const [name, help, field] of COUNTERS) family(name, help, "counter", field);
+    out.push(
+      "# HELP flow_tcp_rcv_ca_info Congestion-control algorithm the flow uses (label alg), always 1",
+      "# TYPE flow_tcp_rcv_ca_info gauge",
+    );
+    for (const { labels, info } of this.#flows.values()) {
+      const alg = info.cong?.algorithm;
+      if (alg) out.push(`flow_tcp_rcv_ca_info{${labels},alg="${escapeLabel(alg)}"} 1`);
+    }
+    return out.join("\n") + "\n";
   }
 }

@@ -8,6 +8,7 @@ import {
   type BpfMap,
   BpfObject,
   linkCreate,
+  mapLookup,
   progInfo,
   RingBuffer,
 } from "../../ffi/libbpf.ts";
@@ -17,6 +18,23 @@ import type { Logger } from "../core/log.ts";
 import { RingReader } from "./ring_reader.ts";
 
 const O_DIRECTORY = 0o200000;
+
+let cpuCount: number | undefined;
+
+/** The number of possible CPUs (per-CPU map values have one slot each), from sysfs: "0-3,6" is 7. */
+export function parseCpuList(list: string): number {
+  let max = -1;
+  for (const part of list.trim().split(",")) {
+    const [a, b] = part.split("-");
+    max = Math.max(max, Number(b ?? a));
+  }
+  return max + 1;
+}
+
+function possibleCpus(): number {
+  cpuCount ??= parseCpuList(Deno.readTextFileSync("/sys/devices/system/cpu/possible"));
+  return cpuCount;
+}
 
 /** How to load one sock_ops object. */
 export interface SockOpsProgramOptions {
@@ -28,12 +46,16 @@ export interface SockOpsProgramOptions {
   programName: string;
   /** The ring buffer map. */
   ringMapName: string;
+  /** A one-entry per-CPU u64 array the program counts records it could not write in (ring full). */
+  lostMapName?: string;
   /** Global-data section and its bytes, set before load. */
   config?: { section: string; bytes: Uint8Array<ArrayBuffer> };
   /** cgroup v2 directory to attach to. */
   cgroupPath: string;
   /** Called on the JS thread with a copy of every ring-buffer record. */
   onRecord: (record: Uint8Array) => void;
+  /** Longest time between two reads of the ring (records the program writes without a wake-up wait that long). */
+  readSliceMs?: number;
   log: Logger;
 }
 
@@ -43,6 +65,7 @@ export class SockOpsProgram {
   #linkFd = -1;
   #ring: RingBuffer | undefined;
   #reader: RingReader | undefined;
+  #lostMap: BpfMap | undefined;
   /** Kernel id of the attached program (to find it in `bpftool cgroup tree`). */
   readonly programId: number;
 
@@ -67,8 +90,9 @@ export class SockOpsProgram {
       const ringMap = object.findMap(o.ringMapName);
       if (!ringMap) throw new Error(`the ${o.name} BPF object has no map ${o.ringMapName}`);
       program = new SockOpsProgram(object, progInfo(prog.fd).id);
+      if (o.lostMapName) program.#lostMap = program.map(o.lostMapName);
       program.#ring = RingBuffer.open(ringMap.fd, o.onRecord);
-      program.#reader = new RingReader(program.#ring, o.log, o.name);
+      program.#reader = new RingReader(program.#ring, o.log, o.name, o.readSliceMs);
       const cgroupFd = openFd(o.cgroupPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       try {
         // A link (not a legacy attachment): it goes away with its fd, also when the process dies.
@@ -95,6 +119,19 @@ export class SockOpsProgram {
   /** Records read so far. */
   get consumed(): number {
     return this.#reader?.consumed ?? 0;
+  }
+
+  /** Records the program could not write because the ring was full, over all CPUs. */
+  lost(): bigint {
+    const map = this.#lostMap;
+    if (!map) return 0n;
+    const cpus = possibleCpus();
+    const value = mapLookup(map.fd, new Uint8Array(4), 8 * cpus);
+    if (!value) return 0n;
+    const v = new DataView(value.buffer, value.byteOffset, value.byteLength);
+    let sum = 0n;
+    for (let i = 0; i < cpus; i++) sum += v.getBigUint64(8 * i, true);
+    return sum;
   }
 
   /** Reads what is waiting in the ring right now (records the kernel wrote before a call returned). */

@@ -27,6 +27,7 @@ import {
   encodeFlowKey,
   FLOW_STATE_SIZE,
   keyId,
+  LOST_MAP,
   RECORDS_MAP,
   SKOPS_PROGRAM_NAME,
   WATCHED_FLOWS_MAP,
@@ -91,6 +92,7 @@ export class SkopsEnricher implements Enricher {
       name: "skops",
       programName: SKOPS_PROGRAM_NAME,
       ringMapName: RECORDS_MAP,
+      lostMapName: LOST_MAP,
       config: {
         section: CONFIG_SECTION,
         bytes: encodeConfig({ intervalMs: this.opts.periodMs, strategy: c.strategy }),
@@ -145,10 +147,17 @@ export class SkopsEnricher implements Enricher {
     }
   }
 
+  /** Records the kernel could not hand over because the ring buffer was full. */
+  lostRecords(): bigint {
+    return this.#program?.lost() ?? 0n;
+  }
+
   async stop(): Promise<void> {
     const program = this.#program;
     this.#program = undefined;
     this.#flows.clear();
+    const lost = program?.lost() ?? 0n;
+    if (lost > 0n) log.warn("records were lost: the ring buffer was full at times", { lost });
     await program?.close();
   }
 

@@ -13,6 +13,8 @@ export const SKOPS_PROGRAM_NAME = "flowd_skops";
 export const WATCHED_FLOWS_MAP = "watchedFlows";
 /** The ring buffer of records. */
 export const RECORDS_MAP = "tcpStats";
+/** Per-CPU count of records lost to a full ring buffer. */
+export const LOST_MAP = "lostRecords";
 /** Global-data section of `struct skops_config`. */
 export const CONFIG_SECTION = ".rodata.config";
 
@@ -126,16 +128,6 @@ export const RECORD_FIELDS = {
   reserved2: [308, 4],
 } as const satisfies Record<string, readonly [number, number]>;
 
-type U32Field = { [K in keyof typeof RECORD_FIELDS]: typeof RECORD_FIELDS[K][1] extends 4 ? K : never }[
-  keyof typeof RECORD_FIELDS
-];
-type U64Field = { [K in keyof typeof RECORD_FIELDS]: typeof RECORD_FIELDS[K][1] extends 8 ? K : never }[
-  keyof typeof RECORD_FIELDS
-];
-type U8Field = { [K in keyof typeof RECORD_FIELDS]: typeof RECORD_FIELDS[K][1] extends 1 ? K : never }[
-  keyof typeof RECORD_FIELDS
-];
-
 /** A decoded record. */
 export interface SkopsRecord {
   /** The raw flow key (see `keyId`). */
@@ -147,7 +139,23 @@ export interface SkopsRecord {
   readonly info: FlowInfo;
 }
 
+/** Congestion-control names seen, by their NUL-padded bytes (there are a handful; decode each once). */
+const caNames = new Map<string, string>();
 const decoder = new TextDecoder();
+
+function caName(bytes: Uint8Array): string {
+  const raw = bytes.subarray(RECORD_FIELDS.ca_name[0], RECORD_FIELDS.ca_name[0] + RECORD_FIELDS.ca_name[1]);
+  const key = String.fromCharCode.apply(null, raw as unknown as number[]);
+  let name = caNames.get(key);
+  if (name === undefined) {
+    const nul = raw.indexOf(0);
+    name = decoder.decode(raw.subarray(0, nul < 0 ? raw.length : nul));
+    if (caNames.size < 64) caNames.set(key, name);
+  }
+  return name;
+}
+
+const F = RECORD_FIELDS;
 
 /**
  * Decodes a record into tcp_info as the kernel's tcp_get_info() would report it: times in jiffies are
@@ -160,89 +168,94 @@ export function decodeRecord(bytes: Uint8Array, hz: number): SkopsRecord {
     throw new RangeError(`skops record has ${bytes.byteLength} bytes, expected ${RECORD_SIZE}`);
   }
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const u8 = (f: U8Field) => v.getUint8(RECORD_FIELDS[f][0]);
-  const u32 = (f: U32Field) => v.getUint32(RECORD_FIELDS[f][0], true);
-  const u64 = (f: U64Field) => v.getBigUint64(RECORD_FIELDS[f][0], true);
+  const u32 = (f: readonly [number, number]) => v.getUint32(f[0], true);
+  const u64 = (f: readonly [number, number]) => v.getBigUint64(f[0], true);
 
-  const now = Number(u64("jiffies") & 0xffff_ffffn);
-  const since = (stamp: number) => (now - stamp) >>> 0; // u32 arithmetic, as the kernel's tcp_jiffies32
+  // The low 32 bits of jiffies, as the kernel's tcp_jiffies32; differences wrap like u32 arithmetic.
+  const now = v.getUint32(F.jiffies[0], true);
+  const since = (stamp: number) => (now - stamp) >>> 0;
   const toUs = (jiffies: number) => Math.floor((jiffies * 1_000_000) / hz);
   const toMs = (jiffies: number) => Math.floor((jiffies * 1000) / hz);
 
-  const event = u32("event");
-  const newState = u32("new_state");
-  const sndMss = u32("snd_mss");
-  const rate = u32("rate_delivered"), interval = u32("rate_interval_us");
-  const chronoType = u8("chrono_type");
-  const chrono = [0, 1, 2].map((i) => {
-    let j = v.getUint32(RECORD_FIELDS.chrono_stat[0] + 4 * i, true);
-    if (chronoType === i + 1) j += since(u32("chrono_start"));
-    return BigInt(toUs(j));
-  }) as [bigint, bigint, bigint];
-
-  const nameBytes = bytes.subarray(RECORD_FIELDS.ca_name[0], RECORD_FIELDS.ca_name[0] + 16);
-  const nul = nameBytes.indexOf(0);
-  const caName = decoder.decode(nameBytes.subarray(0, nul < 0 ? 16 : nul));
+  const event = u32(F.event);
+  const newState = u32(F.new_state);
+  const sndMss = u32(F.snd_mss);
+  const rate = u32(F.rate_delivered), interval = u32(F.rate_interval_us);
+  // The chrono running since chrono_start (type 1-3) has not been added to its total yet.
+  const chronoType = bytes[F.chrono_type[0]]!;
+  const running = chronoType ? since(u32(F.chrono_start)) : 0;
+  const chrono = (i: number) =>
+    BigInt(toUs(v.getUint32(F.chrono_stat[0] + 4 * i, true) + (chronoType === i + 1 ? running : 0)));
+  const busy = chrono(0), rwnd = chrono(1), sndbuf = chrono(2);
 
   const tcpInfo: TcpInfo = {
-    state: event === EVENT_STATE ? newState : u8("state"),
-    caState: u8("ca_state"),
-    retransmits: u8("retransmits"),
-    probes: u8("probes"),
-    backoff: u8("backoff"),
-    options: u8("options"),
-    sndWscale: u8("snd_wscale"),
-    rcvdWscale: u8("rcv_wscale"),
-    deliveryRateAppLimited: u8("rate_app_limited"),
-    fastOpenClientFail: u8("fastopen_client_fail"),
-    rto: toUs(u32("rto_jiffies")),
-    ato: toUs(u32("ato_jiffies")),
+    state: event === EVENT_STATE ? newState : bytes[F.state[0]]!,
+    caState: bytes[F.ca_state[0]]!,
+    retransmits: bytes[F.retransmits[0]]!,
+    probes: bytes[F.probes[0]]!,
+    backoff: bytes[F.backoff[0]]!,
+    options: bytes[F.options[0]]!,
+    sndWscale: bytes[F.snd_wscale[0]]!,
+    rcvdWscale: bytes[F.rcv_wscale[0]]!,
+    deliveryRateAppLimited: bytes[F.rate_app_limited[0]]!,
+    fastOpenClientFail: bytes[F.fastopen_client_fail[0]]!,
+    rto: toUs(u32(F.rto_jiffies)),
+    ato: toUs(u32(F.ato_jiffies)),
     sndMss,
-    rcvMss: u32("rcv_mss"),
-    unAcked: u32("unacked"),
-    sAcked: u32("sacked"),
-    lost: u32("lost"),
-    retrans: u32("retrans"),
+    rcvMss: u32(F.rcv_mss),
+    unAcked: u32(F.unacked),
+    sAcked: u32(F.sacked),
+    lost: u32(F.lost),
+    retrans: u32(F.retrans),
     fAckets: 0,
-    lastDataSent: toMs(since(u32("lsndtime"))),
+    lastDataSent: toMs(since(u32(F.lsndtime))),
     lastAckSent: 0,
-    lastDataRecv: toMs(since(u32("lrcvtime"))),
-    lastAckRecv: toMs(since(u32("rcv_tstamp"))),
-    pMtu: u32("pmtu"),
-    rcvSsThresh: u32("rcv_ssthresh"),
-    rtt: u32("srtt_us8") >>> 3,
-    rttVar: u32("mdev_us4") >>> 2,
-    sndSsThresh: u32("snd_ssthresh"),
-    sndCwnd: u32("snd_cwnd"),
-    advMss: u32("advmss"),
-    reordering: u32("reordering"),
-    rcvRtt: u32("rcv_rtt_us8") >>> 3,
-    rcvSpace: u32("rcv_space"),
-    totalRetrans: u32("total_retrans"),
-    pacingRate: u64("pacing_rate"),
-    maxPacingRate: u64("max_pacing_rate"),
-    bytesAcked: u64("bytes_acked"),
-    bytesRecv: u64("bytes_received"),
-    segsOut: u32("segs_out"),
-    segsIn: u32("segs_in"),
-    notsentBytes: Math.max(0, (u32("write_seq") - u32("snd_nxt")) | 0),
-    minRtt: u32("min_rtt"),
-    dataSegsIn: u32("data_segs_in"),
-    dataSegsOut: u32("data_segs_out"),
-    deliveryRate: rate && interval ? (BigInt(rate) * BigInt(sndMss) * 1_000_000n) / BigInt(interval) : 0n,
-    busyTime: chrono[0] + chrono[1] + chrono[2],
-    rwndLimited: chrono[1],
-    sndBufLimited: chrono[2],
-    delivered: u32("delivered"),
-    deliveredCe: u32("delivered_ce"),
-    bytesSent: u64("bytes_sent"),
-    bytesRetrans: u64("bytes_retrans"),
-    dsAckDups: u32("dsack_dups"),
-    reordSeen: u32("reord_seen"),
-    rcvOooPack: u32("rcv_ooopack"),
-    sndWnd: u32("snd_wnd"),
-    rcvWnd: u32("rcv_wnd"),
+    lastDataRecv: toMs(since(u32(F.lrcvtime))),
+    lastAckRecv: toMs(since(u32(F.rcv_tstamp))),
+    pMtu: u32(F.pmtu),
+    rcvSsThresh: u32(F.rcv_ssthresh),
+    rtt: u32(F.srtt_us8) >>> 3,
+    rttVar: u32(F.mdev_us4) >>> 2,
+    sndSsThresh: u32(F.snd_ssthresh),
+    sndCwnd: u32(F.snd_cwnd),
+    advMss: u32(F.advmss),
+    reordering: u32(F.reordering),
+    rcvRtt: u32(F.rcv_rtt_us8) >>> 3,
+    rcvSpace: u32(F.rcv_space),
+    totalRetrans: u32(F.total_retrans),
+    pacingRate: u64(F.pacing_rate),
+    maxPacingRate: u64(F.max_pacing_rate),
+    bytesAcked: u64(F.bytes_acked),
+    bytesRecv: u64(F.bytes_received),
+    segsOut: u32(F.segs_out),
+    segsIn: u32(F.segs_in),
+    notsentBytes: Math.max(0, (u32(F.write_seq) - u32(F.snd_nxt)) | 0),
+    minRtt: u32(F.min_rtt),
+    dataSegsIn: u32(F.data_segs_in),
+    dataSegsOut: u32(F.data_segs_out),
+    deliveryRate: rate && interval ? deliveryRate(rate, sndMss, interval) : 0n,
+    busyTime: busy + rwnd + sndbuf,
+    rwndLimited: rwnd,
+    sndBufLimited: sndbuf,
+    delivered: u32(F.delivered),
+    deliveredCe: u32(F.delivered_ce),
+    bytesSent: u64(F.bytes_sent),
+    bytesRetrans: u64(F.bytes_retrans),
+    dsAckDups: u32(F.dsack_dups),
+    reordSeen: u32(F.reord_seen),
+    rcvOooPack: u32(F.rcv_ooopack),
+    sndWnd: u32(F.snd_wnd),
+    rcvWnd: u32(F.rcv_wnd),
   };
-  const info: FlowInfo = caName ? { tcpInfo, cong: { algorithm: caName } } : { tcpInfo };
+  const name = caName(bytes);
+  const info: FlowInfo = name ? { tcpInfo, cong: { algorithm: name } } : { tcpInfo };
   return { key: bytes.slice(0, KEY_SIZE), event, newState, info };
+}
+
+/** rate_delivered * mss * 10^6 / rate_interval_us, truncated, as the kernel's do_div. */
+function deliveryRate(rate: number, mss: number, interval: number): bigint {
+  const product = rate * mss * 1_000_000;
+  // Exact in doubles while the product is a safe integer; beyond that, in bigint.
+  if (product <= Number.MAX_SAFE_INTEGER) return BigInt((product - (product % interval)) / interval);
+  return (BigInt(rate) * BigInt(mss) * 1_000_000n) / BigInt(interval);
 }

@@ -19,6 +19,7 @@ import {
   decodeWatcherEvent,
   encodeWatcherConfig,
   EVENTS_MAP,
+  LOST_MAP,
   TCP_CLOSE,
   TCP_ESTABLISHED,
   WATCHER_PROGRAM_NAME,
@@ -81,6 +82,7 @@ export class Iperf3Plugin implements Plugin {
       name: "watcher",
       programName: WATCHER_PROGRAM_NAME,
       ringMapName: EVENTS_MAP,
+      lostMapName: LOST_MAP,
       config: { section: CONFIG_SECTION, bytes: encodeWatcherConfig(c) },
       cgroupPath: cgroup.path,
       onRecord: (r) => this.#onEvent(r),
@@ -100,6 +102,8 @@ export class Iperf3Plugin implements Plugin {
   async stop(): Promise<void> {
     const program = this.#program;
     this.#program = undefined;
+    const lost = program?.lost() ?? 0n;
+    if (lost > 0n) log.warn("connection events were lost: the ring buffer was full at times", { lost });
     await program?.close();
     this.#open.clear();
   }

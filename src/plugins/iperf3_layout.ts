@@ -10,6 +10,8 @@ import { sockAddressFrom } from "../bpf/sock_addr.ts";
 export const WATCHER_PROGRAM_NAME = "flowd_watcher";
 /** The ring buffer of events. */
 export const EVENTS_MAP = "flowEvents";
+/** Per-CPU count of events lost to a full ring buffer. */
+export const LOST_MAP = "lostEvents";
 /** Global-data section of `struct watcher_config`. */
 export const CONFIG_SECTION = ".rodata.config";
 
