@@ -12,6 +12,7 @@
  */
 import { PrometheusBackend } from "../src/backends/prometheus.ts";
 import { PrometheusSchema } from "../src/config/schema.ts";
+import type { EnrichmentSample } from "../src/core/component.ts";
 import type { FlowEvent } from "../src/core/flow_event.ts";
 import { IpAddress } from "../src/net/ip.ts";
 import { flowInfoFixture, tcpInfoFixture } from "../tests/helpers/flow_info_fixture.ts";
@@ -85,15 +86,15 @@ for (const n of sizes) {
   const info = flowInfoFixture();
   const sampleRounds: number[] = [];
   for (let r = 0; r < 5; r++) {
+    // Built before the clock starts: only the backend's work is timed.
+    const round: EnrichmentSample[] = flows.map((f) => ({
+      flavour: "Netlink",
+      flow: f,
+      time: r,
+      info: { ...info, tcpInfo: tcpInfoFixture({ bytesSent: BigInt(r * 1000), rtt: 1000 + r }) },
+    }));
     const t0 = performance.now();
-    for (const f of flows) {
-      backend.enrich({
-        flavour: "Netlink",
-        flow: f,
-        time: r,
-        info: { ...info, tcpInfo: tcpInfoFixture({ bytesSent: BigInt(r * 1000), rtt: 1000 + r }) },
-      });
-    }
+    for (const sample of round) backend.enrich(sample);
     sampleRounds.push(performance.now() - t0);
   }
   const renders: number[] = [];

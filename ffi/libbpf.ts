@@ -677,8 +677,9 @@ const SAMPLE_DEF = { parameters: ["pointer", "pointer", "usize"], result: "i32" 
 
 /**
  * A libbpf ring buffer on a BPF_MAP_TYPE_RINGBUF map. `consume()` hands every pending record to the
- * handler, synchronously and on the JS thread, as a copy (the kernel reuses the ring's memory right
- * after). Wait for records with a poll on `epollFd` off the main thread, then consume.
+ * handler, synchronously and on the JS thread, as a copy out of the ring (the kernel reuses the ring's
+ * memory right after) in a buffer that is reused: the bytes are valid only during the handler's call, so
+ * it must copy what it keeps. Wait for records with a poll on `epollFd` off the main thread, then consume.
  */
 export class RingBuffer implements Disposable {
   #handle: Deno.PointerObject | null;
@@ -697,12 +698,16 @@ export class RingBuffer implements Disposable {
     this.#epollFd = ringSymbols().ring_buffer__epoll_fd(handle);
   }
 
-  /** Opens a ring buffer on a loaded map's fd; `onRecord` gets each record's bytes. */
+  /** Opens a ring buffer on a loaded map's fd; `onRecord` gets each record's bytes (valid during the call). */
   static open(mapFd: number, onRecord: (record: Uint8Array) => void): RingBuffer {
     const state: RingState = { handled: 0, budget: Infinity };
+    // One buffer reused for every record: allocating an ArrayBuffer per record costs more than the copy.
+    let scratch = new Uint8Array(512);
     const callback = new Deno.UnsafeCallback(SAMPLE_DEF, (_ctx, data, size) => {
       if (data === null) return 0;
-      const bytes = new Uint8Array(Number(size));
+      const n = Number(size);
+      if (n > scratch.length) scratch = new Uint8Array(Math.max(n, 2 * scratch.length));
+      const bytes = scratch.subarray(0, n);
       Deno.UnsafePointerView.copyInto(data, bytes);
       try {
         onRecord(bytes);

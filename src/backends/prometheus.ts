@@ -42,9 +42,9 @@ interface Endpoint {
   server?: Deno.HttpServer<Deno.NetAddr>;
 }
 
-/** What a scrape gets: the registry's metrics (aggregates, process) and the per-flow families. */
+/** What a scrape gets: the registry's metrics (flow counts, process), the traffic aggregates, the per-flow families. */
 async function exposition(e: Endpoint): Promise<string> {
-  return `${await e.registry.metrics()}\n${e.series.render()}`;
+  return `${await e.registry.metrics()}\n${e.traffic.render()}\n${e.series.render()}`;
 }
 
 export class PrometheusBackend implements Backend {
@@ -87,7 +87,7 @@ export class PrometheusBackend implements Backend {
         port,
         registry,
         series,
-        traffic: new TrafficAggregates(registry, labels),
+        traffic: new TrafficAggregates(labels),
       });
     }
     if (this.#endpoints.size === 0) {

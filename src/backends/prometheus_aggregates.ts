@@ -4,7 +4,7 @@
  * bytes they move and their round-trip times. The number of (exp, act) label pairs is bounded: pairs
  * beyond the bound are counted under exp="other", act="other", so cardinality never follows the traffic.
  */
-import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import type { EnrichmentSample } from "../core/component.ts";
 import type { FlowEvent } from "../core/flow_event.ts";
 
@@ -74,7 +74,7 @@ export class FlowCounts {
 }
 
 /** RTT buckets in seconds: 50 us (loopback) to 2.5 s (satellite paths, bufferbloat). */
-const RTT_BUCKETS = [0.00005, 0.0002, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5];
+export const RTT_BUCKETS = [0.00005, 0.0002, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5];
 
 type Direction = "sent" | "acked" | "received" | "retransmitted";
 const DIRECTIONS: readonly Direction[] = ["sent", "acked", "received", "retransmitted"];
@@ -85,45 +85,44 @@ const DIRECTION_HELP: Record<Direction, string> = {
   retransmitted: "Bytes the enriched flows retransmitted",
 };
 
-/** Byte and RTT aggregates of one enricher flavour, fed by its samples. */
-export class TrafficAggregates {
-  readonly #bytes: Record<Direction, Counter<"exp" | "act">>;
-  readonly #rtt: Histogram<"exp" | "act">;
-  readonly #samples: Counter;
-  readonly #last = new Map<string, Record<Direction, bigint>>();
+/** What one (exp, act) pair has accumulated. */
+interface PairTotals {
+  readonly labels: string;
+  readonly bytes: Record<Direction, number>;
+  /** Cumulative counts per bucket bound, then +Inf. */
+  readonly buckets: Float64Array;
+  rttSum: number;
+}
 
-  constructor(registry: Registry, private readonly labels: IdPairLabels) {
-    const bytes = {} as Record<Direction, Counter<"exp" | "act">>;
-    for (const d of DIRECTIONS) {
-      bytes[d] = new Counter({
-        name: `flowd_tcp_${d}_bytes_total`,
-        help: `${DIRECTION_HELP[d]}, by SciTags experiment and activity`,
-        labelNames: ["exp", "act"],
-        registers: [registry],
-      });
-    }
-    this.#bytes = bytes;
-    this.#rtt = new Histogram({
-      name: "flowd_tcp_rtt_seconds",
-      help:
-        "Smoothed round-trip time of the enriched flows at each sample, by SciTags experiment and activity",
-      labelNames: ["exp", "act"],
-      buckets: RTT_BUCKETS,
-      registers: [registry],
-    });
-    this.#samples = new Counter({
-      name: "flowd_enrichment_samples_total",
-      help: "Enrichment samples received",
-      registers: [registry],
-    });
-  }
+/**
+ * Byte and RTT aggregates of one enricher flavour, fed by its samples. Kept in plain numbers and
+ * rendered at scrape time: going through prom-client's labelled metrics cost several microseconds per
+ * sample, which with thousands of flows per period added up.
+ */
+export class TrafficAggregates {
+  readonly #pairs = new Map<string, PairTotals>();
+  readonly #last = new Map<string, Record<Direction, bigint>>();
+  #samples = 0;
+
+  constructor(private readonly labels: IdPairLabels) {}
 
   /** Adds what a flow moved since its previous sample, and its RTT. */
   observe(key: string, sample: EnrichmentSample): void {
-    this.#samples.inc();
+    this.#samples++;
     const t = sample.info.tcpInfo;
     if (!t) return;
-    const l = this.labels.of(sample.flow);
+    const { exp, act } = this.labels.of(sample.flow);
+    const pairKey = `${exp}/${act}`;
+    let pair = this.#pairs.get(pairKey);
+    if (!pair) {
+      pair = {
+        labels: `exp="${exp}",act="${act}"`,
+        bytes: { sent: 0, acked: 0, received: 0, retransmitted: 0 },
+        buckets: new Float64Array(RTT_BUCKETS.length + 1),
+        rttSum: 0,
+      };
+      this.#pairs.set(pairKey, pair);
+    }
     const now: Record<Direction, bigint> = {
       sent: t.bytesSent,
       acked: t.bytesAcked,
@@ -134,15 +133,49 @@ export class TrafficAggregates {
     for (const d of DIRECTIONS) {
       const delta = now[d] - (before?.[d] ?? 0n);
       // A smaller value means another socket took the 5-tuple: count it from zero.
-      const add = delta >= 0n ? delta : now[d];
-      if (add > 0n) this.#bytes[d].inc(l, Number(add));
+      pair.bytes[d] += Number(delta >= 0n ? delta : now[d]);
     }
     this.#last.set(key, now);
-    if (t.rtt > 0) this.#rtt.observe(l, t.rtt / 1e6);
+    if (t.rtt > 0) {
+      const seconds = t.rtt / 1e6;
+      pair.rttSum += seconds;
+      for (let i = 0; i < RTT_BUCKETS.length; i++) if (seconds <= RTT_BUCKETS[i]!) pair.buckets[i]!++;
+      pair.buckets[RTT_BUCKETS.length]!++;
+    }
   }
 
   /** Forgets a flow's last counters (it ended). */
   forget(key: string): void {
     this.#last.delete(key);
+  }
+
+  /** The families in the text exposition format. */
+  render(): string {
+    const out: string[] = [];
+    for (const d of DIRECTIONS) {
+      const name = `flowd_tcp_${d}_bytes_total`;
+      out.push(
+        `# HELP ${name} ${DIRECTION_HELP[d]}, by SciTags experiment and activity`,
+        `# TYPE ${name} counter`,
+      );
+      for (const p of this.#pairs.values()) out.push(`${name}{${p.labels}} ${p.bytes[d]}`);
+    }
+    const h = "flowd_tcp_rtt_seconds";
+    out.push(
+      `# HELP ${h} Smoothed round-trip time of the enriched flows at each sample, by SciTags experiment and activity`,
+      `# TYPE ${h} histogram`,
+    );
+    for (const p of this.#pairs.values()) {
+      RTT_BUCKETS.forEach((le, i) => out.push(`${h}_bucket{${p.labels},le="${le}"} ${p.buckets[i]}`));
+      const count = p.buckets[RTT_BUCKETS.length];
+      out.push(`${h}_bucket{${p.labels},le="+Inf"} ${count}`, `${h}_sum{${p.labels}} ${p.rttSum}`);
+      out.push(`${h}_count{${p.labels}} ${count}`);
+    }
+    out.push(
+      "# HELP flowd_enrichment_samples_total Enrichment samples received",
+      "# TYPE flowd_enrichment_samples_total counter",
+      `flowd_enrichment_samples_total ${this.#samples}`,
+    );
+    return out.join("\n") + "\n";
   }
 }

@@ -52,7 +52,7 @@ export interface SockOpsProgramOptions {
   config?: { section: string; bytes: Uint8Array<ArrayBuffer> };
   /** cgroup v2 directory to attach to. */
   cgroupPath: string;
-  /** Called on the JS thread with a copy of every ring-buffer record. */
+  /** Called on the JS thread with every ring-buffer record; the bytes are reused after the call returns. */
   onRecord: (record: Uint8Array) => void;
   /** Longest time between two reads of the ring (records the program writes without a wake-up wait that long). */
   readSliceMs?: number;

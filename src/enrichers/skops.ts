@@ -176,7 +176,7 @@ export class SkopsEnricher implements Enricher {
       );
       return;
     }
-    const flow = this.#flows.get(keyId(record.key));
+    const flow = this.#flows.get(record.keyId);
     if (flow === undefined) {
       this.stats.unwatched++;
       return;

@@ -130,8 +130,8 @@ export const RECORD_FIELDS = {
 
 /** A decoded record. */
 export interface SkopsRecord {
-  /** The raw flow key (see `keyId`). */
-  readonly key: Uint8Array;
+  /** The flow key as `keyId` gives it. */
+  readonly keyId: string;
   /** `EVENT_RTT` or `EVENT_STATE`. */
   readonly event: number;
   /** The state entered (state changes) or the current state. */
@@ -249,7 +249,7 @@ export function decodeRecord(bytes: Uint8Array, hz: number): SkopsRecord {
   };
   const name = caName(bytes);
   const info: FlowInfo = name ? { tcpInfo, cong: { algorithm: name } } : { tcpInfo };
-  return { key: bytes.slice(0, KEY_SIZE), event, newState, info };
+  return { keyId: keyId(bytes), event, newState, info };
 }
 
 /** rate_delivered * mss * 10^6 / rate_interval_us, truncated, as the kernel's do_div. */

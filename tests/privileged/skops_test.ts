@@ -134,6 +134,7 @@ privilegedTest(
       assert.ok(established.length >= 3 && established.length <= 16, `${established.length} samples`);
       assert.equal(sink.samples.filter((s) => s.flow === unwatched).length, 0);
       assert.equal(enricher.stats.malformed, 0);
+      assert.equal(enricher.lostRecords(), 0n, "the ring never overflowed");
     } finally {
       await enricher.stop();
     }

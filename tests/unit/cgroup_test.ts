@@ -8,6 +8,7 @@ import {
 } from "../../src/bpf/cgroup.ts";
 import { ConfigError } from "../../src/core/errors.ts";
 import { parseConfigHz } from "../../src/bpf/kernel_hz.ts";
+import { parseCpuList } from "../../src/bpf/sock_ops_program.ts";
 
 // A hybrid host: /sys/fs/cgroup is a tmpfs of v1 controllers, cgroup2 sits at /sys/fs/cgroup/unified.
 const HYBRID = `22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw
@@ -92,4 +93,11 @@ Deno.test("kernel HZ: CONFIG_HZ from a kernel configuration", () => {
   assert.equal(parseConfigHz("CONFIG_HZ=300"), 300);
   assert.equal(parseConfigHz("CONFIG_HZ_1000=y\n"), undefined);
   assert.equal(parseConfigHz("CONFIG_HZ=0\n"), undefined);
+});
+
+Deno.test("possible CPUs: sysfs lists and ranges", () => {
+  assert.equal(parseCpuList("0\n"), 1);
+  assert.equal(parseCpuList("0-3\n"), 4);
+  assert.equal(parseCpuList("0-3,6"), 7);
+  assert.equal(parseCpuList("0,2-5,8-9"), 10);
 });
