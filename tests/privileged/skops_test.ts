@@ -6,6 +6,9 @@ import { createVethPair } from "../helpers/netns.ts";
 import { cgroupTree, createTestCgroup } from "../helpers/cgroup.ts";
 import { RecordingEnrichmentSink } from "../helpers/recording_enrichment_sink.ts";
 import { SkopsEnricher } from "../../src/enrichers/skops.ts";
+import { Iperf3Plugin } from "../../src/plugins/iperf3.ts";
+import { Iperf3Schema } from "../../src/config/schema.ts";
+import { RecordingSink } from "../helpers/recording_sink.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
 import { IpAddress } from "../../src/net/ip.ts";
 import { SockDiag, TCP_LISTEN } from "../../src/net/sock_diag.ts";
@@ -178,5 +181,49 @@ privilegedTest(
     } finally {
       await enricher.stop();
     }
+  },
+);
+
+privilegedTest(
+  "skops and watcher: the debug variants and a programPath object load, attach and detach",
+  async () => {
+    await using cg = await createTestCgroup();
+    const sink = new RecordingEnrichmentSink();
+    const built = new URL("../../bpf/build/skops.bpf.o", import.meta.url).pathname;
+    const variants = [
+      { cgroupPath: cg.path, programPath: "", debugMode: true, strategy: "poll" as const },
+      { cgroupPath: cg.path, programPath: "", debugMode: true, strategy: "transition" as const },
+      { cgroupPath: cg.path, programPath: built, debugMode: false, strategy: "transition" as const },
+    ];
+    for (const config of variants) {
+      const e = new SkopsEnricher({ config, periodMs: 100 });
+      try {
+        await e.start(sink);
+        assert.equal(
+          (await cgroupTree()).filter((p) => p.id === e.programId).length,
+          1,
+          JSON.stringify(config),
+        );
+      } finally {
+        await e.stop();
+      }
+    }
+    const watcher = new Iperf3Plugin({
+      config: Iperf3Schema.parse({ cgroupPath: cg.path, debugMode: true }),
+      application: "t",
+    });
+    try {
+      await watcher.start(new RecordingSink());
+      assert.equal((await cgroupTree()).filter((p) => p.id === watcher.programId).length, 1);
+    } finally {
+      await watcher.stop();
+    }
+    assert.deepEqual((await cgroupTree()).filter((p) => p.cgroup === cg.path), []);
+    const missing = new SkopsEnricher({
+      config: { cgroupPath: cg.path, programPath: "/nonexistent.o", debugMode: false, strategy: "poll" },
+      periodMs: 100,
+    });
+    await assert.rejects(() => missing.start(sink), /cannot read programPath \/nonexistent\.o/);
+    await missing.stop();
   },
 );
