@@ -199,17 +199,20 @@ static __always_inline int insert_option_headers(struct __sk_buff *skb, const __
 		/*
 		 * bpf_skb_adjust_room only handles skbs whose protocol is IP, so the in-band tag moves into the
 		 * skb's VLAN metadata, from where the device or the stack (validate_xmit_vlan) puts it back on
-		 * the wire unchanged. With a tag already in the metadata (QinQ) the packet stays unmarked.
+		 * the wire unchanged. The pop only takes an in-band tag when the skb says it carries one, so a
+		 * frame whose protocol field disagrees (raw packet sockets), or that already has a tag in the
+		 * metadata (QinQ), stays unmarked rather than gain a second tag.
 		 */
 		struct vlan_tag *vt = data + ETH_HLEN;
 		struct ethhdr *eth = data;
 
-		if (skb->vlan_present || (void *)(vt + 1) > data_end)
+		if (skb->vlan_present || skb->protocol != bpf_htons(ETH_P_8021Q) || (void *)(vt + 1) > data_end)
 			return MARKER_NEXT;
 		vlan_proto = eth->h_proto;
 		vlan_tci = bpf_ntohs(vt->tci);
 		if (bpf_skb_vlan_pop(skb) < 0)
 			return MARKER_NEXT;
+		/* With no tag in the metadata (checked above) the push only fills it in; it cannot fail. */
 		if (bpf_skb_vlan_push(skb, vlan_proto, vlan_tci) < 0) {
 			trace("vlan push failed");
 			return MARKER_NEXT;

@@ -2,8 +2,8 @@
  * Typed bindings to the system libbpf (libbpf.so.1, 1.1 or later): objects, programs, maps, tc hooks,
  * links (TCX through bpf_link_create) and BPF_PROG_TEST_RUN.
  *
- * Structs are built in byte arrays at the sizes checked with offsetof() against libbpf 1.1.2's headers
- * on x86-64 (see the layout comments); every `sz` field holds the exact struct size. Failures throw a
+ * Structs are built in byte arrays from one table of sizes and offsets (`LAYOUT`), checked against
+ * libbpf 1.1.2's headers on x86-64 by a test; every `sz` field holds the exact struct size. Failures throw a
  * `LibbpfError` carrying the function, errno, libbpf's error text and the warnings libbpf printed
  * during the call (the verifier log of a rejected program, for example). libbpf's own log goes to
  * the "bpf" logger. Every call is synchronous: errno of pointer-returning calls is read right after.
@@ -40,6 +40,7 @@ const SYMBOLS = {
   bpf_tc_query: { parameters: ["buffer", "buffer"], result: "i32" },
   bpf_link_create: { parameters: ["i32", "i32", "u32", "buffer"], result: "i32" },
   bpf_link_detach: { parameters: ["i32"], result: "i32" },
+  bpf_prog_query: { parameters: ["i32", "u32", "u32", "buffer", "buffer", "buffer"], result: "i32" },
   bpf_link_get_next_id: { parameters: ["u32", "buffer"], result: "i32" },
   bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
@@ -62,8 +63,10 @@ const LIBBPF_INFO = 1;
 function onLibbpfPrint(level: number, fmt: Deno.PointerValue, ap: Deno.PointerValue): number {
   const text = formatVaList(fmt, ap).replace(/\n+$/, "");
   if (text.length === 0) return 0;
-  if (level === LIBBPF_WARN) {
-    captured?.push(text);
+  if (level === LIBBPF_WARN && captured) {
+    // Held back until the call returns: the caller knows whether this warning matters.
+    captured.push(text);
+  } else if (level === LIBBPF_WARN) {
     log.warn(text);
   } else if (level === LIBBPF_INFO) {
     log.info(text);
@@ -71,6 +74,11 @@ function onLibbpfPrint(level: number, fmt: Deno.PointerValue, ap: Deno.PointerVa
     log.debug(text);
   }
   return 0;
+}
+
+/** Logs warnings held back during a call: as warnings, or at debug when the outcome was expected or reported. */
+function release(warnings: readonly string[], asWarning: boolean): void {
+  for (const w of warnings) asWarning ? log.warn(w) : log.debug(w);
 }
 
 // Opened at import (a library first opened inside a test counts as a leak to Deno's sanitizers); a
@@ -120,7 +128,9 @@ export class LibbpfError extends Error {
   readonly errno: number;
   constructor(readonly fn: string, err: number, readonly libbpfLog: readonly string[] = [], context = "") {
     const errno = Math.abs(err);
-    const tail = libbpfLog.length ? `; libbpf said: ${libbpfLog.slice(-12).join(" | ")}` : "";
+    // The full text stays in libbpfLog; the message keeps its end (a verifier log ends with the reason).
+    const said = libbpfLog.join(" | ").replace(/\s*\n\s*/g, " | ");
+    const tail = said ? `; libbpf said: ${said.length > 1500 ? `...${said.slice(-1500)}` : said}` : "";
     super(`${fn}${context ? ` (${context})` : ""}: ${libbpfErrorText(errno)} (errno ${errno})${tail}`);
     this.name = "LibbpfError";
     this.errno = errno;
@@ -135,6 +145,7 @@ export const Errno = {
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
+  ENOSPC: 28,
   EOPNOTSUPP: 95,
 } as const;
 
@@ -147,13 +158,13 @@ function withCapture<T>(fn: () => T): { result: T; warnings: string[] } {
     return { result: fn(), warnings: mine };
   } finally {
     captured = outer;
-    outer?.push(...mine);
   }
 }
 
-/** Calls an int-returning libbpf function; a negative result becomes a LibbpfError. */
+/** Calls an int-returning libbpf function; a negative result becomes a LibbpfError carrying the warnings. */
 function check(fn: string, call: () => number, context = ""): number {
   const { result, warnings } = withCapture(call);
+  release(warnings, result >= 0);
   if (result < 0) throw new LibbpfError(fn, result, warnings, context);
   return result;
 }
@@ -161,6 +172,36 @@ function check(fn: string, call: () => number, context = ""): number {
 function u64ptr(buf: Uint8Array<ArrayBuffer> | null): bigint {
   return buf === null || buf.length === 0 ? 0n : BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
+
+/**
+ * Sizes and field offsets of the C structs built or read here: x86-64, libbpf 1.1.2 and Linux 6.1 uapi
+ * headers, checked against the headers by tests/unit/libbpf_layout_test.ts. Every `sz` is the full size.
+ */
+export const LAYOUT = {
+  bpf_object_open_opts: { size: 80, sz: 0, object_name: 8 },
+  bpf_tc_hook: { size: 24, sz: 0, ifindex: 8, attach_point: 12, parent: 16 },
+  bpf_tc_opts: { size: 32, sz: 0, prog_fd: 8, flags: 12, prog_id: 16, handle: 20, priority: 24 },
+  bpf_link_create_opts: { size: 64, sz: 0, flags: 8 },
+  bpf_test_run_opts: {
+    size: 80,
+    sz: 0,
+    data_in: 8,
+    data_out: 16,
+    data_size_in: 24,
+    data_size_out: 28,
+    ctx_in: 32,
+    ctx_out: 40,
+    ctx_size_in: 48,
+    ctx_size_out: 52,
+    retval: 56,
+    repeat: 60,
+    duration: 64,
+  },
+  bpf_prog_info: { size: 232, type: 0, id: 4, name: 64 },
+  /** The tcx member of the union (kernel 6.6+) is read at the union's offset: ifindex, then attach_type. */
+  bpf_link_info: { size: 48, type: 0, id: 4, prog_id: 8, union: 16 },
+  __sk_buff: { size: 192, mark: 8, ifindex: 40 },
+} as const;
 
 // ---------------------------------------------------------------------------------------------------
 // Objects, programs and maps
@@ -232,18 +273,19 @@ export class BpfObject implements Disposable {
 
   /** Parses an object from memory (the bytes are only needed during the call). */
   static openMem(bytes: Uint8Array, name: string): BpfObject {
-    // bpf_object_open_opts (80 bytes): sz@0, object_name@8 (char *), rest zero.
+    const L = LAYOUT.bpf_object_open_opts;
     const nameBuf = cString(name);
-    const opts = new Uint8Array(80);
+    const opts = new Uint8Array(L.size);
     const dv = new DataView(opts.buffer);
-    dv.setBigUint64(0, 80n, true);
-    dv.setBigUint64(8, u64ptr(nameBuf), true);
+    dv.setBigUint64(L.sz, BigInt(L.size), true);
+    dv.setBigUint64(L.object_name, u64ptr(nameBuf), true);
     const data = new Uint8Array(bytes.length);
     data.set(bytes);
     const { result, warnings } = withCapture(() => {
       const handle = bpf().bpf_object__open_mem(data, BigInt(data.length), opts);
       return { handle, errno: handle === null ? lastErrno() : 0 };
     });
+    release(warnings, result.handle !== null);
     if (result.handle === null) {
       throw new LibbpfError("bpf_object__open_mem", result.errno || Errno.EINVAL, warnings, name);
     }
@@ -258,15 +300,17 @@ export class BpfObject implements Disposable {
   /** The named map, or undefined when the object has none. */
   findMap(name: string): BpfMap | undefined {
     const h = this.#live();
-    const p = withCapture(() => bpf().bpf_object__find_map_by_name(h, cString(name))).result;
-    return p === null ? undefined : new BpfMap(p, name);
+    const { result, warnings } = withCapture(() => bpf().bpf_object__find_map_by_name(h, cString(name)));
+    release(warnings, false);
+    return result === null ? undefined : new BpfMap(result, name);
   }
 
   /** The named program, or undefined when the object has none. */
   findProgram(name: string): BpfProgram | undefined {
     const h = this.#live();
-    const p = withCapture(() => bpf().bpf_object__find_program_by_name(h, cString(name))).result;
-    return p === null ? undefined : new BpfProgram(p, name);
+    const { result, warnings } = withCapture(() => bpf().bpf_object__find_program_by_name(h, cString(name)));
+    release(warnings, false);
+    return result === null ? undefined : new BpfProgram(result, name);
   }
 
   /** Creates the maps and loads (verifies) the programs. */
@@ -280,7 +324,7 @@ export class BpfObject implements Disposable {
     if (this.#handle === null) return;
     const h = this.#handle;
     this.#handle = null;
-    withCapture(() => bpf().bpf_object__close(h));
+    release(withCapture(() => bpf().bpf_object__close(h)).warnings, true);
   }
 
   [Symbol.dispose](): void {
@@ -352,26 +396,26 @@ export const TcAttachPoint = { ingress: 1, egress: 2 } as const;
 export const BPF_TC_F_REPLACE = 1;
 
 function tcHook(ifindex: number, attachPoint: number): Uint8Array<ArrayBuffer> {
-  // struct bpf_tc_hook (24 bytes): sz@0 (size_t), ifindex@8 (int), attach_point@12, parent@16.
-  const hook = new Uint8Array(24);
+  const L = LAYOUT.bpf_tc_hook;
+  const hook = new Uint8Array(L.size);
   const dv = new DataView(hook.buffer);
-  dv.setBigUint64(0, 24n, true);
-  dv.setInt32(8, ifindex, true);
-  dv.setUint32(12, attachPoint, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setInt32(L.ifindex, ifindex, true);
+  dv.setUint32(L.attach_point, attachPoint, true);
   return hook;
 }
 
 function tcOpts(
   o: { progFd?: number; flags?: number; handle: number; priority: number },
 ): Uint8Array<ArrayBuffer> {
-  // struct bpf_tc_opts (32 bytes): sz@0, prog_fd@8, flags@12, prog_id@16, handle@20, priority@24.
-  const opts = new Uint8Array(32);
+  const L = LAYOUT.bpf_tc_opts;
+  const opts = new Uint8Array(L.size);
   const dv = new DataView(opts.buffer);
-  dv.setBigUint64(0, 32n, true);
-  dv.setInt32(8, o.progFd ?? 0, true);
-  dv.setUint32(12, o.flags ?? 0, true);
-  dv.setUint32(20, o.handle, true);
-  dv.setUint32(24, o.priority, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setInt32(L.prog_fd, o.progFd ?? 0, true);
+  dv.setUint32(L.flags, o.flags ?? 0, true);
+  dv.setUint32(L.handle, o.handle, true);
+  dv.setUint32(L.priority, o.priority, true);
   return opts;
 }
 
@@ -382,6 +426,7 @@ function tcOpts(
 export function tcHookCreate(ifindex: number, attachPoint: number): "created" | "existed" {
   const hook = tcHook(ifindex, attachPoint);
   const { result, warnings } = withCapture(() => bpf().bpf_tc_hook_create(hook));
+  release(warnings, result >= 0);
   if (result === -Errno.EEXIST) return "existed";
   if (result < 0) throw new LibbpfError("bpf_tc_hook_create", result, warnings, `ifindex ${ifindex}`);
   return "created";
@@ -405,7 +450,7 @@ export function tcAttach(
   const hook = tcHook(ifindex, attachPoint);
   const opts = tcOpts({ ...o, flags: o.replace ? BPF_TC_F_REPLACE : 0 });
   check("bpf_tc_attach", () => bpf().bpf_tc_attach(hook, opts), `ifindex ${ifindex}`);
-  return { progId: new DataView(opts.buffer).getUint32(16, true) };
+  return { progId: new DataView(opts.buffer).getUint32(LAYOUT.bpf_tc_opts.prog_id, true) };
 }
 
 /** The program id of the bpf filter at (handle, priority), or undefined when there is none. */
@@ -417,13 +462,11 @@ export function tcQuery(
   const hook = tcHook(ifindex, attachPoint);
   const opts = tcOpts(o);
   const { result, warnings } = withCapture(() => bpf().bpf_tc_query(hook, opts));
-  if (result === -Errno.ENOENT || result === -Errno.EINVAL) {
-    // ENOENT: no such filter; EINVAL: no clsact qdisc on the device at all.
-    if (result === -Errno.EINVAL && warnings.length === 0) return undefined;
-    if (result === -Errno.ENOENT) return undefined;
-  }
+  release(warnings, result >= 0);
+  // ENOENT: no filter there; EINVAL: the interface has no clsact qdisc at all.
+  if (result === -Errno.ENOENT || result === -Errno.EINVAL) return undefined;
   if (result < 0) throw new LibbpfError("bpf_tc_query", result, warnings, `ifindex ${ifindex}`);
-  return { progId: new DataView(opts.buffer).getUint32(16, true) };
+  return { progId: new DataView(opts.buffer).getUint32(LAYOUT.bpf_tc_opts.prog_id, true) };
 }
 
 /** Removes exactly the bpf filter at (handle, priority). */
@@ -450,11 +493,11 @@ export const BPF_LINK_TYPE_TCX = 11;
 
 /** Creates a link (for TCX: target = ifindex); returns the link fd, which detaches it when closed. */
 export function linkCreate(progFd: number, target: number, attachType: number, flags = 0): number {
-  // struct bpf_link_create_opts (64 bytes): sz@0, flags@8 (u32), the rest zero.
-  const opts = new Uint8Array(64);
+  const L = LAYOUT.bpf_link_create_opts;
+  const opts = new Uint8Array(L.size);
   const dv = new DataView(opts.buffer);
-  dv.setBigUint64(0, 64n, true);
-  dv.setUint32(8, flags, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setUint32(L.flags, flags, true);
   return check(
     "bpf_link_create",
     () => bpf().bpf_link_create(progFd, target, attachType, opts),
@@ -465,6 +508,32 @@ export function linkCreate(progFd: number, target: number, attachType: number, f
 /** Detaches a link through its fd, whoever else holds it (the fd stays open until closed). */
 export function linkDetach(linkFd: number): void {
   check("bpf_link_detach", () => bpf().bpf_link_detach(linkFd));
+}
+
+/**
+ * Ids of the programs attached to an interface's TCX hook, in run order. The ifindex is resolved in the
+ * caller's network namespace, so this tells links on this namespace's interface from same-numbered ones
+ * elsewhere. Empty on kernels without TCX.
+ */
+export function tcxProgramIds(ifindex: number, attachType: number): number[] {
+  for (let room = 16;; room *= 4) {
+    const ids = new Uint32Array(room);
+    const count = new Uint32Array([room]);
+    const rc = bpf().bpf_prog_query(
+      ifindex,
+      attachType,
+      0,
+      null,
+      new Uint8Array(ids.buffer),
+      new Uint8Array(count.buffer),
+    );
+    if (rc === -Errno.EINVAL) return [];
+    if (rc === -Errno.ENOSPC && room < 4096) continue;
+    if (rc < 0) {
+      throw new LibbpfError("bpf_prog_query", rc, [], `ifindex ${ifindex}, attach type ${attachType}`);
+    }
+    return Array.from(ids.subarray(0, count[0]!));
+  }
 }
 
 /** Ids of every BPF link in the system. */
@@ -514,13 +583,13 @@ export interface ProgInfo {
 
 /** Kernel information about the program behind an fd. */
 export function progInfo(fd: number): ProgInfo {
-  // struct bpf_prog_info: type@0, id@4, name@64 (char[16]); 232 bytes in 6.1 headers.
-  const dv = objInfo(fd, 232);
-  const nameBytes = new Uint8Array(dv.buffer, 64, 16);
+  const L = LAYOUT.bpf_prog_info;
+  const dv = objInfo(fd, L.size);
+  const nameBytes = new Uint8Array(dv.buffer, L.name, 16);
   const end = nameBytes.indexOf(0);
   return {
-    type: dv.getUint32(0, true),
-    id: dv.getUint32(4, true),
+    type: dv.getUint32(L.type, true),
+    id: dv.getUint32(L.id, true),
     name: new TextDecoder().decode(nameBytes.subarray(0, end < 0 ? 16 : end)),
   };
 }
@@ -538,14 +607,15 @@ export interface LinkInfo {
 
 /** Kernel information about the link behind an fd. */
 export function linkInfo(fd: number): LinkInfo {
-  // struct bpf_link_info: type@0, id@4, prog_id@8, union@16 (tcx: ifindex@16, attach_type@20).
+  const L = LAYOUT.bpf_link_info;
+  // Room beyond the 6.1 size for newer kernels' union members (the kernel wants the extra bytes zero).
   const dv = objInfo(fd, 64);
   return {
-    type: dv.getUint32(0, true),
-    id: dv.getUint32(4, true),
-    progId: dv.getUint32(8, true),
-    tcxIfindex: dv.getUint32(16, true),
-    tcxAttachType: dv.getUint32(20, true),
+    type: dv.getUint32(L.type, true),
+    id: dv.getUint32(L.id, true),
+    progId: dv.getUint32(L.prog_id, true),
+    tcxIfindex: dv.getUint32(L.union, true),
+    tcxAttachType: dv.getUint32(L.union + 4, true),
   };
 }
 
@@ -563,16 +633,13 @@ export function progNameById(id: number): string | undefined {
 // ---------------------------------------------------------------------------------------------------
 // BPF_PROG_TEST_RUN
 
-/** Size of the uapi struct __sk_buff accepted as test-run context. */
-export const SK_BUFF_CTX_SIZE = 192;
-
 /** A struct __sk_buff test-run context; only the fields the kernel accepts as input can be set. */
 export function skBuffContext(o: { ifindex?: number; mark?: number }): Uint8Array<ArrayBuffer> {
-  // __sk_buff: mark@8, ifindex@40 (offsetof, 6.1 uapi).
-  const ctx = new Uint8Array(SK_BUFF_CTX_SIZE);
+  const L = LAYOUT.__sk_buff;
+  const ctx = new Uint8Array(L.size);
   const dv = new DataView(ctx.buffer);
-  dv.setUint32(8, o.mark ?? 0, true);
-  dv.setUint32(40, o.ifindex ?? 0, true);
+  dv.setUint32(L.mark, o.mark ?? 0, true);
+  dv.setUint32(L.ifindex, o.ifindex ?? 0, true);
   return ctx;
 }
 
@@ -596,32 +663,31 @@ export function progTestRun(
   const dataIn = new Uint8Array(o.data.length);
   dataIn.set(o.data);
   const dataOut = new Uint8Array(o.dataOutSize ?? dataIn.length + 256);
-  // struct bpf_test_run_opts (80 bytes): sz@0, data_in@8, data_out@16, data_size_in@24, data_size_out@28,
-  // ctx_in@32, ctx_out@40, ctx_size_in@48, ctx_size_out@52, retval@56, repeat@60, duration@64, flags@68.
-  const opts = new Uint8Array(80);
+  const L = LAYOUT.bpf_test_run_opts;
+  const opts = new Uint8Array(L.size);
   const dv = new DataView(opts.buffer);
-  dv.setBigUint64(0, 80n, true);
-  dv.setBigUint64(8, u64ptr(dataIn), true);
-  dv.setBigUint64(16, u64ptr(dataOut), true);
-  dv.setUint32(24, dataIn.length, true);
-  dv.setUint32(28, dataOut.length, true);
+  dv.setBigUint64(L.sz, BigInt(L.size), true);
+  dv.setBigUint64(L.data_in, u64ptr(dataIn), true);
+  dv.setBigUint64(L.data_out, u64ptr(dataOut), true);
+  dv.setUint32(L.data_size_in, dataIn.length, true);
+  dv.setUint32(L.data_size_out, dataOut.length, true);
   const ctx = o.ctx ?? null;
   const ctxOut = ctx ? new Uint8Array(ctx.length) : null;
   if (ctx && ctxOut) {
-    dv.setBigUint64(32, u64ptr(ctx), true);
-    dv.setBigUint64(40, u64ptr(ctxOut), true);
-    dv.setUint32(48, ctx.length, true);
-    dv.setUint32(52, ctxOut.length, true);
+    dv.setBigUint64(L.ctx_in, u64ptr(ctx), true);
+    dv.setBigUint64(L.ctx_out, u64ptr(ctxOut), true);
+    dv.setUint32(L.ctx_size_in, ctx.length, true);
+    dv.setUint32(L.ctx_size_out, ctxOut.length, true);
   }
-  dv.setInt32(60, o.repeat ?? 1, true);
+  dv.setInt32(L.repeat, o.repeat ?? 1, true);
   check("bpf_prog_test_run_opts", () => bpf().bpf_prog_test_run_opts(progFd, opts));
   // Keep the buffers alive until here: the kernel read and wrote them through raw addresses.
   void dataIn.length, void ctx?.length;
   return {
-    retval: dv.getUint32(56, true),
-    data: dataOut.slice(0, dv.getUint32(28, true)),
-    ctx: ctxOut ? ctxOut.slice(0, dv.getUint32(52, true)) : undefined,
-    durationNs: dv.getUint32(64, true),
+    retval: dv.getUint32(L.retval, true),
+    data: dataOut.slice(0, dv.getUint32(L.data_size_out, true)),
+    ctx: ctxOut ? ctxOut.slice(0, dv.getUint32(L.ctx_size_out, true)) : undefined,
+    durationNs: dv.getUint32(L.duration, true),
   };
 }
 

@@ -1,14 +1,12 @@
 /**
- * The few libc functions the marker needs: errno after a synchronous call, interface names and
- * indexes, closing descriptors handed out by libbpf, and formatting libbpf's printf-style log lines.
+ * The few libc functions the BPF bindings need: errno after a synchronous call, closing descriptors
+ * handed out by libbpf, and formatting libbpf's printf-style log lines.
  *
  * Every call here is synchronous, so errno can be read right after it on the same thread.
  */
 
 const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
-  if_nametoindex: { parameters: ["buffer"], result: "u32" },
-  if_indextoname: { parameters: ["u32", "buffer"], result: "pointer" },
   close: { parameters: ["i32"], result: "i32" },
   vasprintf: { parameters: ["buffer", "pointer", "pointer"], result: "i32" },
   free: { parameters: ["pointer"], result: "void" },
@@ -35,23 +33,6 @@ export function cString(text: string): Uint8Array<ArrayBuffer> {
 export function lastErrno(): number {
   const p = libc().__errno_location();
   return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
-}
-
-/** The index of a network interface, or undefined when there is none of that name. */
-export function interfaceIndex(name: string): number | undefined {
-  if (name.length === 0 || name.length > 15) return undefined;
-  const index = libc().if_nametoindex(cString(name));
-  return index === 0 ? undefined : index;
-}
-
-/** The name of the interface with this index, or undefined when it does not exist (any more). */
-export function interfaceName(index: number): string | undefined {
-  if (!Number.isInteger(index) || index <= 0) return undefined;
-  const buf = new Uint8Array(16);
-  const p = libc().if_indextoname(index, buf);
-  if (p === null) return undefined;
-  const end = buf.indexOf(0);
-  return new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end));
 }
 
 /** Closes a file descriptor (BPF object, link or socket); errors are ignored, as close(2) advises. */

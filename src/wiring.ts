@@ -11,6 +11,8 @@ import { ConfigError } from "./core/errors.ts";
 import { ApiPlugin } from "./plugins/api.ts";
 import { NamedPipePlugin } from "./plugins/named_pipe.ts";
 import { FireflyBackend } from "./backends/firefly.ts";
+import { MarkerBackend } from "./backends/marker/backend.ts";
+import { PerfsonarPlugin } from "./plugins/perfsonar.ts";
 import { PrometheusBackend } from "./backends/prometheus.ts";
 import { Iperf3Plugin } from "./plugins/iperf3.ts";
 import { NetlinkEnricher } from "./enrichers/netlink.ts";
@@ -64,10 +66,18 @@ export function buildComponents(config: Config, host: HostFacts): Components {
       }),
     );
   }
-  if (p.perfsonar) notYet("plugins.perfsonar");
+  if (p.perfsonar) {
+    plugins.push(
+      new PerfsonarPlugin({
+        experimentId: p.perfsonar.experimentId,
+        activityId: p.perfsonar.activityId,
+        application: APPLICATION_NAME,
+      }),
+    );
+  }
   if (p.iperf3) plugins.push(new Iperf3Plugin({ config: p.iperf3, application: APPLICATION_NAME }));
 
-  if (b.marker) notYet("backends.marker");
+  if (b.marker) backends.push(new MarkerBackend({ config: b.marker }));
   if (b.firefly) {
     if (b.firefly.stun) notYet("backends.firefly.stun");
     backends.push(

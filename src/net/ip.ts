@@ -193,6 +193,9 @@ export function parseEndpoint(text: string): Endpoint {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:\[\]]+):(\d{1,5})$/.exec(text);
   if (!m) throw new SyntaxError(`"${text}" is not of the form ip:port or [ipv6]:port`);
   const address = IpAddress.parse(m[1] ?? "");
+  if (text.startsWith("[") !== (address.family === "ipv6")) {
+    throw new SyntaxError(`"${text}": brackets are for IPv6 addresses only, and IPv6 addresses need them`);
+  }
   const port = Number(m[2]);
   if (port > 65535) throw new RangeError(`port ${port} in "${text}" is above 65535`);
   return { address, port };

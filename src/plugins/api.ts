@@ -86,8 +86,10 @@ async function readBodyLimited(
   const tooLarge = () => new Rejection(413, `the request body is larger than the limit of ${max} bytes`);
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > max) return tooLarge();
-  if (req.body === null) return new Uint8Array(0);
   if (abort.aborted) return shuttingDown();
+  // Touching req.body creates a stream and loses the server's whole-body fast path; only chunked bodies need it.
+  const stream = declared === null ? req.body : null;
+  if (declared === null && stream === null) return new Uint8Array(0);
   let onAbort = () => {};
   const aborted = new Promise<"aborted">((resolve) => onAbort = () => resolve("aborted"));
   abort.addEventListener("abort", onAbort, { once: true });
@@ -99,7 +101,7 @@ async function readBodyLimited(
       const next = await Promise.race([whole, aborted]);
       return next === "aborted" ? shuttingDown() : next;
     }
-    return await readChunked(req.body.getReader(), max, aborted, tooLarge);
+    return await readChunked(stream!.getReader(), max, aborted, tooLarge);
   } finally {
     abort.removeEventListener("abort", onAbort);
   }

@@ -39,10 +39,18 @@ export interface Daemon extends AsyncDisposable {
   stop(signal?: Deno.Signal): Promise<number>;
 }
 
-/** Starts `flowd-go --conf <path> run` and waits until it says it is running. */
-export async function startDaemon(confPath: string, extraArgs: string[] = []): Promise<Daemon> {
-  const { cmd, args } = flowdCommand(["--conf", confPath, "--log-level", "debug", ...extraArgs, "run"]);
-  const process = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped", stdin: "null" }).spawn();
+/**
+ * Starts `flowd-go --conf <path> run` and waits until it says it is running. `prefix` runs it under
+ * another command, such as `ip netns exec <ns>`.
+ */
+export async function startDaemon(
+  confPath: string,
+  extraArgs: string[] = [],
+  opts: { prefix?: string[] } = {},
+): Promise<Daemon> {
+  const flowd = flowdCommand(["--conf", confPath, "--log-level", "debug", ...extraArgs, "run"]);
+  const [cmd, ...args] = [...(opts.prefix ?? []), flowd.cmd, ...flowd.args];
+  const process = new Deno.Command(cmd!, { args, stdout: "null", stderr: "piped", stdin: "null" }).spawn();
   const lines: string[] = [];
   const listeners = new Set<() => void>();
   let exited = false;

@@ -236,6 +236,16 @@ Deno.test("api: POST /flow fills StartTs of a start, derives Family and uses the
   });
 });
 
+Deno.test("api: replies escape <, > and & the way Go's JSON encoder does", async () => {
+  await withApi("127.0.0.1", async ({ url, sink }) => {
+    const r = await post(url, JSON.stringify({ ...GOOD, Application: "a<b>&c" }));
+    assertJsonReply(r, 200);
+    assert.ok(r.text.includes('"Application": "a\\u003cb\\u003e\\u0026c"'), r.text);
+    assert.equal(r.json.Application, "a<b>&c");
+    assert.equal(sink.events[0]!.application, "a<b>&c");
+  });
+});
+
 Deno.test("api: every 400 names the bad field and emits nothing", async () => {
   const { State: _s, ...noState } = GOOD;
   const cases: Array<[string, string, RegExp]> = [

@@ -9,6 +9,7 @@
 import {
   BpfObject,
   LibbpfError,
+  libbpfVersion,
   mapDelete,
   mapKeys,
   mapLookup,
@@ -129,11 +130,6 @@ export class MarkerProgram implements Disposable {
     return this.#instance(linkLayer).progId;
   }
 
-  /** Ids of every loaded instance (to recognise our own hooks). */
-  programIds(): number[] {
-    return [...this.#instances.values()].map((i) => i.progId);
-  }
-
   /** Starts (or changes) the marking of a flow with a tag computed by flowTag(). */
   setFlow(flow: FlowIdentity, tag: number): void {
     mapUpdate(this.#fd("flow"), encodeFlowKey(flow), encodeTag(tag));
@@ -217,6 +213,7 @@ export class MarkerProgram implements Disposable {
         strategy: this.strategy,
         matchAll: this.matchAll,
         progId: instance.progId,
+        libbpf: libbpfVersion(),
       });
       return instance;
     } catch (err) {

@@ -1,0 +1,227 @@
+/**
+ * Requests per second of POST /flow (200-byte JSON body) against the api plugin with a counting sink.
+ *
+ * The server runs in a child process (this file with --serve) so it has its own JS thread, as the daemon
+ * would. Load comes from `wrk` when it is installed, else from this process: N keep-alive connections, each
+ * sending a request and reading its response in a loop, over plain Deno.connect ("raw", far cheaper per
+ * request than fetch) or over fetch ("deno").
+ *
+ *   deno run --allow-all bench/api_post.ts [--seconds 10] [--connections 32] [--warmup 3] [--client raw|deno|wrk]
+ *                                          [--server api|bare|hono]
+ *
+ * `--server bare` and `--server hono` run the anchor's two reference servers instead (req.json(), a small
+ * JSON reply; plain Deno.serve or a 4-route Hono app), so figures taken without wrk can still be set
+ * against the anchor on the same machine.
+ */
+import { Hono } from "hono";
+import { ApiPlugin } from "../src/plugins/api.ts";
+
+const BODY = (() => {
+  const json = JSON.stringify({
+    State: 2,
+    Protocol: 0,
+    Family: 10,
+    Src: "[2001:db8::1]:2345",
+    Dst: "[2001:db8::2]:5777",
+    Experiment: 65535,
+    Activity: 65535,
+    StartTs: "2025-03-01T10:00:00.123456+01:00",
+    Application: "bench",
+  });
+  return json.padEnd(200, " ");
+})();
+
+function flag(name: string, fallback: string): string {
+  const i = Deno.args.indexOf(`--${name}`);
+  return i >= 0 ? Deno.args[i + 1] ?? fallback : fallback;
+}
+
+/** Child: serve until stdin closes, then report how many events the sink took. */
+async function serve(kind: string): Promise<void> {
+  let count = 0;
+  let stop: () => Promise<void>;
+  if (kind === "bare" || kind === "hono") {
+    // The anchor's reference servers: parse the body, answer a small JSON object, bare or through Hono.
+    const handle = async (req: Request) => {
+      await req.json();
+      return Response.json({ ok: true, id: ++count });
+    };
+    const app = new Hono();
+    app.get("/", (c) => c.text("root"));
+    app.get("/health", (c) => c.text("ok"));
+    app.post("/flow", (c) => handle(c.req.raw));
+    app.get("/flows", (c) => c.json([]));
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      kind === "bare" ? handle : app.fetch,
+    );
+    console.log(server.addr.port);
+    stop = () => server.shutdown();
+  } else {
+    const plugin = new ApiPlugin({ bindAddress: "127.0.0.1", bindPort: 0, application: "bench" });
+    await plugin.start({
+      emit: () => {
+        count++;
+        return { accepted: true };
+      },
+    });
+    console.log(plugin.port);
+    stop = () => plugin.stop();
+  }
+  for await (const _ of Deno.stdin.readable) { /* wait for the parent to close stdin */ }
+  await stop();
+  console.log(count);
+}
+
+/** CPU seconds (user + system) used so far by a process, from /proc. */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+async function denoLoad(url: string, seconds: number, connections: number) {
+  let ok = 0, bad = 0;
+  const deadline = performance.now() + seconds * 1000;
+  const loop = async () => {
+    while (performance.now() < deadline) {
+      const res = await fetch(url, {
+        method: "POST",
+        body: BODY,
+        headers: { "content-type": "application/json" },
+      });
+      await res.arrayBuffer();
+      if (res.status === 200) ok++;
+      else bad++;
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: connections }, loop));
+  return { ok, bad, elapsed: (performance.now() - t0) / 1000 };
+}
+
+/** Minimal keep-alive HTTP/1.1 client over Deno.connect: much cheaper per request than fetch. */
+async function rawLoad(url: string, seconds: number, connections: number) {
+  const { hostname, port, pathname } = new URL(url);
+  const request = new TextEncoder().encode(
+    `POST ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${BODY.length}\r\n\r\n${BODY}`,
+  );
+  const latin1 = new TextDecoder("latin1");
+  let ok = 0, bad = 0;
+  const deadline = performance.now() + seconds * 1000;
+  const loop = async () => {
+    const conn = await Deno.connect({ hostname, port: Number(port) });
+    const buf = new Uint8Array(64 * 1024);
+    let pending = "";
+    try {
+      while (performance.now() < deadline) {
+        await conn.write(request);
+        // Read one response: headers, then Content-Length bytes of body.
+        for (;;) {
+          const end = pending.indexOf("\r\n\r\n");
+          if (end >= 0) {
+            const length = Number(/content-length: (\d+)/i.exec(pending.slice(0, end))?.[1] ?? 0);
+            if (pending.length >= end + 4 + length) {
+              if (pending.startsWith("HTTP/1.1 200")) ok++;
+              else bad++;
+              pending = pending.slice(end + 4 + length);
+              break;
+            }
+          }
+          const n = await conn.read(buf);
+          if (n === null) throw new Error("the server closed the connection");
+          pending += latin1.decode(buf.subarray(0, n));
+        }
+      }
+    } finally {
+      conn.close();
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: connections }, loop));
+  return { ok, bad, elapsed: (performance.now() - t0) / 1000 };
+}
+
+async function wrkLoad(url: string, seconds: number, connections: number) {
+  const script = await Deno.makeTempFile({ suffix: ".lua" });
+  await Deno.writeTextFile(
+    script,
+    `wrk.method = "POST"\nwrk.body = ${
+      JSON.stringify(BODY)
+    }\nwrk.headers["Content-Type"] = "application/json"\n`,
+  );
+  try {
+    const out = await new Deno.Command("wrk", {
+      args: ["-t2", `-c${connections}`, `-d${seconds}s`, "--latency", "-s", script, url],
+      stdout: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    const reqs = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN);
+    const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
+    return { ok: Math.round(reqs * seconds) - non2xx, bad: non2xx, elapsed: seconds };
+  } finally {
+    await Deno.remove(script);
+  }
+}
+
+async function hasWrk(): Promise<boolean> {
+  try {
+    await new Deno.Command("wrk", { args: ["--version"], stdout: "null", stderr: "null" }).output();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  const seconds = Number(flag("seconds", "10"));
+  const connections = Number(flag("connections", "32"));
+  const warmup = Number(flag("warmup", "3"));
+  const client = flag("client", (await hasWrk()) ? "wrk" : "raw");
+  const server = flag("server", "api");
+
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL(import.meta.url).pathname, "--serve", server],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  const nextLine = async (): Promise<string> => {
+    while (!buffered.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error("the server process ended early");
+      buffered += value;
+    }
+    const i = buffered.indexOf("\n");
+    const line = buffered.slice(0, i);
+    buffered = buffered.slice(i + 1);
+    return line;
+  };
+  const url = `http://127.0.0.1:${await nextLine()}/flow`;
+  const load = client === "wrk" ? wrkLoad : client === "raw" ? rawLoad : denoLoad;
+
+  if (warmup > 0) await load(url, warmup, connections);
+  const cpu0 = cpuSeconds(child.pid);
+  const r = await load(url, seconds, connections);
+  const cpu = (cpuSeconds(child.pid) - cpu0) / r.elapsed;
+
+  await child.stdin.close();
+  const events = Number(await nextLine());
+  await child.status;
+  lines.releaseLock();
+
+  console.log(
+    [
+      `${server} POST /flow, ${BODY.length}-byte body, client ${client}, ${connections} concurrent, ${seconds}s`,
+      `  ${Math.round(r.ok / r.elapsed)} req/s (${r.ok} ok, ${r.bad} non-200), server CPU ${
+        cpu.toFixed(2)
+      } core`,
+      `  events counted by the sink (warm-up included): ${events}`,
+    ].join("\n"),
+  );
+}
+
+if (Deno.args.includes("--serve")) await serve(flag("serve", "api"));
+else await main();

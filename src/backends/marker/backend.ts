@@ -1,0 +1,203 @@
+/**
+ * Backend `marker`: loads the marker program, attaches it to the target interfaces' egress, and turns
+ * flow events into map entries (start inserts, end deletes). IPv4 flows are skipped: only IPv6 has a flow
+ * label or the extension headers used here. With matchAll, the wildcard flow ([::]:0 to [::]:0, as the
+ * perfSONAR plugin sends) sets the one tag that marks every IPv6 packet.
+ */
+import type { Backend } from "../../core/component.ts";
+import { errorMessage, StartupError } from "../../core/errors.ts";
+import { describeFlow, type FlowEvent } from "../../core/flow_event.ts";
+import { logger, RateLimitedLog } from "../../core/log.ts";
+import type { MarkerConfig } from "../../config/schema.ts";
+import { discoverPublicIpv6Interfaces } from "../../net/interface_discovery.ts";
+import { randomFlowLabelEntropy } from "../../scitags/flow_label.ts";
+import { flowTag, formatTag, tagTruncation } from "./flow_tag.ts";
+import { MarkerHooks } from "./hooks.ts";
+import { MarkerProgram } from "./program.ts";
+import { DEFAULT_LEDGER_PATH, QdiscLedger } from "./qdisc_ledger.ts";
+
+const log = logger("backends", "marker");
+
+/** What the backend is built from. */
+export interface MarkerBackendOptions {
+  /** The `backends.marker` configuration section. */
+  config: Pick<
+    MarkerConfig,
+    | "targetInterfaces"
+    | "discoverInterfaces"
+    | "removeQdisc"
+    | "programPath"
+    | "markingStrategy"
+    | "debugMode"
+    | "matchAll"
+    | "attachMode"
+  >;
+  /** File recording the clsact qdiscs the marker created (default /run/flowd-go/marker-qdiscs.json). */
+  ledgerPath?: string;
+  /** How often to look for interfaces that vanished or came back (ms; default 5000, 0 = never). */
+  checkIntervalMs?: number;
+  /** Work on the interfaces of another network namespace (tests). */
+  netns?: string;
+  /** Source of label entropy (tests). */
+  entropy?: () => number;
+}
+
+/** Counters, for tests and diagnostics. */
+export interface MarkerBackendStats {
+  inserted: number;
+  deleted: number;
+  skippedIpv4: number;
+  failed: number;
+}
+
+function isWildcard(e: FlowEvent): boolean {
+  return e.src.address.isUnspecified() && e.dst.address.isUnspecified() && e.src.port === 0 &&
+    e.dst.port === 0;
+}
+
+export class MarkerBackend implements Backend {
+  readonly name = "marker";
+  readonly stats: MarkerBackendStats = { inserted: 0, deleted: 0, skippedIpv4: 0, failed: 0 };
+  #program: MarkerProgram | undefined;
+  #hooks: MarkerHooks | undefined;
+  #failLog = new RateLimitedLog();
+  #truncationLog = new RateLimitedLog(60_000);
+
+  constructor(private readonly opts: MarkerBackendOptions) {}
+
+  /** The loaded program (after start), for inspection. */
+  get program(): MarkerProgram | undefined {
+    return this.#program;
+  }
+
+  /** The hooks (after start), for inspection. */
+  get hooks(): MarkerHooks | undefined {
+    return this.#hooks;
+  }
+
+  async start(): Promise<void> {
+    const c = this.opts.config;
+    try {
+      const interfaces = await this.#interfaces();
+      this.#program = await MarkerProgram.load({
+        strategy: c.markingStrategy,
+        matchAll: c.matchAll,
+        debug: c.debugMode,
+        programPath: c.programPath || undefined,
+      });
+      this.#hooks = new MarkerHooks(this.#program, {
+        mode: c.attachMode,
+        removeQdisc: c.removeQdisc,
+        ledger: new QdiscLedger(this.opts.ledgerPath ?? DEFAULT_LEDGER_PATH),
+        netns: this.opts.netns,
+      });
+      for (const ifname of interfaces) await this.#hooks.attach(ifname);
+      const every = this.opts.checkIntervalMs ?? 5000;
+      if (every > 0) this.#hooks.startWatching(every);
+      log.info("marker ready", {
+        strategy: c.markingStrategy,
+        matchAll: c.matchAll,
+        interfaces: interfaces.join(",") || "(none)",
+      });
+    } catch (err) {
+      await this.stop();
+      throw new StartupError(`marker: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  handle(event: FlowEvent): Promise<void> {
+    const program = this.#program;
+    if (!program) return Promise.resolve();
+    if (event.family !== "ipv6" || event.src.address.isIpv4Mapped()) {
+      this.stats.skippedIpv4++;
+      log.debug("ignoring IPv4 flow", { flow: describeFlow(event) });
+      return Promise.resolve();
+    }
+    try {
+      if (program.matchAll) this.#handleMatchAll(program, event);
+      else this.#handleFlow(program, event);
+    } catch (err) {
+      this.stats.failed++;
+      this.#failLog.run((suppressed) =>
+        log.error("cannot update the marker's map", {
+          flow: describeFlow(event),
+          err: errorMessage(err),
+          suppressed,
+        })
+      );
+    }
+    return Promise.resolve();
+  }
+
+  async stop(): Promise<void> {
+    const hooks = this.#hooks;
+    const program = this.#program;
+    this.#hooks = undefined;
+    this.#program = undefined;
+    await hooks?.detachAll();
+    program?.close();
+  }
+
+  async #interfaces(): Promise<string[]> {
+    const c = this.opts.config;
+    if (!c.discoverInterfaces) return [...c.targetInterfaces];
+    const found = (await discoverPublicIpv6Interfaces({ netns: this.opts.netns })).map((i) => i.name);
+    if (c.targetInterfaces.length > 0) {
+      log.warn("specified target interfaces will be overridden", {
+        configured: c.targetInterfaces.join(","),
+        discovered: found.join(",") || "(none)",
+      });
+    }
+    return found;
+  }
+
+  #tag(program: MarkerProgram, event: FlowEvent): number {
+    const warning = tagTruncation(program.strategy, event.experimentId, event.activityId);
+    if (warning) this.#truncationLog.run((suppressed) => log.warn(warning, { suppressed }));
+    return flowTag(
+      program.strategy,
+      event.experimentId,
+      event.activityId,
+      (this.opts.entropy ?? randomFlowLabelEntropy)(),
+    );
+  }
+
+  #handleFlow(program: MarkerProgram, event: FlowEvent): void {
+    if (event.state === "start") {
+      const tag = this.#tag(program, event);
+      program.setFlow(event, tag);
+      this.stats.inserted++;
+      log.debug("marking flow", { flow: describeFlow(event), tag: formatTag(program.strategy, tag) });
+    } else if (event.state === "end") {
+      if (program.deleteFlow(event)) {
+        this.stats.deleted++;
+        log.debug("stopped marking flow", { flow: describeFlow(event) });
+      } else {
+        log.debug("end of a flow that was not being marked", { flow: describeFlow(event) });
+      }
+    }
+  }
+
+  #handleMatchAll(program: MarkerProgram, event: FlowEvent): void {
+    if (!isWildcard(event)) {
+      log.debug("matchAll marks every packet with the wildcard flow's tag; flow ignored", {
+        flow: describeFlow(event),
+      });
+      return;
+    }
+    if (event.state === "start") {
+      const tag = this.#tag(program, event);
+      program.setMatchAllTag(tag);
+      this.stats.inserted++;
+      log.info("marking all IPv6 traffic", {
+        experiment: event.experimentId,
+        activity: event.activityId,
+        tag: formatTag(program.strategy, tag),
+      });
+    } else if (event.state === "end") {
+      program.setMatchAllTag(undefined);
+      this.stats.deleted++;
+      log.info("stopped marking all IPv6 traffic");
+    }
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * Packet capture inside a namespace with tcpdump, decoded afterwards with tshark into one record per
+ * packet. The capture file is removed on dispose.
+ */
+import { sh } from "./netns.ts";
+
+/** A running capture. */
+export interface Capture extends AsyncDisposable {
+  /** Stops tcpdump (flushing every packet) and decodes the capture with tshark. */
+  stop(fields: readonly string[], displayFilter?: string): Promise<Array<Record<string, string>>>;
+  /** The raw bytes of every captured frame (after stop), for exact comparisons. */
+  frames(): Promise<Uint8Array[]>;
+  /** Waits until at least `count` frames are in the file (tcpdump writes each at once with -U). */
+  waitFrames(count: number, timeoutMs?: number): Promise<void>;
+  readonly file: string;
+}
+
+/** Starts `tcpdump -i ifname` in the namespace and waits until it listens. */
+export async function startCapture(prefix: string[], ifname: string, filter: string[]): Promise<Capture> {
+  const file = await Deno.makeTempFile({ suffix: ".pcap" });
+  const [bin, ...args] = [
+    ...prefix,
+    "tcpdump",
+    "-i",
+    ifname,
+    "--immediate-mode",
+    "-U",
+    "-n",
+    "-s",
+    "0",
+    "-w",
+    file,
+    ...filter,
+  ];
+  const child = new Deno.Command(bin!, { args, stdout: "null", stderr: "piped" }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let err = "";
+  while (!err.includes("listening on")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await child.status;
+      await Deno.remove(file).catch(() => {});
+      throw new Error(`tcpdump did not start: ${err}`);
+    }
+    err += value;
+  }
+  // Keep draining stderr so tcpdump never blocks on it.
+  const drained = (async () => {
+    for (;;) {
+      const { done } = await reader.read();
+      if (done) return;
+    }
+  })();
+  let stopped = false;
+  const halt = async () => {
+    if (stopped) return;
+    stopped = true;
+    try {
+      child.kill("SIGINT");
+    } catch { /* already gone */ }
+    await child.status;
+    await drained;
+  };
+  return {
+    file,
+    async stop(fields, displayFilter) {
+      await halt();
+      const args = [
+        "tshark",
+        "-r",
+        file,
+        "-T",
+        "fields",
+        "-E",
+        "separator=\t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+      ];
+      for (const f of fields) args.push("-e", f);
+      if (displayFilter) args.push("-Y", displayFilter);
+      const out = await sh(args);
+      return out.stdout.split("\n").filter((l) => l.length > 0).map((line) => {
+        const values = line.split("\t");
+        return Object.fromEntries(fields.map((f, i) => [f, values[i] ?? ""]));
+      });
+    },
+    async waitFrames(count, timeoutMs = 5000) {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const bytes = await Deno.readFile(file);
+        if (bytes.length >= 24 && parsePcap(bytes).length >= count) return;
+        if (performance.now() > deadline) {
+          throw new Error(`capture: fewer than ${count} frames after ${timeoutMs} ms`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    async frames() {
+      await halt();
+      return parsePcap(await Deno.readFile(file));
+    },
+    async [Symbol.asyncDispose]() {
+      await halt();
+      await Deno.remove(file).catch(() => {});
+    },
+  };
+}
+
+/** The frames of a classic pcap file (as tcpdump -w writes it), in either byte order. */
+export function parsePcap(bytes: Uint8Array): Uint8Array[] {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const magic = dv.getUint32(0, true);
+  const little = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
+  if (!little && dv.getUint32(0, false) !== 0xa1b2c3d4 && dv.getUint32(0, false) !== 0xa1b23c4d) {
+    throw new Error(`not a pcap file (magic 0x${magic.toString(16)})`);
+  }
+  const frames: Uint8Array[] = [];
+  for (let o = 24; o + 16 <= bytes.length;) {
+    const captured = dv.getUint32(o + 8, little);
+    if (o + 16 + captured > bytes.length) break; // a record still being written
+    frames.push(bytes.slice(o + 16, o + 16 + captured));
+    o += 16 + captured;
+  }
+  return frames;
+}
