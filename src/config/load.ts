@@ -224,6 +224,16 @@ function applyCrossSectionRules(config: Config): string[] {
   if (backends.prometheus && backends.prometheus.netlinkPort === 0 && backends.prometheus.skopsPort === 0) {
     warnings.push("backends.prometheus: both netlinkPort and skopsPort are 0, no metrics will be served");
   }
+  if ((enrichers?.netlink || enrichers?.skops) && !backends.prometheus && !backends.firefly?.enrich) {
+    warnings.push(
+      "enrichers are enabled but nothing uses their samples (add backends.prometheus or backends.firefly.enrich)",
+    );
+  }
+  for (const [name, port] of [["netlink", "netlinkPort"], ["skops", "skopsPort"]] as const) {
+    if (enrichers?.[name] && backends.prometheus && backends.prometheus[port] === 0) {
+      warnings.push(`backends.prometheus.${port} is 0: the samples of enrichers.${name} are not exported`);
+    }
+  }
   const hasPlugin = Object.values(plugins).some((p) => p !== undefined);
   const hasBackend = Object.values(backends).some((b) => b !== undefined);
   if (!hasPlugin) warnings.push("no plugin is enabled: no flow events will be produced");

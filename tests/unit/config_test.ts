@@ -261,6 +261,22 @@ Deno.test("config: dependency warnings (enrich without enricher, nothing enabled
       /no enricher/.test(w)
     ),
   );
+  assert.ok(
+    load("enrichers: {netlink: {}}\nbackends: {firefly: {}}").warnings.some((w) =>
+      /nothing uses their samples/.test(w)
+    ),
+  );
+  assert.deepEqual(
+    load("enrichers: {skops: {}}\nbackends: {prometheus: {skopsPort: 0}}").warnings.filter((w) =>
+      /prometheus/.test(w)
+    ),
+    ["backends.prometheus.skopsPort is 0: the samples of enrichers.skops are not exported"],
+  );
+  assert.ok(
+    !load("enrichers: {netlink: {}}\nbackends: {prometheus: {}}\nplugins: {api: {}}").warnings.some((w) =>
+      /enrichers/.test(w)
+    ),
+  );
   const empty = load("").warnings;
   assert.ok(empty.some((w) => /no plugin is enabled/.test(w)));
   assert.ok(empty.some((w) => /no backend is enabled/.test(w)));
