@@ -10,6 +10,7 @@ import type { Backend, Enricher, Plugin } from "./core/component.ts";
 import { ConfigError } from "./core/errors.ts";
 import { ApiPlugin } from "./plugins/api.ts";
 import { NamedPipePlugin } from "./plugins/named_pipe.ts";
+import { FireflyPlugin } from "./plugins/firefly.ts";
 import { FireflyBackend } from "./backends/firefly.ts";
 import { APPLICATION_NAME } from "./version.ts";
 
@@ -47,7 +48,7 @@ export function buildComponents(config: Config, host: HostFacts): Components {
       }),
     );
   }
-  if (p.firefly) notYet("plugins.firefly");
+  if (p.firefly) plugins.push(new FireflyPlugin(p.firefly));
   if (p.namedPipe) {
     plugins.push(
       new NamedPipePlugin({

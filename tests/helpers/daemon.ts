@@ -127,6 +127,18 @@ export function freePort(hostname = "127.0.0.1"): number {
   return port;
 }
 
+/** A free UDP port on a loopback address (bound, read, released). */
+export function freeUdpPort(hostname: "127.0.0.1" | "::1" = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket(hostname === "::1" ? "udp6" : "udp4");
+    socket.once("error", reject);
+    socket.bind(0, hostname, () => {
+      const port = socket.address().port;
+      socket.close(() => resolve(port));
+    });
+  });
+}
+
 /** A UDP receiver on loopback collecting datagrams as text. */
 export interface UdpReceiver extends AsyncDisposable {
   readonly port: number;
