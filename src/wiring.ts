@@ -66,7 +66,6 @@ export function buildComponents(config: Config, host: HostFacts): Components {
 
   if (b.marker) notYet("backends.marker");
   if (b.firefly) {
-    if (b.firefly.stun) notYet("backends.firefly.stun");
     backends.push(
       new FireflyBackend({ config: b.firefly, hostname: host.hostname, appName: APPLICATION_NAME }),
     );

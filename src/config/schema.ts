@@ -170,9 +170,38 @@ export const MarkerSchema = z.strictObject({
   attachMode: choice(ATTACH_MODES).default("auto"),
 });
 
+/** Seconds, fractions allowed, within bounds (timeouts). */
+function seconds(min: number, max: number) {
+  const msg = (iss: { input?: unknown }) =>
+    `expected a number of seconds in ${min}..${max}, got ${show(iss.input)}`;
+  return z.number({ error: msg }).min(min, { error: msg }).max(max, { error: msg });
+}
+
+const httpUrl = () =>
+  str().refine((s) => {
+    try {
+      const u = new URL(s);
+      return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
+    } catch {
+      return false;
+    }
+  }, { error: (iss) => `expected an http:// or https:// URL, got ${show(iss.input)}` });
+
 export const StunSchema = z.strictObject({
   /** Private address → public address, applied to any source address. */
-  manualMapping: z.record(ipLiteral(), ipLiteral()).default({}),
+  manualMapping: z.record(ipLiteral(), ipLiteral()).default({}).superRefine((m, ctx) => {
+    for (const [from, to] of Object.entries(m)) {
+      const a = IpAddress.tryParse(from), b = IpAddress.tryParse(to);
+      if (a && b && a.family !== b.family) {
+        ctx.addIssue({
+          code: "custom",
+          path: [from],
+          message:
+            `maps ${a.family} address ${from} to ${b.family} address ${to}; both must be of one family`,
+        });
+      }
+    }
+  }),
   stunServers: z.array(hostPort()).default([
     "stun.l.google.com:3478",
     "stun1.l.google.com:3478",
@@ -180,6 +209,15 @@ export const StunSchema = z.strictObject({
     "stun3.l.google.com:3478",
     "stun4.l.google.com:3478",
   ]),
+  /** Addition: "what is my address" services asked before the STUN servers (the original's two, fixed). */
+  httpServers: z.array(httpUrl()).default([
+    "https://api64.ipify.org?format=json",
+    "https://ipconfig.io/json",
+  ]),
+  /** Addition: seconds each HTTP query may take (the original had no limit). */
+  httpTimeout: seconds(0.05, 60).default(3),
+  /** Addition: seconds each STUN query may take, retransmissions included (the original waited 5). */
+  stunTimeout: seconds(0.05, 60).default(3),
 });
 
 export const FireflyBackendSchema = z.strictObject({

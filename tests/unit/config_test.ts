@@ -87,6 +87,9 @@ enrichers: {netlink: {}, skops: {}}
         "stun3.l.google.com:3478",
         "stun4.l.google.com:3478",
       ],
+      httpServers: ["https://api64.ipify.org?format=json", "https://ipconfig.io/json"],
+      httpTimeout: 3,
+      stunTimeout: 3,
     },
   });
   assert.deepEqual(config.backends.prometheus, {
@@ -272,4 +275,52 @@ Deno.test("config: a missing file is a clear error", async () => {
     () => loadConfigFile("/nonexistent/flowd-go.yaml"),
     /cannot read the configuration file \/nonexistent\/flowd-go\.yaml: no such file/,
   );
+});
+
+Deno.test("config: stun additions (HTTP services, timeouts) and manualMapping families are validated", () => {
+  const { config } = load(`
+backends:
+  firefly:
+    stun:
+      manualMapping: {10.0.0.1: 203.0.113.1, "fd00::1": "2001:db8::1"}
+      httpServers: ["http://127.0.0.1:8080/ip"]
+      stunServers: ["[::1]:3478", "127.0.0.1:3478"]
+      httpTimeout: 0.5
+      stunTimeout: 10
+`);
+  assert.deepEqual(config.backends.firefly!.stun, {
+    manualMapping: { "10.0.0.1": "203.0.113.1", "fd00::1": "2001:db8::1" },
+    httpServers: ["http://127.0.0.1:8080/ip"],
+    stunServers: ["[::1]:3478", "127.0.0.1:3478"],
+    httpTimeout: 0.5,
+    stunTimeout: 10,
+  });
+  assert.deepEqual(
+    load("backends: {firefly: {stun: {httpServers: [], stunServers: []}}}").config.backends.firefly!
+      .stun!.httpServers,
+    [],
+  );
+  const cases: [string, RegExp][] = [
+    [
+      "backends:\n  firefly:\n    stun:\n      httpServers: [ftp://x/]\n",
+      /conf\.yaml:4: backends\.firefly\.stun\.httpServers\.0: expected an http:\/\/ or https:\/\/ URL, got "ftp:\/\/x\/"/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      httpTimeout: 0\n",
+      /backends\.firefly\.stun\.httpTimeout: expected a number of seconds in 0\.05\.\.60, got 0/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      stunTimeout: soon\n",
+      /backends\.firefly\.stun\.stunTimeout: expected a number of seconds in 0\.05\.\.60, got "soon"/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      manualMapping:\n        10.0.0.1: 2001:db8::1\n",
+      /conf\.yaml:5: backends\.firefly\.stun\.manualMapping\.10\.0\.0\.1: maps ipv4 address 10\.0\.0\.1 to ipv6 address 2001:db8::1/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      stunServers: [stun.example.org]\n",
+      /stunServers\.0: expected host:port/,
+    ],
+  ];
+  for (const [text, re] of cases) fails(text, re);
 });
