@@ -14,12 +14,15 @@ export function flowdCommand(args: string[]): { cmd: string; args: string[] } {
 }
 
 /** Runs flowd-go to completion. */
-export async function runFlowd(args: string[], opts: { env?: Record<string, string> } = {}): Promise<{
+export async function runFlowd(
+  args: string[],
+  opts: { env?: Record<string, string>; prefix?: string[] } = {},
+): Promise<{
   code: number;
   stdout: string;
   stderr: string;
 }> {
-  const { cmd, args: argv } = flowdCommand(args);
+  const { cmd, args: argv } = withPrefix(flowdCommand(args), opts.prefix);
   const out = await new Deno.Command(cmd, { args: argv, stdout: "piped", stderr: "piped", env: opts.env })
     .output();
   return {
@@ -39,9 +42,25 @@ export interface Daemon extends AsyncDisposable {
   stop(signal?: Deno.Signal): Promise<number>;
 }
 
-/** Starts `flowd-go --conf <path> run` and waits until it says it is running. */
-export async function startDaemon(confPath: string, extraArgs: string[] = []): Promise<Daemon> {
-  const { cmd, args } = flowdCommand(["--conf", confPath, "--log-level", "debug", ...extraArgs, "run"]);
+/** Puts a command behind a prefix such as `ip netns exec NS` (which execs it: same PID, same signals). */
+function withPrefix(
+  c: { cmd: string; args: string[] },
+  prefix: string[] | undefined,
+): { cmd: string; args: string[] } {
+  if (!prefix?.length) return c;
+  return { cmd: prefix[0]!, args: [...prefix.slice(1), c.cmd, ...c.args] };
+}
+
+/** Starts `flowd-go --conf <path> run` (behind `prefix`, if given) and waits until it says it is running. */
+export async function startDaemon(
+  confPath: string,
+  extraArgs: string[] = [],
+  opts: { prefix?: string[] } = {},
+): Promise<Daemon> {
+  const { cmd, args } = withPrefix(
+    flowdCommand(["--conf", confPath, "--log-level", "debug", ...extraArgs, "run"]),
+    opts.prefix,
+  );
   const process = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped", stdin: "null" }).spawn();
   const lines: string[] = [];
   const listeners = new Set<() => void>();

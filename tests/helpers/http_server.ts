@@ -13,9 +13,9 @@ export interface TestHttpServer extends AsyncDisposable {
   readonly gate: Promise<void>;
 }
 
-/** Serves `build(gate)` on `hostname` (an ephemeral port). */
+/** Serves `build(gate)` on `hostname` (an ephemeral port; loopback in unit tests). */
 export function startHttpServer(
-  hostname: "127.0.0.1" | "::1",
+  hostname: string,
   build: (gate: Promise<void>) => Hono,
 ): TestHttpServer {
   let open = () => {};
@@ -23,7 +23,7 @@ export function startHttpServer(
   const app = build(gate);
   const server = Deno.serve({ hostname, port: 0, onListen: () => {} }, app.fetch);
   const port = server.addr.port;
-  const host = hostname === "::1" ? "[::1]" : hostname;
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   return {
     port,
     gate,

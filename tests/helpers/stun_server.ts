@@ -53,16 +53,17 @@ const pkg = stun as unknown as {
  * Starts a server on `address`; `reportAs` is the address put into answers (default: the client's own).
  */
 export async function startStunServer(
-  address: "127.0.0.1" | "::1",
+  address: string,
   opts: { mode?: StunServerMode; reportAs?: string; reportPort?: number } = {},
 ): Promise<TestStunServer> {
   const mode = opts.mode ?? "xor";
-  const socket = dgram.createSocket(address === "::1" ? "udp6" : "udp4");
+  const v6 = address.includes(":");
+  const socket = dgram.createSocket(v6 ? "udp6" : "udp4");
   await new Promise<void>((resolve, reject) => {
     socket.once("error", reject);
     socket.bind(0, address, () => resolve());
   });
-  const server = pkg.createServer({ type: address === "::1" ? "udp6" : "udp4", socket });
+  const server = pkg.createServer({ type: v6 ? "udp6" : "udp4", socket });
   server.on("error", () => {/* stray non-STUN datagrams */});
   const requests: { address: string; port: number }[] = [];
   const success = Number(pkg.constants.STUN_BINDING_RESPONSE);
@@ -107,7 +108,7 @@ export async function startStunServer(
   const port = socket.address().port;
   return {
     port,
-    hostPort: address === "::1" ? `[::1]:${port}` : `127.0.0.1:${port}`,
+    hostPort: v6 ? `[${address}]:${port}` : `${address}:${port}`,
     requests,
     [Symbol.asyncDispose]: async () => {
       server.close();
