@@ -13,10 +13,14 @@ import { NamedPipePlugin } from "./plugins/named_pipe.ts";
 import { FireflyPlugin } from "./plugins/firefly.ts";
 import { FireflyBackend } from "./backends/firefly.ts";
 import { APPLICATION_NAME } from "./version.ts";
+import { Registry } from "./scitags/registry.ts";
+import { registryIdResolver } from "./plugins/pipe_line.ts";
 
 /** Facts about the host the components need. */
 export interface HostFacts {
   hostname: string;
+  /** The SciTags registry in use (experiment and activity names); default: the embedded copy. */
+  registry?: () => Registry;
 }
 
 /** Resolves a path from the configuration: relative paths are relative to workDir. */
@@ -38,6 +42,8 @@ export function buildComponents(config: Config, host: HostFacts): Components {
   const backends: Backend[] = [];
   const enrichers: Enricher[] = [];
   const p = config.plugins, b = config.backends, e = config.enrichers;
+  const registry = host.registry ?? (() => Registry.embedded());
+  const resolveId = registryIdResolver(registry);
 
   if (p.api) {
     plugins.push(
@@ -45,6 +51,7 @@ export function buildComponents(config: Config, host: HostFacts): Components {
         bindAddress: p.api.bindAddress,
         bindPort: p.api.bindPort,
         application: APPLICATION_NAME,
+        resolveId,
       }),
     );
   }
@@ -58,6 +65,7 @@ export function buildComponents(config: Config, host: HostFacts): Components {
         pipeOwner: p.namedPipe.pipeOwner,
         pipeGroup: p.namedPipe.pipeGroup,
         application: APPLICATION_NAME,
+        resolveId,
       }),
     );
   }
