@@ -6,7 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { runFlowd, startDaemon } from "../helpers/daemon.ts";
-import { createVethPair, type VethPair } from "../helpers/netns.ts";
+import { createVethPair, sh, type VethPair } from "../helpers/netns.ts";
+import { defaultRouteAddresses } from "../../src/net/public_address.ts";
+import { Rtnetlink } from "../../src/net/rtnetlink.ts";
 import { hasCommand, privilegedTest } from "../helpers/privileged.ts";
 
 const SERVERS = new URL("../helpers/discovery_servers_main.ts", import.meta.url).pathname;
@@ -217,3 +219,38 @@ backends:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+privilegedTest(
+  "netns: mapping takes the preferred default route per family and skips tentative addresses",
+  async () => {
+    await using net = await createVethPair();
+    const inA = (cmd: string[]) => net.exec(net.nsA, cmd);
+    // A second interface: a veth pair kept inside A (the dummy driver may be missing).
+    await inA(["ip", "link", "add", "side7", "type", "veth", "peer", "name", "side7p"]);
+    await inA(["ip", "addr", "add", "10.77.0.1/24", "dev", "side7"]);
+    await inA(["ip", "link", "set", "side7p", "up"]);
+    await inA(["ip", "link", "set", "side7", "up"]);
+    // IPv4: two default routes, side7's has the lower metric. IPv6: only through the veth.
+    await inA(["ip", "route", "add", "default", "via", net.ip4B, "metric", "200"]);
+    await inA(["ip", "route", "add", "default", "dev", "side7", "metric", "50"]);
+    await inA(["ip", "-6", "route", "add", "default", "via", net.ip6B, "dev", net.ifA]);
+    // An address still in duplicate-address detection cannot be bound yet: left out.
+    await inA(["sysctl", "-qw", `net.ipv6.conf.${net.ifA}.dad_transmits=3`]);
+    await inA(["sysctl", "-qw", `net.ipv6.neigh.${net.ifA}.retrans_time_ms=2000`]);
+    await inA(["ip", "addr", "add", "fd00:5ec:7a6::77/64", "dev", net.ifA]);
+    using rt = Rtnetlink.open({ netns: `/run/netns/${net.nsA}` });
+    const { interfaces, addresses } = await defaultRouteAddresses(rt);
+    assert.deepEqual(interfaces.map((i) => [i.family, i.name, i.priority]), [["ipv4", "side7", 50], [
+      "ipv6",
+      net.ifA,
+      1024,
+    ]]);
+    const listed = addresses.map((a) => `${a.interface} ${a.address}`);
+    assert.ok(listed.includes("side7 10.77.0.1"), listed.join(", "));
+    assert.ok(!listed.includes(`${net.ifA} ${net.ip4A}`), "the veth is not the preferred IPv4 route");
+    assert.ok(listed.includes(`${net.ifA} ${net.ip6A}`), listed.join(", "));
+    const tentative = (await sh(["ip", "-n", net.nsA, "-6", "addr", "show", "tentative"])).stdout;
+    assert.match(tentative, /fd00:5ec:7a6::77/, "the address is still tentative while we look");
+    assert.ok(!listed.some((l) => l.includes("fd00:5ec:7a6::77")), listed.join(", "));
+  },
+);
