@@ -150,35 +150,59 @@ export class NamedPipePlugin implements Plugin {
     return id;
   }
 
+  /**
+   * Reads the FIFO one "session" at a time: a session ends when every writer has closed it (EOF).
+   * The next reader is always opened before the current one is closed, so the FIFO never has zero
+   * readers; a writer that opens just as a session ends would otherwise get EPIPE and lose its line.
+   */
   async #readLoop(sink: EventSink): Promise<void> {
-    const path = this.opts.pipePath;
     const buf = new Uint8Array(this.opts.buffSize);
+    let next = this.#openReader();
     while (!this.#stopping) {
-      let file: Deno.FsFile;
+      const file = await next;
+      if (!file) return;
+      next = this.#openReader(); // registered as a reader at once, even while it waits for a writer
       try {
-        file = await Deno.open(path, { read: true }); // waits (off the event loop) for a writer
-      } catch (err) {
-        if (this.#stopping) break;
-        log.error("cannot open the named pipe; it will no longer be read", { path, err: errorMessage(err) });
-        return;
-      }
-      const splitter = new LineSplitter();
-      try {
-        for (;;) {
-          const n = await file.read(buf);
-          if (n === null) break; // every writer closed it
-          const { lines, discarded } = splitter.push(buf.subarray(0, n));
-          if (discarded) this.#rejected(`line longer than ${splitter.maxLineLength} bytes`, "", discarded);
-          for (const line of lines) this.#handleLine(line, sink);
-          if (this.#stopping) break;
-        }
-        const last = splitter.flush();
-        if (last !== undefined) this.#handleLine(last, sink);
-      } catch (err) {
-        log.error("error reading the named pipe", { path, err: errorMessage(err) });
+        await this.#readSession(file, buf, sink);
       } finally {
         file.close();
       }
+    }
+    // stop() keeps poking the FIFO until this returns, which completes the pending open.
+    (await next)?.close();
+  }
+
+  /** Opens the FIFO for reading; the open waits (off the event loop) until a writer appears. */
+  async #openReader(): Promise<Deno.FsFile | undefined> {
+    try {
+      return await Deno.open(this.opts.pipePath, { read: true });
+    } catch (err) {
+      if (!this.#stopping) {
+        log.error("cannot open the named pipe; it will no longer be read", {
+          path: this.opts.pipePath,
+          err: errorMessage(err),
+        });
+      }
+      return undefined;
+    }
+  }
+
+  /** Reads lines until every writer has closed the FIFO; the last line needs no newline. */
+  async #readSession(file: Deno.FsFile, buf: Uint8Array, sink: EventSink): Promise<void> {
+    const splitter = new LineSplitter();
+    try {
+      for (;;) {
+        const n = await file.read(buf);
+        if (n === null) break;
+        const { lines, discarded } = splitter.push(buf.subarray(0, n));
+        if (discarded) this.#rejected(`line longer than ${splitter.maxLineLength} bytes`, "", discarded);
+        for (const line of lines) this.#handleLine(line, sink);
+        if (this.#stopping) break;
+      }
+      const last = splitter.flush();
+      if (last !== undefined) this.#handleLine(last, sink);
+    } catch (err) {
+      log.error("error reading the named pipe", { path: this.opts.pipePath, err: errorMessage(err) });
     }
   }
 

@@ -86,13 +86,34 @@ Deno.test("namedPipe: a line split across two writes of one writer arrives whole
 
 Deno.test("namedPipe: writers that open and close repeatedly keep working", async () => {
   await withPipe(async ({ sink, path }) => {
-    const n = 40;
+    const n = 300;
     const out = await new Deno.Command("sh", {
       args: ["-c", `for i in $(seq 1 ${n}); do echo "start tcp ::1 $i ::1 80 1 1" > "$1"; done`, "sh", path],
     }).output();
     assert.equal(out.code, 0);
     await sink.waitFor(n);
     assert.deepEqual(sink.events.map((e) => e.src.port), Array.from({ length: n }, (_, i) => i + 1));
+  });
+});
+
+Deno.test("namedPipe: many concurrent short-lived writers lose no line", async () => {
+  await withPipe(async ({ sink, path }) => {
+    const n = 200;
+    const out = await new Deno.Command("sh", {
+      args: [
+        "-c",
+        `for i in $(seq 1 ${n}); do (echo "start tcp ::1 $i ::1 80 1 1" > "$1") & done; wait`,
+        "sh",
+        path,
+      ],
+      stderr: "piped",
+    }).output();
+    assert.equal(new TextDecoder().decode(out.stderr), "", "no writer may fail (EPIPE)");
+    await sink.waitFor(n, 15_000);
+    assert.deepEqual(
+      sink.events.map((e) => e.src.port).sort((a, b) => a - b),
+      Array.from({ length: n }, (_, i) => i + 1),
+    );
   });
 });
 
