@@ -47,11 +47,9 @@ backends:
     {
       await using daemon = await startDaemon(conf);
       await daemon.waitForLine(/SciTags registry refreshed.*experiments=2/);
-      // One writer: separate writers in quick succession can lose lines to the pipe reader's reopen.
-      await writePipe(
-        "start tcp ::1 40000 ::1 5201 newexp fresh-start\nstart tcp ::1 40001 ::1 5201 ATLAS staging\n" +
-          "start tcp ::1 40002 ::1 5201 newexpp 1",
-      );
+      await writePipe("start tcp ::1 40000 ::1 5201 newexp fresh-start");
+      await writePipe("start tcp ::1 40001 ::1 5201 ATLAS staging");
+      await writePipe("start tcp ::1 40002 ::1 5201 newexpp 1");
       await collector.waitFor(2);
       await daemon.waitForLine(
         /ignoring a bad line.*unknown experiment \\"newexpp\\"; did you mean \\"newexp\\" \(42\)/,

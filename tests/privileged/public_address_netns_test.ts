@@ -198,15 +198,17 @@ backends:
     assert.ok(
       daemon.lines.some((l) => /fireflies will carry a public source address.*private=10\.213\.0\.1/.test(l)),
     );
-    // One writer for the three lines: separate writers in quick succession can lose lines to the named
-    // pipe's reopen between writers (a known issue of the namedPipe plugin, not what this test is about).
-    const f = await Deno.open(`${dir}/np`, { write: true });
-    await f.write(new TextEncoder().encode(
-      `start tcp ${net.ip4A} 40000 ${net.ip4B} 1094 2 3\n` +
-        `start tcp ${net.ip6A} 40001 ${net.ip6B} 1094 2 3\n` +
-        `start udp 10.213.9.9 40002 ${net.ip4B} 1094 2 3\n`,
-    ));
-    f.close();
+    for (
+      const line of [
+        `start tcp ${net.ip4A} 40000 ${net.ip4B} 1094 2 3`,
+        `start tcp ${net.ip6A} 40001 ${net.ip6B} 1094 2 3`,
+        `start udp 10.213.9.9 40002 ${net.ip4B} 1094 2 3`,
+      ]
+    ) {
+      const f = await Deno.open(`${dir}/np`, { write: true });
+      await f.write(new TextEncoder().encode(line + "\n"));
+      f.close();
+    }
     try {
       await servers.waitFor(() => servers.lines.filter((l) => l.event === "datagram").length >= 3);
     } catch (err) {
