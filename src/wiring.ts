@@ -10,14 +10,19 @@ import type { Backend, Enricher, Plugin } from "./core/component.ts";
 import { ConfigError } from "./core/errors.ts";
 import { ApiPlugin } from "./plugins/api.ts";
 import { NamedPipePlugin } from "./plugins/named_pipe.ts";
+import { FireflyPlugin } from "./plugins/firefly.ts";
 import { FireflyBackend } from "./backends/firefly.ts";
 import { MarkerBackend } from "./backends/marker/backend.ts";
 import { PerfsonarPlugin } from "./plugins/perfsonar.ts";
 import { APPLICATION_NAME } from "./version.ts";
+import { Registry } from "./scitags/registry.ts";
+import { registryIdResolver } from "./plugins/pipe_line.ts";
 
 /** Facts about the host the components need. */
 export interface HostFacts {
   hostname: string;
+  /** The SciTags registry in use (experiment and activity names); default: the embedded copy. */
+  registry?: () => Registry;
 }
 
 /** Resolves a path from the configuration: relative paths are relative to workDir. */
@@ -39,6 +44,8 @@ export function buildComponents(config: Config, host: HostFacts): Components {
   const backends: Backend[] = [];
   const enrichers: Enricher[] = [];
   const p = config.plugins, b = config.backends, e = config.enrichers;
+  const registry = host.registry ?? (() => Registry.embedded());
+  const resolveId = registryIdResolver(registry);
 
   if (p.api) {
     plugins.push(
@@ -46,10 +53,11 @@ export function buildComponents(config: Config, host: HostFacts): Components {
         bindAddress: p.api.bindAddress,
         bindPort: p.api.bindPort,
         application: APPLICATION_NAME,
+        resolveId,
       }),
     );
   }
-  if (p.firefly) notYet("plugins.firefly");
+  if (p.firefly) plugins.push(new FireflyPlugin(p.firefly));
   if (p.namedPipe) {
     plugins.push(
       new NamedPipePlugin({
@@ -59,6 +67,7 @@ export function buildComponents(config: Config, host: HostFacts): Components {
         pipeOwner: p.namedPipe.pipeOwner,
         pipeGroup: p.namedPipe.pipeGroup,
         application: APPLICATION_NAME,
+        resolveId,
       }),
     );
   }
@@ -75,7 +84,6 @@ export function buildComponents(config: Config, host: HostFacts): Components {
 
   if (b.marker) backends.push(new MarkerBackend({ config: b.marker }));
   if (b.firefly) {
-    if (b.firefly.stun) notYet("backends.firefly.stun");
     backends.push(
       new FireflyBackend({ config: b.firefly, hostname: host.hostname, appName: APPLICATION_NAME }),
     );

@@ -16,6 +16,14 @@ import { IpAddress, joinHostPort } from "../net/ip.ts";
 import { buildFirefly, FireflyBuildError, serializeFirefly } from "../scitags/firefly.ts";
 import { buildSyslogHeader } from "../scitags/syslog.ts";
 import type { FireflyBackendConfig } from "../config/schema.ts";
+import {
+  describeFailures,
+  discoverPublicMapping,
+  type LocalAddresses,
+  mappingSettings,
+  type PublicAddressMap,
+  type PublicMappingResult,
+} from "../net/public_address.ts";
 
 /** What the backend needs: its configuration section and the names that go into the header. */
 export interface FireflyBackendOptions {
@@ -24,6 +32,8 @@ export interface FireflyBackendOptions {
   appName: string;
   /** Clock, replaceable in tests. */
   now?: () => Micros;
+  /** Where public-address mapping finds the local addresses; default: the default-route interfaces. */
+  localAddresses?: () => Promise<LocalAddresses>;
 }
 
 /** Counters, for tests and diagnostics. */
@@ -31,6 +41,8 @@ export interface FireflyBackendStats {
   sent: number;
   failed: number;
   skipped: number;
+  /** Fireflies whose source address was replaced by its public address. */
+  rewritten: number;
 }
 
 const log = logger("backends", "firefly");
@@ -40,7 +52,9 @@ const COLLECTOR_DNS_TTL_MS = 60_000;
 
 export class FireflyBackend implements Backend {
   readonly name = "firefly";
-  readonly stats: FireflyBackendStats = { sent: 0, failed: 0, skipped: 0 };
+  readonly stats: FireflyBackendStats = { sent: 0, failed: 0, skipped: 0, rewritten: 0 };
+  /** The public-address map in use, when `stun` is configured (after start). */
+  publicAddresses: PublicAddressMap | undefined;
   #socket4: dgram.Socket | undefined;
   #socket6: dgram.Socket | undefined;
   #collector: { address: IpAddress; resolvedAt: number } | undefined;
@@ -61,6 +75,14 @@ export class FireflyBackend implements Backend {
       log.warn("no IPv6 socket for fireflies; IPv6 peers will be skipped", { err: errorMessage(err) });
     }
     const c = this.opts.config;
+    if (c.stun) {
+      // Before any plugin starts, so no firefly leaves with an address that should have been mapped.
+      const result = await discoverPublicMapping(mappingSettings(c.stun), {
+        localAddresses: this.opts.localAddresses,
+      });
+      this.publicAddresses = result.map;
+      reportMapping(result);
+    }
     if (c.sendToCollector) {
       await this.#collectorAddress(); // resolves now so a typo shows up at start (it is retried later)
       log.info("sending fireflies to the collector", {
@@ -73,8 +95,12 @@ export class FireflyBackend implements Backend {
     const c = this.opts.config;
     const now = this.#now();
     let doc;
+    const publicSource = this.publicAddresses?.lookup(event.src.address);
     try {
-      doc = buildFirefly(event, { currentTime: now });
+      doc = buildFirefly(
+        event,
+        publicSource ? { currentTime: now, sourceOverride: publicSource } : { currentTime: now },
+      );
     } catch (err) {
       if (!(err instanceof FireflyBuildError)) throw err;
       // For example the port-0 events of perfSONAR's match-all marking: no valid firefly describes them.
@@ -83,6 +109,13 @@ export class FireflyBackend implements Backend {
         log.info("no firefly for this event", { flow: describeFlow(event), reason: err.message, suppressed })
       );
       return;
+    }
+    if (publicSource) {
+      this.stats.rewritten++;
+      log.debug("source address rewritten", {
+        private: event.src.address.toString(),
+        public: publicSource.toString(),
+      });
     }
     const json = serializeFirefly(doc);
     const payload = c.prependSyslog
@@ -160,6 +193,40 @@ export class FireflyBackend implements Backend {
         }
         resolve();
       });
+    });
+  }
+}
+
+/** Logs what mapping found: a line per mapped address, and one warning for everything it could not map. */
+function reportMapping(result: PublicMappingResult): void {
+  for (const r of result.reports) {
+    if (r.outcome === "mapped") {
+      log.info("fireflies will carry a public source address", {
+        private: r.local.toString(),
+        public: r.public!.toString(),
+        method: r.method!,
+        via: r.source!,
+        ...(r.interface ? { interface: r.interface } : {}),
+      });
+    }
+    for (const a of r.attempts) {
+      if (a.found === undefined) {
+        log.debug("public address query failed", { local: r.local.toString(), err: a.error });
+      }
+    }
+  }
+  const unmapped = result.reports.filter((r) => r.outcome === "unmapped");
+  const problems: string[] = [];
+  if (result.localError) problems.push(result.localError);
+  else if (result.interfaces.length === 0) problems.push("no default route, so no local address to map");
+  if (unmapped.length) problems.push(...unmapped.map(describeFailures));
+  if (problems.length) {
+    const text = problems.join(" | ");
+    log.warn("public-address mapping incomplete: fireflies keep these source addresses as they are", {
+      unmapped: unmapped.map((r) => r.local.toString()).join(",") || "-",
+      mapped: result.map.size,
+      why: text.length > 600 ? text.slice(0, 600) + "..." : text,
+      hint: "flowd-go stun sample shows every query",
     });
   }
 }
