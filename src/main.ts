@@ -8,6 +8,7 @@ import { runCommand } from "./cli/run.ts";
 import { confCommand } from "./cli/conf.ts";
 import { versionCommand } from "./cli/version.ts";
 import { stunSampleCommand } from "./cli/stun_sample.ts";
+import { markerCleanCommand } from "./cli/marker_clean.ts";
 import { errorMessage, UsageError } from "./core/errors.ts";
 import { logger, setupLogging } from "./core/log.ts";
 
@@ -43,6 +44,8 @@ export async function main(argv: string[]): Promise<number> {
         return await confCommand(args);
       case "run":
         return await runCommand(args);
+      case "marker clean":
+        return await markerCleanCommand(args);
       case "stun sample":
         return await stunSampleCommand(args);
     }

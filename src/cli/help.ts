@@ -20,6 +20,7 @@ Usage:
 Commands:
   run          start the daemon (stops on SIGTERM or SIGINT, reloads its configuration on SIGHUP)
   conf         print the effective configuration, defaults included
+  marker clean remove flowd-go's eBPF marking hooks from the interfaces (after a crash; run at service stop)
   stun sample  show the private-to-public address mapping fireflies would use, and how it was found
   version      print the version and the commit it was built from
   help         show help for a command
@@ -64,6 +65,18 @@ Exits 1 if the interfaces cannot be listed, 0 otherwise (also when an address st
 
 ${FLAGS}
 `,
+  "marker clean": `Usage: flowd-go [flags] marker clean [--target-interface IF]... [--remove-qdisc=true|false]
+
+Removes the marker's hooks from every interface, or from the ones named: its TCX links and tc filters,
+and the clsact qdiscs it created (unless --remove-qdisc=false). Hooks of other programs, and qdiscs that
+flowd-go did not create, are never touched. Prints one line per thing removed, or "nothing to clean".
+Exits 0 when nothing is left to clean, 1 if an interface could not be cleaned (or does not exist).
+
+  --target-interface IF    clean only this interface; repeatable (default: every interface)
+  --remove-qdisc BOOL      also delete the clsact qdiscs the marker created (default true)
+
+${FLAGS}
+`,
   version: `Usage: flowd-go version
 
 Prints the version and the commit flowd-go was built from.
@@ -76,7 +89,7 @@ Shows help for flowd-go or for one command.
 
 /** The help text for the program or one command. */
 export function helpText(command?: Command | string): string {
-  const key = command === "stun" ? "stun sample" : command;
+  const key = command === "stun" ? "stun sample" : command === "marker" ? "marker clean" : command;
   const text = key && key !== "none" ? PER_COMMAND[key] : undefined;
   if (text !== undefined) return text;
   return MAIN;
