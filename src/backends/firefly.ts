@@ -25,6 +25,14 @@ import {
 import { encodeEnrichment } from "../scitags/enrichment_json.ts";
 import { buildSyslogHeader } from "../scitags/syslog.ts";
 import type { FireflyBackendConfig } from "../config/schema.ts";
+import {
+  describeFailures,
+  discoverPublicMapping,
+  type LocalAddresses,
+  mappingSettings,
+  type PublicAddressMap,
+  type PublicMappingResult,
+} from "../net/public_address.ts";
 
 /** What the backend needs: its configuration section and the names that go into the header. */
 export interface FireflyBackendOptions {
@@ -33,6 +41,8 @@ export interface FireflyBackendOptions {
   appName: string;
   /** Clock, replaceable in tests. */
   now?: () => Micros;
+  /** Where public-address mapping finds the local addresses; default: the default-route interfaces. */
+  localAddresses?: () => Promise<LocalAddresses>;
 }
 
 /** Counters, for tests and diagnostics. */
@@ -46,6 +56,8 @@ export interface FireflyBackendStats {
   ongoingDropped: number;
   /** Fireflies larger than one 1500-byte IPv6 packet can carry (they are sent fragmented). */
   oversize: number;
+  /** Fireflies whose source address was replaced by its public address. */
+  rewritten: number;
 }
 
 const log = logger("backends", "firefly");
@@ -66,7 +78,10 @@ export class FireflyBackend implements Backend {
     ongoing: 0,
     ongoingDropped: 0,
     oversize: 0,
+    rewritten: 0,
   };
+  /** The public-address map in use, when `stun` is configured (after start). */
+  publicAddresses: PublicAddressMap | undefined;
   #socket4: dgram.Socket | undefined;
   #socket6: dgram.Socket | undefined;
   #collector: { address: IpAddress; resolvedAt: number } | undefined;
@@ -90,6 +105,14 @@ export class FireflyBackend implements Backend {
       log.warn("no IPv6 socket for fireflies; IPv6 peers will be skipped", { err: errorMessage(err) });
     }
     const c = this.opts.config;
+    if (c.stun) {
+      // Before any plugin starts, so no firefly leaves with an address that should have been mapped.
+      const result = await discoverPublicMapping(mappingSettings(c.stun), {
+        localAddresses: this.opts.localAddresses,
+      });
+      this.publicAddresses = result.map;
+      reportMapping(result);
+    }
     if (c.sendToCollector) {
       await this.#collectorAddress(); // resolves now so a typo shows up at start (it is retried later)
       log.info("sending fireflies to the collector", {
@@ -101,8 +124,12 @@ export class FireflyBackend implements Backend {
   async handle(event: FlowEvent): Promise<void> {
     const now = this.#now();
     let doc;
+    const publicSource = this.publicAddresses?.lookup(event.src.address);
     try {
-      doc = buildFirefly(event, { currentTime: now });
+      doc = buildFirefly(
+        event,
+        publicSource ? { currentTime: now, sourceOverride: publicSource } : { currentTime: now },
+      );
     } catch (err) {
       if (!(err instanceof FireflyBuildError)) throw err;
       // For example the port-0 events of perfSONAR's match-all marking: no valid firefly describes them.
@@ -111,6 +138,13 @@ export class FireflyBackend implements Backend {
         log.info("no firefly for this event", { flow: describeFlow(event), reason: err.message, suppressed })
       );
       return;
+    }
+    if (publicSource) {
+      this.stats.rewritten++;
+      log.debug("source address rewritten", {
+        private: event.src.address.toString(),
+        public: publicSource.toString(),
+      });
     }
     await this.#sendDocument(event, doc, now);
   }
@@ -136,10 +170,12 @@ export class FireflyBackend implements Backend {
     }
     const part = encodeEnrichment(sample.info, c.enrichmentMode);
     const event: FlowEvent = { ...sample.flow, state: "ongoing" };
+    const publicSource = this.publicAddresses?.lookup(event.src.address);
     let doc;
     try {
       doc = buildFirefly(event, {
         currentTime: sample.time,
+        ...(publicSource ? { sourceOverride: publicSource } : {}),
         ...(sample.flavour === "Ebpf" ? { skOps: part } : { netlink: part }),
       });
     } catch (err) {
@@ -248,6 +284,40 @@ export class FireflyBackend implements Backend {
         }
         resolve();
       });
+    });
+  }
+}
+
+/** Logs what mapping found: a line per mapped address, and one warning for everything it could not map. */
+function reportMapping(result: PublicMappingResult): void {
+  for (const r of result.reports) {
+    if (r.outcome === "mapped") {
+      log.info("fireflies will carry a public source address", {
+        private: r.local.toString(),
+        public: r.public!.toString(),
+        method: r.method!,
+        via: r.source!,
+        ...(r.interface ? { interface: r.interface } : {}),
+      });
+    }
+    for (const a of r.attempts) {
+      if (a.found === undefined) {
+        log.debug("public address query failed", { local: r.local.toString(), err: a.error });
+      }
+    }
+  }
+  const unmapped = result.reports.filter((r) => r.outcome === "unmapped");
+  const problems: string[] = [];
+  if (result.localError) problems.push(result.localError);
+  else if (result.interfaces.length === 0) problems.push("no default route, so no local address to map");
+  if (unmapped.length) problems.push(...unmapped.map(describeFailures));
+  if (problems.length) {
+    const text = problems.join(" | ");
+    log.warn("public-address mapping incomplete: fireflies keep these source addresses as they are", {
+      unmapped: unmapped.map((r) => r.local.toString()).join(",") || "-",
+      mapped: result.map.size,
+      why: text.length > 600 ? text.slice(0, 600) + "..." : text,
+      hint: "flowd-go stun sample shows every query",
     });
   }
 }
