@@ -69,6 +69,7 @@ const MAX_ONGOING_IN_FLIGHT = 1024;
 /** UDP payload that fits a 1500-byte IPv6 packet (40-byte IPv6 and 8-byte UDP headers). */
 export const UNFRAGMENTED_PAYLOAD = 1452;
 
+/** The firefly backend: start, end and (with enrich) ongoing fireflies over UDP. */
 export class FireflyBackend implements Backend {
   readonly name = "firefly";
   readonly stats: FireflyBackendStats = {

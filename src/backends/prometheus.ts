@@ -47,6 +47,7 @@ async function exposition(e: Endpoint): Promise<string> {
   return `${await e.registry.metrics()}\n${e.traffic.render()}\n${e.series.render()}`;
 }
 
+/** The prometheus backend: one registry and HTTP server per enricher flavour. */
 export class PrometheusBackend implements Backend {
   readonly name = "prometheus";
   readonly #endpoints = new Map<Flavour, Endpoint>();

@@ -19,6 +19,7 @@ import { RingReader } from "./ring_reader.ts";
 
 const O_DIRECTORY = 0o200000;
 
+// Possible CPUs do not change while the process runs.
 let cpuCount: number | undefined;
 
 /** The number of possible CPUs (per-CPU map values have one slot each), from sysfs: "0-3,6" is 7. */

@@ -59,6 +59,7 @@ export function flowInfoOf(r: SockDiagResult): FlowInfo {
   return info;
 }
 
+/** The netlink enricher: one exact sock_diag lookup per watched flow and period. */
 export class NetlinkEnricher implements Enricher {
   readonly name = "netlink";
   readonly flavour = "Netlink" as const;

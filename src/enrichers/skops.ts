@@ -51,6 +51,7 @@ export interface SkopsStats {
 
 const log = logger("enrichers", "skops");
 
+/** The skops enricher: watched flows in a kernel map, their records read from the ring into samples. */
 export class SkopsEnricher implements Enricher {
   readonly name = "skops";
   readonly flavour = "Ebpf" as const;

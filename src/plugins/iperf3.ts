@@ -46,6 +46,7 @@ export interface Iperf3Stats {
 
 const log = logger("plugins", "iperf3");
 
+/** The iperf3 plugin: start and end events for in-range TCP connections of a cgroup. */
 export class Iperf3Plugin implements Plugin {
   readonly name = "iperf3";
   readonly stats: Iperf3Stats = { events: 0, starts: 0, ends: 0, unmatchedEnds: 0, refused: 0 };
