@@ -709,3 +709,135 @@ export function loadRawProgram(type: number, name: string, insns: Uint8Array<Arr
     name,
   );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Ring buffers and cgroup attachment (sock_ops programs: the skops enricher and the iperf3 watcher)
+
+// A second handle on the same library, so these symbols stay apart from the ones above; libbpf's state
+// (the print callback included) is shared, since the process loads the library only once.
+const RING_SYMBOLS = {
+  ring_buffer__new: { parameters: ["i32", "function", "pointer", "pointer"], result: "pointer" },
+  // Synchronous: the sample callback runs inside this call, on the JS thread.
+  ring_buffer__consume: { parameters: ["pointer"], result: "i32" },
+  ring_buffer__epoll_fd: { parameters: ["pointer"], result: "i32" },
+  ring_buffer__free: { parameters: ["pointer"], result: "void" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+const ringLib = (() => {
+  try {
+    return Deno.dlopen("libbpf.so.1", RING_SYMBOLS);
+  } catch {
+    return undefined; // reported by bpf() on first use
+  }
+})();
+
+function ringSymbols(): Deno.DynamicLibrary<typeof RING_SYMBOLS>["symbols"] {
+  if (ringLib === undefined) bpf(); // throws the "cannot load libbpf" error
+  return ringLib!.symbols;
+}
+
+/** uapi enum bpf_attach_type: cgroup sock_ops programs. */
+export const BPF_CGROUP_SOCK_OPS = 3;
+
+const SAMPLE_DEF = { parameters: ["pointer", "pointer", "usize"], result: "i32" } as const;
+
+/**
+ * A libbpf ring buffer on a BPF_MAP_TYPE_RINGBUF map. `consume()` hands every pending record to the
+ * handler, synchronously and on the JS thread, as a copy out of the ring (the kernel reuses the ring's
+ * memory right after) in a buffer that is reused: the bytes are valid only during the handler's call, so
+ * it must copy what it keeps. Wait for records with a poll on `epollFd` off the main thread, then consume.
+ */
+export class RingBuffer implements Disposable {
+  #handle: Deno.PointerObject | null;
+  readonly #callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>;
+  readonly #epollFd: number;
+  readonly #state: RingState;
+
+  private constructor(
+    handle: Deno.PointerObject,
+    callback: Deno.UnsafeCallback<typeof SAMPLE_DEF>,
+    state: RingState,
+  ) {
+    this.#handle = handle;
+    this.#callback = callback;
+    this.#state = state;
+    this.#epollFd = ringSymbols().ring_buffer__epoll_fd(handle);
+  }
+
+  /** Opens a ring buffer on a loaded map's fd; `onRecord` gets each record's bytes (valid during the call). */
+  static open(mapFd: number, onRecord: (record: Uint8Array) => void): RingBuffer {
+    const state: RingState = { handled: 0, budget: Infinity };
+    // One buffer reused for every record: allocating an ArrayBuffer per record costs more than the copy.
+    let scratch = new Uint8Array(512);
+    const callback = new Deno.UnsafeCallback(SAMPLE_DEF, (_ctx, data, size) => {
+      if (data === null) return 0;
+      const n = Number(size);
+      if (n > scratch.length) scratch = new Uint8Array(Math.max(n, 2 * scratch.length));
+      const bytes = scratch.subarray(0, n);
+      Deno.UnsafePointerView.copyInto(data, bytes);
+      try {
+        onRecord(bytes);
+      } catch (err) {
+        // Stop this consume() and let it report the handler's failure, rather than unwind through C.
+        state.error = err;
+        return -1;
+      }
+      // libbpf counts this record as consumed and returns our code, so the rest waits for the next call.
+      return ++state.handled >= state.budget ? BUDGET_SPENT : 0;
+    });
+    const { result, warnings } = withCapture(() => {
+      const handle = ringSymbols().ring_buffer__new(mapFd, callback.pointer, null, null);
+      return { handle, errno: handle === null ? lastErrno() : 0 };
+    });
+    if (result.handle === null) {
+      callback.close();
+      throw new LibbpfError("ring_buffer__new", result.errno || Errno.EINVAL, warnings, `map fd ${mapFd}`);
+    }
+    return new RingBuffer(result.handle, callback, state);
+  }
+
+  /** An epoll fd that polls readable when records are waiting. */
+  get epollFd(): number {
+    return this.#epollFd;
+  }
+
+  /**
+   * Hands waiting records to the handler, at most `budget` of them (so a flood cannot hold the event loop
+   * for long); returns how many were handled. A handler's exception stops the call and is rethrown.
+   */
+  consume(budget = Infinity): number {
+    if (this.#handle === null) throw new Error("ring buffer is closed");
+    const h = this.#handle;
+    const state = this.#state;
+    state.handled = 0;
+    state.budget = budget;
+    state.error = undefined;
+    const { result: rc, warnings } = withCapture(() => ringSymbols().ring_buffer__consume(h));
+    if (state.error !== undefined) throw state.error;
+    if (rc < 0 && rc !== BUDGET_SPENT) throw new LibbpfError("ring_buffer__consume", rc, warnings);
+    return state.handled;
+  }
+
+  /** Frees the ring buffer (unmapping the ring) and the callback; safe to call twice. */
+  close(): void {
+    if (this.#handle === null) return;
+    const h = this.#handle;
+    this.#handle = null;
+    ringSymbols().ring_buffer__free(h);
+    this.#callback.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Shared by a ring's callback and its consume(): records handled in this call and the limit. */
+interface RingState {
+  handled: number;
+  budget: number;
+  error?: unknown;
+}
+
+/** What the callback returns to stop a consume() whose budget is spent (no errno has this value). */
+const BUDGET_SPENT = -100_000;

@@ -7,6 +7,8 @@ import { helpText } from "./cli/help.ts";
 import { runCommand } from "./cli/run.ts";
 import { confCommand } from "./cli/conf.ts";
 import { versionCommand } from "./cli/version.ts";
+import { stunSampleCommand } from "./cli/stun_sample.ts";
+import { markerCleanCommand } from "./cli/marker_clean.ts";
 import { errorMessage, UsageError } from "./core/errors.ts";
 import { logger, setupLogging } from "./core/log.ts";
 
@@ -34,7 +36,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (args.command) {
       case "help":
-        await print(helpText(args.rest[0]));
+        await print(helpText(args.rest.join(" ")));
         return 0;
       case "version":
         return await versionCommand();
@@ -42,6 +44,10 @@ export async function main(argv: string[]): Promise<number> {
         return await confCommand(args);
       case "run":
         return await runCommand(args);
+      case "marker clean":
+        return await markerCleanCommand(args);
+      case "stun sample":
+        return await stunSampleCommand(args);
     }
   } catch (err) {
     // One line, naming what is wrong; multi-line configuration reports are joined.

@@ -1,23 +1,29 @@
 /**
  * Builds the components a configuration asks for, in the original's order: plugins api → firefly →
  * namedPipe → perfsonar → iperf3; backends marker → firefly → prometheus; enrichers skops → netlink.
- * Components this version does not have yet are refused with a clear error (the original's stubs
- * silently deadlocked or crashed instead).
  */
 import type { Config } from "./config/schema.ts";
 import type { Components } from "./core/supervisor.ts";
 import type { Backend, Enricher, Plugin } from "./core/component.ts";
-import { ConfigError } from "./core/errors.ts";
 import { ApiPlugin } from "./plugins/api.ts";
 import { NamedPipePlugin } from "./plugins/named_pipe.ts";
+import { FireflyPlugin } from "./plugins/firefly.ts";
 import { FireflyBackend } from "./backends/firefly.ts";
 import { MarkerBackend } from "./backends/marker/backend.ts";
 import { PerfsonarPlugin } from "./plugins/perfsonar.ts";
-import { APPLICATION_NAME } from "./version.ts";
+import { PrometheusBackend } from "./backends/prometheus.ts";
+import { Iperf3Plugin } from "./plugins/iperf3.ts";
+import { NetlinkEnricher } from "./enrichers/netlink.ts";
+import { SkopsEnricher } from "./enrichers/skops.ts";
+import { APPLICATION_NAME, VERSION } from "./version.ts";
+import { Registry } from "./scitags/registry.ts";
+import { registryIdResolver } from "./plugins/pipe_line.ts";
 
 /** Facts about the host the components need. */
 export interface HostFacts {
   hostname: string;
+  /** The SciTags registry in use (experiment and activity names); default: the embedded copy. */
+  registry?: () => Registry;
 }
 
 /** Resolves a path from the configuration: relative paths are relative to workDir. */
@@ -27,18 +33,14 @@ export function resolvePath(config: Config, path: string): string {
   return `${base.replace(/\/+$/, "")}/${path}`;
 }
 
-function notYet(section: string): never {
-  throw new ConfigError(
-    `${section} is not available in this version of flowd-go yet; remove it from the configuration`,
-  );
-}
-
 /** Creates (without starting) every enabled component. */
 export function buildComponents(config: Config, host: HostFacts): Components {
   const plugins: Plugin[] = [];
   const backends: Backend[] = [];
   const enrichers: Enricher[] = [];
   const p = config.plugins, b = config.backends, e = config.enrichers;
+  const registry = host.registry ?? (() => Registry.embedded());
+  const resolveId = registryIdResolver(registry);
 
   if (p.api) {
     plugins.push(
@@ -46,10 +48,11 @@ export function buildComponents(config: Config, host: HostFacts): Components {
         bindAddress: p.api.bindAddress,
         bindPort: p.api.bindPort,
         application: APPLICATION_NAME,
+        resolveId,
       }),
     );
   }
-  if (p.firefly) notYet("plugins.firefly");
+  if (p.firefly) plugins.push(new FireflyPlugin(p.firefly));
   if (p.namedPipe) {
     plugins.push(
       new NamedPipePlugin({
@@ -59,6 +62,7 @@ export function buildComponents(config: Config, host: HostFacts): Components {
         pipeOwner: p.namedPipe.pipeOwner,
         pipeGroup: p.namedPipe.pipeGroup,
         application: APPLICATION_NAME,
+        resolveId,
       }),
     );
   }
@@ -71,19 +75,18 @@ export function buildComponents(config: Config, host: HostFacts): Components {
       }),
     );
   }
-  if (p.iperf3) notYet("plugins.iperf3");
+  if (p.iperf3) plugins.push(new Iperf3Plugin({ config: p.iperf3, application: APPLICATION_NAME }));
 
   if (b.marker) backends.push(new MarkerBackend({ config: b.marker }));
   if (b.firefly) {
-    if (b.firefly.stun) notYet("backends.firefly.stun");
     backends.push(
       new FireflyBackend({ config: b.firefly, hostname: host.hostname, appName: APPLICATION_NAME }),
     );
   }
-  if (b.prometheus) notYet("backends.prometheus");
+  if (b.prometheus) backends.push(new PrometheusBackend({ config: b.prometheus, version: VERSION }));
 
-  if (e?.skops) notYet("enrichers.skops");
-  if (e?.netlink) notYet("enrichers.netlink");
+  if (e?.skops) enrichers.push(new SkopsEnricher({ config: e.skops, periodMs: e.period }));
+  if (e?.netlink) enrichers.push(new NetlinkEnricher({ config: e.netlink, periodMs: e.period }));
 
   return { plugins, backends, enrichers };
 }

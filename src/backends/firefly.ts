@@ -1,21 +1,38 @@
 /**
  * Backend `firefly`: a UDP firefly (syslog header + firefly JSON v1) for every flow start and end,
- * sent to the flow's peer at `destinationPort` and, when `sendToCollector`, to a collector.
+ * sent to the flow's peer at `destinationPort` and, when `sendToCollector`, to a collector. With
+ * `enrich: true`, every enrichment sample also becomes an "ongoing" firefly carrying the TCP statistics
+ * (under `netlink` or `skOps`, encoded as `enrichmentMode` says).
  *
  * Two long-lived sockets (IPv4 and IPv6) serve every send; the original dialled a socket per firefly.
- * A failed send is logged (rate-limited) and counted; it never holds up the pipeline.
+ * A failed send is logged (rate-limited) and counted; it never holds up the pipeline. Ongoing fireflies
+ * are sent without being awaited, with a bound on how many may be in flight (more are dropped, counted).
  */
 import dgram from "node:dgram";
 import { lookup } from "node:dns/promises";
-import type { Backend } from "../core/component.ts";
+import type { Backend, EnrichmentSample } from "../core/component.ts";
 import { errorMessage } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { type Micros, nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
-import { buildFirefly, FireflyBuildError, serializeFirefly } from "../scitags/firefly.ts";
+import {
+  buildFirefly,
+  FireflyBuildError,
+  type FireflyDocument,
+  serializeFirefly,
+} from "../scitags/firefly.ts";
+import { encodeEnrichment } from "../scitags/enrichment_json.ts";
 import { buildSyslogHeader } from "../scitags/syslog.ts";
 import type { FireflyBackendConfig } from "../config/schema.ts";
+import {
+  describeFailures,
+  discoverPublicMapping,
+  type LocalAddresses,
+  mappingSettings,
+  type PublicAddressMap,
+  type PublicMappingResult,
+} from "../net/public_address.ts";
 
 /** What the backend needs: its configuration section and the names that go into the header. */
 export interface FireflyBackendOptions {
@@ -24,6 +41,8 @@ export interface FireflyBackendOptions {
   appName: string;
   /** Clock, replaceable in tests. */
   now?: () => Micros;
+  /** Where public-address mapping finds the local addresses; default: the default-route interfaces. */
+  localAddresses?: () => Promise<LocalAddresses>;
 }
 
 /** Counters, for tests and diagnostics. */
@@ -31,22 +50,48 @@ export interface FireflyBackendStats {
   sent: number;
   failed: number;
   skipped: number;
+  /** Ongoing fireflies built from enrichment samples. */
+  ongoing: number;
+  /** Ongoing fireflies dropped because too many sends were in flight. */
+  ongoingDropped: number;
+  /** Fireflies larger than one 1500-byte IPv6 packet can carry (they are sent fragmented). */
+  oversize: number;
+  /** Fireflies whose source address was replaced by its public address. */
+  rewritten: number;
 }
 
 const log = logger("backends", "firefly");
 
 /** How long a resolved collector host name is trusted before it is looked up again. */
 const COLLECTOR_DNS_TTL_MS = 60_000;
+/** Ongoing fireflies being sent at once, at most. */
+const MAX_ONGOING_IN_FLIGHT = 1024;
+/** UDP payload that fits a 1500-byte IPv6 packet (40-byte IPv6 and 8-byte UDP headers). */
+export const UNFRAGMENTED_PAYLOAD = 1452;
 
+/** The firefly backend: start, end and (with enrich) ongoing fireflies over UDP. */
 export class FireflyBackend implements Backend {
   readonly name = "firefly";
-  readonly stats: FireflyBackendStats = { sent: 0, failed: 0, skipped: 0 };
+  readonly stats: FireflyBackendStats = {
+    sent: 0,
+    failed: 0,
+    skipped: 0,
+    ongoing: 0,
+    ongoingDropped: 0,
+    oversize: 0,
+    rewritten: 0,
+  };
+  /** The public-address map in use, when `stun` is configured (after start). */
+  publicAddresses: PublicAddressMap | undefined;
   #socket4: dgram.Socket | undefined;
   #socket6: dgram.Socket | undefined;
   #collector: { address: IpAddress; resolvedAt: number } | undefined;
   #sendFailLog = new RateLimitedLog();
   #dnsFailLog = new RateLimitedLog();
   #skipLog = new RateLimitedLog();
+  #ongoingLog = new RateLimitedLog();
+  #oversizeLog = new RateLimitedLog();
+  readonly #inFlight = new Set<Promise<void>>();
   readonly #now: () => Micros;
 
   constructor(private readonly opts: FireflyBackendOptions) {
@@ -61,6 +106,14 @@ export class FireflyBackend implements Backend {
       log.warn("no IPv6 socket for fireflies; IPv6 peers will be skipped", { err: errorMessage(err) });
     }
     const c = this.opts.config;
+    if (c.stun) {
+      // Before any plugin starts, so no firefly leaves with an address that should have been mapped.
+      const result = await discoverPublicMapping(mappingSettings(c.stun), {
+        localAddresses: this.opts.localAddresses,
+      });
+      this.publicAddresses = result.map;
+      reportMapping(result);
+    }
     if (c.sendToCollector) {
       await this.#collectorAddress(); // resolves now so a typo shows up at start (it is retried later)
       log.info("sending fireflies to the collector", {
@@ -70,11 +123,14 @@ export class FireflyBackend implements Backend {
   }
 
   async handle(event: FlowEvent): Promise<void> {
-    const c = this.opts.config;
     const now = this.#now();
     let doc;
+    const publicSource = this.publicAddresses?.lookup(event.src.address);
     try {
-      doc = buildFirefly(event, { currentTime: now });
+      doc = buildFirefly(
+        event,
+        publicSource ? { currentTime: now, sourceOverride: publicSource } : { currentTime: now },
+      );
     } catch (err) {
       if (!(err instanceof FireflyBuildError)) throw err;
       // For example the port-0 events of perfSONAR's match-all marking: no valid firefly describes them.
@@ -84,11 +140,79 @@ export class FireflyBackend implements Backend {
       );
       return;
     }
+    if (publicSource) {
+      this.stats.rewritten++;
+      log.debug("source address rewritten", {
+        private: event.src.address.toString(),
+        public: publicSource.toString(),
+      });
+    }
+    await this.#sendDocument(event, doc, now);
+  }
+
+  /**
+   * With `enrich: true`, sends an ongoing firefly for the sample: the flow's start event with state
+   * `ongoing`, its start time, the sample's time as `current-time`, and the statistics under `netlink`
+   * or `skOps`. Returns at once; the send completes in the background.
+   */
+  enrich(sample: EnrichmentSample): void {
+    const c = this.opts.config;
+    if (!c.enrich || this.#socket4 === undefined) return;
+    if (this.#inFlight.size >= MAX_ONGOING_IN_FLIGHT) {
+      this.stats.ongoingDropped++;
+      this.#ongoingLog.run((suppressed) =>
+        log.warn("too many fireflies in flight, ongoing firefly dropped", {
+          flow: describeFlow(sample.flow),
+          inFlight: this.#inFlight.size,
+          suppressed,
+        })
+      );
+      return;
+    }
+    const part = encodeEnrichment(sample.info, c.enrichmentMode);
+    const event: FlowEvent = { ...sample.flow, state: "ongoing" };
+    const publicSource = this.publicAddresses?.lookup(event.src.address);
+    let doc;
+    try {
+      doc = buildFirefly(event, {
+        currentTime: sample.time,
+        ...(publicSource ? { sourceOverride: publicSource } : {}),
+        ...(sample.flavour === "Ebpf" ? { skOps: part } : { netlink: part }),
+      });
+    } catch (err) {
+      if (!(err instanceof FireflyBuildError)) throw err;
+      this.stats.skipped++;
+      return;
+    }
+    this.stats.ongoing++;
+    const sending = this.#sendDocument(event, doc, sample.time).catch((err) => {
+      this.stats.failed++;
+      log.error("cannot send an ongoing firefly", { flow: describeFlow(event), err: errorMessage(err) });
+    });
+    this.#inFlight.add(sending);
+    void sending.finally(() => this.#inFlight.delete(sending));
+  }
+
+  async #sendDocument(event: FlowEvent, doc: FireflyDocument, now: Micros): Promise<void> {
+    const c = this.opts.config;
     const json = serializeFirefly(doc);
     const payload = c.prependSyslog
       ? buildSyslogHeader({ timestamp: now, hostname: this.opts.hostname, appName: this.opts.appName }) + json
       : json;
     const bytes = new TextEncoder().encode(payload);
+    if (bytes.length > UNFRAGMENTED_PAYLOAD) {
+      this.stats.oversize++;
+      this.#oversizeLog.run((suppressed) =>
+        log.info("firefly larger than a 1500-byte packet carries; it will be fragmented", {
+          bytes: bytes.length,
+          state: event.state,
+          hint: doc["flow-lifecycle"].state === "ongoing"
+            ? "enrichmentMode lean keeps them small"
+            : undefined,
+          suppressed,
+        })
+      );
+    }
     const sends: Promise<void>[] = [];
     if (c.sendToDestination) {
       if (event.dst.address.isUnspecified() || c.destinationPort === 0) {
@@ -107,14 +231,15 @@ export class FireflyBackend implements Backend {
     log.debug("firefly sent", { flow: describeFlow(event), bytes: bytes.length });
   }
 
-  stop(): Promise<void> {
+  async stop(): Promise<void> {
+    // Ongoing fireflies already handed to the sockets finish first (sends complete or fail quickly).
+    await Promise.all([...this.#inFlight]);
     for (const s of [this.#socket4, this.#socket6]) {
       try {
         s?.close();
       } catch { /* already closed */ }
     }
     this.#socket4 = this.#socket6 = undefined;
-    return Promise.resolve();
   }
 
   async #collectorAddress(): Promise<IpAddress | undefined> {
@@ -160,6 +285,40 @@ export class FireflyBackend implements Backend {
         }
         resolve();
       });
+    });
+  }
+}
+
+/** Logs what mapping found: a line per mapped address, and one warning for everything it could not map. */
+function reportMapping(result: PublicMappingResult): void {
+  for (const r of result.reports) {
+    if (r.outcome === "mapped") {
+      log.info("fireflies will carry a public source address", {
+        private: r.local.toString(),
+        public: r.public!.toString(),
+        method: r.method!,
+        via: r.source!,
+        ...(r.interface ? { interface: r.interface } : {}),
+      });
+    }
+    for (const a of r.attempts) {
+      if (a.found === undefined) {
+        log.debug("public address query failed", { local: r.local.toString(), err: a.error });
+      }
+    }
+  }
+  const unmapped = result.reports.filter((r) => r.outcome === "unmapped");
+  const problems: string[] = [];
+  if (result.localError) problems.push(result.localError);
+  else if (result.interfaces.length === 0) problems.push("no default route, so no local address to map");
+  if (unmapped.length) problems.push(...unmapped.map(describeFailures));
+  if (problems.length) {
+    const text = problems.join(" | ");
+    log.warn("public-address mapping incomplete: fireflies keep these source addresses as they are", {
+      unmapped: unmapped.map((r) => r.local.toString()).join(",") || "-",
+      mapped: result.map.size,
+      why: text.length > 600 ? text.slice(0, 600) + "..." : text,
+      hint: "flowd-go stun sample shows every query",
     });
   }
 }

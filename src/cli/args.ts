@@ -1,15 +1,16 @@
 /**
  * Command-line parsing, compatible with the original:
- * `flowd-go [-h|--help] [--conf PATH] [--log-level LEVEL] [--log-time] run|version|conf|help`.
+ * `flowd-go [-h|--help] [--conf PATH] [--log-level LEVEL] [--log-time] run|version|conf|marker clean|stun sample|help`.
  * Global flags may come before or after the command.
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "../core/errors.ts";
 import { type CliLogLevel, LOG_LEVELS } from "../core/log.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/load.ts";
+import { splitHostPort } from "../net/ip.ts";
 
 /** The commands, as word paths. */
-export const COMMANDS = ["run", "version", "conf", "help"] as const;
+export const COMMANDS = ["run", "version", "conf", "marker clean", "stun sample", "help"] as const;
 export type Command = typeof COMMANDS[number] | "none";
 
 /** Parsed command line. */
@@ -23,8 +24,34 @@ export interface CliArgs {
   confGiven: boolean;
   logLevel: CliLogLevel;
   logTime: boolean;
-  /** `conf --format`. */
-  format: "yaml" | "json";
+  /** `conf --format` (yaml or json), `stun sample --format` (text or json). */
+  format: "yaml" | "json" | "text";
+  /** `stun sample --stun-server` (repeatable); empty when not given. */
+  stunServers: string[];
+  /** `stun sample --http-server` (repeatable); empty when not given. */
+  httpServers: string[];
+  /** `marker clean --target-interface` (repeatable); empty means every interface. */
+  targetInterfaces: string[];
+  /** `marker clean --remove-qdisc` (default true). */
+  removeQdisc: boolean;
+}
+
+/** Groups of commands: the first word of a two-word command and its second words. */
+const GROUPS: Record<string, readonly string[]> = { marker: ["clean"], stun: ["sample"] };
+
+/** Boolean flags that also take cobra's `--flag=true|false` form, as the original's did. */
+const BOOLEAN_FLAGS = ["log-time", "remove-qdisc"];
+
+/** Rewrites `--flag=true` to `--flag` and `--flag=false` to `--no-flag` for the boolean flags. */
+function normaliseBooleans(argv: string[]): string[] {
+  return argv.map((arg) => {
+    const m = /^--([a-z-]+)=(.*)$/.exec(arg);
+    if (!m || !BOOLEAN_FLAGS.includes(m[1]!)) return arg;
+    const value = m[2]!.toLowerCase();
+    if (value === "true" || value === "1") return `--${m[1]}`;
+    if (value === "false" || value === "0") return `--no-${m[1]}`;
+    throw new UsageError(`invalid value "${m[2]}" for --${m[1]} (use true or false)`);
+  });
 }
 
 /** Parses argv (without the program name); throws `UsageError` on anything unknown or malformed. */
@@ -32,7 +59,7 @@ export function parseCli(argv: string[]): CliArgs {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: normaliseBooleans(argv),
       allowPositionals: true,
       strict: true,
       options: {
@@ -40,14 +67,30 @@ export function parseCli(argv: string[]): CliArgs {
         conf: { type: "string" },
         "log-level": { type: "string" },
         "log-time": { type: "boolean" },
+        "no-log-time": { type: "boolean" },
+        "target-interface": { type: "string", multiple: true },
+        "remove-qdisc": { type: "boolean" },
+        "no-remove-qdisc": { type: "boolean" },
         format: { type: "string" },
+        "stun-server": { type: "string", multiple: true },
+        "http-server": { type: "string", multiple: true },
       },
     });
   } catch (err) {
     throw new UsageError(cleanParseError(err));
   }
   const { values, positionals } = parsed;
-  const [first, ...rest] = positionals;
+  let [first, ...rest] = positionals;
+  const group = first === undefined ? undefined : GROUPS[first];
+  if (group !== undefined) {
+    const second = rest[0];
+    if (second === undefined || !group.includes(second)) {
+      const what = second === undefined ? "needs a subcommand" : `has no subcommand "${second}"`;
+      throw new UsageError(`"${first}" ${what} (${group.map((g) => `${first} ${g}`).join(", ")})`);
+    }
+    first = `${first} ${second}`;
+    rest = rest.slice(1);
+  }
   let command: Command = "none";
   if (first !== undefined) {
     if (!(COMMANDS as readonly string[]).includes(first)) {
@@ -62,12 +105,38 @@ export function parseCli(argv: string[]): CliArgs {
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`invalid --log-level "${level}" (use one of ${LOG_LEVELS.join(", ")})`);
   }
-  const format = values.format ?? "yaml";
-  if (format !== "yaml" && format !== "json") {
-    throw new UsageError(`invalid --format "${format}" (use yaml or json)`);
+  if (values.format !== undefined && command !== "conf" && command !== "stun sample") {
+    throw new UsageError(`--format only applies to "conf" and "stun sample"`);
   }
-  if (values.format !== undefined && command !== "conf") {
-    throw new UsageError(`--format only applies to "conf"`);
+  const formats = command === "stun sample" ? ["text", "json"] : ["yaml", "json"];
+  const format = values.format ?? formats[0]!;
+  if (!formats.includes(format)) {
+    throw new UsageError(`invalid --format "${format}" (use ${formats.join(" or ")})`);
+  }
+  const stunServers = values["stun-server"] ?? [];
+  const httpServers = values["http-server"] ?? [];
+  if ((stunServers.length || httpServers.length) && command !== "stun sample") {
+    throw new UsageError(`--stun-server and --http-server only apply to "stun sample"`);
+  }
+  for (const server of stunServers) {
+    try {
+      splitHostPort(server);
+    } catch {
+      throw new UsageError(`invalid --stun-server "${server}" (use host:port, or [ipv6]:port)`);
+    }
+  }
+  for (const url of httpServers) {
+    if (!/^https?:\/\/[^/]/.test(url) || !URL.canParse(url)) {
+      throw new UsageError(`invalid --http-server "${url}" (use an http:// or https:// URL)`);
+    }
+  }
+  const targetInterfaces = values["target-interface"] ?? [];
+  const qdiscFlag = values["remove-qdisc"] !== undefined || values["no-remove-qdisc"] !== undefined;
+  if ((targetInterfaces.length || qdiscFlag) && command !== "marker clean") {
+    throw new UsageError(`--target-interface and --remove-qdisc only apply to "marker clean"`);
+  }
+  for (const name of targetInterfaces) {
+    if (!/^[^\s/]{1,15}$/.test(name)) throw new UsageError(`invalid --target-interface "${name}"`);
   }
   if (values.conf === "") throw new UsageError("--conf needs a path");
   return {
@@ -77,12 +146,17 @@ export function parseCli(argv: string[]): CliArgs {
     conf: values.conf ?? DEFAULT_CONFIG_PATH,
     confGiven: values.conf !== undefined,
     logLevel: level as CliLogLevel,
-    logTime: values["log-time"] ?? false,
-    format,
+    logTime: (values["log-time"] ?? false) && !values["no-log-time"],
+    format: format as CliArgs["format"],
+    stunServers,
+    httpServers,
+    targetInterfaces,
+    removeQdisc: !values["no-remove-qdisc"],
   };
 }
 
 function cleanParseError(err: unknown): string {
+  if (err instanceof UsageError) return err.message;
   const msg = err instanceof Error ? err.message : String(err);
   // node:util's messages end with a hint about "--" that does not apply here.
   return msg.split(". To specify a positional")[0]!.replace(/^Unknown option/, "unknown option").trim();

@@ -18,10 +18,12 @@ Usage:
   flowd-go [flags] <command>
 
 Commands:
-  run       start the daemon (stops on SIGTERM or SIGINT, reloads its configuration on SIGHUP)
-  conf      print the effective configuration, defaults included
-  version   print the version and the commit it was built from
-  help      show help for a command
+  run          start the daemon (stops on SIGTERM or SIGINT, reloads its configuration on SIGHUP)
+  conf         print the effective configuration, defaults included
+  marker clean remove flowd-go's eBPF marking hooks from the interfaces (after a crash; run at service stop)
+  stun sample  show the private-to-public address mapping fireflies would use, and how it was found
+  version      print the version and the commit it was built from
+  help         show help for a command
 
 ${FLAGS}
 
@@ -44,6 +46,37 @@ Exits non-zero, naming the key and line, if the configuration is invalid.
 
 ${FLAGS}
 `,
+  "stun sample": `Usage: flowd-go [flags] stun sample [--stun-server HOST:PORT]... [--http-server URL]...
+                          [--format text|json]
+
+Finds the public addresses the firefly backend would put into fireflies instead of the private source
+addresses of this host, exactly as the backend does at start: the addresses of the default-route
+interfaces (IPv4 and IPv6), backends.firefly.stun.manualMapping, then HTTP services, then STUN servers.
+Prints every address, what it maps to and how that was found, with every query made.
+
+The services and timeouts come from backends.firefly.stun in the configuration (--conf; without --conf the
+default file is read if it exists). --stun-server and --http-server replace the configured lists; without
+them and without a stun section, the STUN server is stun.l.google.com:3478 as in the original.
+Exits 1 if the interfaces cannot be listed, 0 otherwise (also when an address stays unmapped).
+
+  --stun-server HOST:PORT  a STUN server ([ipv6]:port for IPv6 literals); repeatable
+  --http-server URL        an HTTP service answering with the caller's address; repeatable
+  --format text|json       output format (default text)
+
+${FLAGS}
+`,
+  "marker clean": `Usage: flowd-go [flags] marker clean [--target-interface IF]... [--remove-qdisc=true|false]
+
+Removes the marker's hooks from every interface, or from the ones named: its TCX links and tc filters,
+and the clsact qdiscs it created (unless --remove-qdisc=false). Hooks of other programs, and qdiscs that
+flowd-go did not create, are never touched. Prints one line per thing removed, or "nothing to clean".
+Exits 0 when nothing is left to clean, 1 if an interface could not be cleaned (or does not exist).
+
+  --target-interface IF    clean only this interface; repeatable (default: every interface)
+  --remove-qdisc BOOL      also delete the clsact qdiscs the marker created (default true)
+
+${FLAGS}
+`,
   version: `Usage: flowd-go version
 
 Prints the version and the commit flowd-go was built from.
@@ -56,6 +89,8 @@ Shows help for flowd-go or for one command.
 
 /** The help text for the program or one command. */
 export function helpText(command?: Command | string): string {
-  if (command && command !== "none" && PER_COMMAND[command]) return PER_COMMAND[command];
+  const key = command === "stun" ? "stun sample" : command === "marker" ? "marker clean" : command;
+  const text = key && key !== "none" ? PER_COMMAND[key] : undefined;
+  if (text !== undefined) return text;
   return MAIN;
 }

@@ -11,6 +11,7 @@ import { logger } from "../core/log.ts";
 import { PidFile } from "../core/pid_file.ts";
 import { type StopBudget, Supervisor } from "../core/supervisor.ts";
 import { buildComponents, resolvePath } from "../wiring.ts";
+import { type RegistrySource, registrySourceFor } from "../scitags/registry_source.ts";
 import { loadCliConfig } from "./load.ts";
 import type { CliArgs } from "./args.ts";
 import { VERSION } from "../version.ts";
@@ -30,18 +31,43 @@ export function reportConfig(loaded: LoadedConfig): void {
   log.debug("configuration parsed", { source: loaded.source, config: JSON.stringify(loaded.config) });
 }
 
-async function startInstance(config: Config): Promise<Supervisor> {
-  const components = buildComponents(config, { hostname: Deno.hostname() });
-  const bus = new EventBus({ queueCapacity: BUS_QUEUE_CAPACITY, flowTableCapacity: FLOW_TABLE_CAPACITY });
-  const supervisor = new Supervisor(components, bus);
-  await supervisor.start();
+/** One running set of components, and the registry their names resolve with. */
+interface Instance {
+  readonly supervisor: Supervisor;
+  readonly registry: RegistrySource;
+}
+
+async function stopInstance(instance: Instance, budget: StopBudget): Promise<boolean> {
+  const clean = await instance.supervisor.stop(budget);
+  await instance.registry.stop();
+  return clean;
+}
+
+async function startInstance(config: Config): Promise<Instance> {
+  // Refreshing (when configured) runs in the background: names resolve with the cached or embedded copy meanwhile.
+  const registry = registrySourceFor(config);
+  registry.start();
+  let supervisor: Supervisor;
+  try {
+    const components = buildComponents(config, {
+      hostname: Deno.hostname(),
+      registry: () => registry.current(),
+    });
+    const bus = new EventBus({ queueCapacity: BUS_QUEUE_CAPACITY, flowTableCapacity: FLOW_TABLE_CAPACITY });
+    supervisor = new Supervisor(components, bus);
+    await supervisor.start();
+  } catch (err) {
+    await registry.stop();
+    throw err;
+  }
+  const components = supervisor.components;
   log.info("let's go!", {
     version: VERSION,
     nPlugins: components.plugins.length,
     nBackends: components.backends.length,
     nEnrichers: components.enrichers.length,
   });
-  return supervisor;
+  return { supervisor, registry };
 }
 
 type Signal = "SIGTERM" | "SIGINT" | "SIGHUP";
@@ -86,11 +112,11 @@ export async function runCommand(args: CliArgs): Promise<number> {
   // Signals are caught before anything starts so an early SIGTERM still cleans up.
   const inbox = new SignalInbox(["SIGTERM", "SIGINT", "SIGHUP"]);
   try {
-    let supervisor = await startInstance(config);
+    let instance = await startInstance(config);
     let signal: Signal;
     while ((signal = await inbox.next()) === "SIGHUP") {
-      const reloaded = await reload(args, config, supervisor);
-      supervisor = reloaded.supervisor;
+      const reloaded = await reload(args, config, instance);
+      instance = reloaded.instance;
       config = reloaded.config;
     }
     log.info("received signal, stopping", { signal });
@@ -104,7 +130,7 @@ export async function runCommand(args: CliArgs): Promise<number> {
       pidFile?.release();
       Deno.exit(1);
     }, HARD_STOP_MS);
-    const clean = await supervisor.stop(STOP_BUDGET);
+    const clean = await stopInstance(instance, STOP_BUDGET);
     clearTimeout(watchdog);
     log.info(clean ? "stopped" : "stopped, with errors (see above)");
     return clean ? 0 : 1;
@@ -128,15 +154,15 @@ async function ensureWorkDir(config: Config): Promise<void> {
 async function reload(
   args: CliArgs,
   current: Config,
-  running: Supervisor,
-): Promise<{ supervisor: Supervisor; config: Config }> {
+  running: Instance,
+): Promise<{ instance: Instance; config: Config }> {
   log.info("SIGHUP: reloading the configuration", { source: args.conf });
   let next: LoadedConfig;
   try {
     next = await loadCliConfig(args);
   } catch (err) {
     log.error("configuration not reloaded, keeping the running one", { err: errorMessage(err) });
-    return { supervisor: running, config: current };
+    return { instance: running, config: current };
   }
   reportConfig(next);
   for (const key of ["pidPath", "workDir"] as const) {
@@ -145,13 +171,13 @@ async function reload(
     }
   }
   const effective = { ...next.config, pidPath: current.pidPath, workDir: current.workDir };
-  await running.stop(STOP_BUDGET);
+  await stopInstance(running, STOP_BUDGET);
   try {
-    return { supervisor: await startInstance(effective), config: effective };
+    return { instance: await startInstance(effective), config: effective };
   } catch (err) {
     log.error("the reloaded configuration failed to start; going back to the previous one", {
       err: errorMessage(err),
     });
-    return { supervisor: await startInstance(current), config: current };
+    return { instance: await startInstance(current), config: current };
   }
 }

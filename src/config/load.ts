@@ -5,7 +5,9 @@
 import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../core/errors.ts";
-import { type Config, ConfigSchema, GROUP_PATHS, SECTION_PATHS } from "./schema.ts";
+import { Registry } from "../scitags/registry.ts";
+import { readCachedRegistry, registryCachePath } from "../scitags/registry_source.ts";
+import { type Config, ConfigSchema, configSchema, GROUP_PATHS, SECTION_PATHS } from "./schema.ts";
 
 /** Default location, as in the original. */
 export const DEFAULT_CONFIG_PATH = "/etc/flowd-go/conf.yaml";
@@ -19,6 +21,22 @@ export interface LoadedConfig {
 }
 
 type Path = readonly (string | number)[];
+
+/** How `parseConfig` resolves experiment and activity names. */
+export interface ParseOptions {
+  /** The registry for a configuration (given its raw workDir and registry section); default: embedded. */
+  registryFor?: (raw: { workDir: unknown; registry: unknown }) => Registry;
+}
+
+/**
+ * The registry names in a configuration file resolve with: the copy cached in workDir when the
+ * `registry` section asks for refreshes and one was cached, else the embedded one.
+ */
+export function cachedRegistryFor(raw: { workDir: unknown; registry: unknown }): Registry {
+  if (raw.registry === undefined || raw.registry === null) return Registry.embedded();
+  const workDir = typeof raw.workDir === "string" && raw.workDir !== "" ? raw.workDir : "/var/cache/flowd-go";
+  return readCachedRegistry(registryCachePath(workDir))?.registry ?? Registry.embedded();
+}
 
 /** Reads and validates a configuration file; throws `ConfigError` with one clear message. */
 export async function loadConfigFile(path: string): Promise<LoadedConfig> {
@@ -35,11 +53,11 @@ export async function loadConfigFile(path: string): Promise<LoadedConfig> {
       : String(err);
     throw new ConfigError(`cannot read the configuration file ${path}: ${why}`);
   }
-  return parseConfig(text, path);
+  return parseConfig(text, path, { registryFor: cachedRegistryFor });
 }
 
 /** Parses and validates configuration text; `source` names it in error messages. */
-export function parseConfig(text: string, source: string): LoadedConfig {
+export function parseConfig(text: string, source: string, opts: ParseOptions = {}): LoadedConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   const lineOf = (offset: number | undefined) =>
@@ -69,7 +87,11 @@ export function parseConfig(text: string, source: string): LoadedConfig {
     throw new ConfigError(`${at(position(path, true))}: ${path.join(".")}: ${message}`);
   });
 
-  const parsed = ConfigSchema.safeParse(raw);
+  const rawObject = raw as Record<string, unknown>;
+  const registry = opts.registryFor?.({ workDir: rawObject.workDir, registry: rawObject.registry }) ??
+    Registry.embedded();
+  const schema = registry === Registry.embedded() ? ConfigSchema : configSchema(registry);
+  const parsed = schema.safeParse(raw);
   if (!parsed.success) throw new ConfigError(describeIssues(parsed.error.issues, position, at));
 
   const warnings = applyCrossSectionRules(parsed.data);
@@ -223,6 +245,16 @@ function applyCrossSectionRules(config: Config): string[] {
   }
   if (backends.prometheus && backends.prometheus.netlinkPort === 0 && backends.prometheus.skopsPort === 0) {
     warnings.push("backends.prometheus: both netlinkPort and skopsPort are 0, no metrics will be served");
+  }
+  if ((enrichers?.netlink || enrichers?.skops) && !backends.prometheus && !backends.firefly?.enrich) {
+    warnings.push(
+      "enrichers are enabled but nothing uses their samples (add backends.prometheus or backends.firefly.enrich)",
+    );
+  }
+  for (const [name, port] of [["netlink", "netlinkPort"], ["skops", "skopsPort"]] as const) {
+    if (enrichers?.[name] && backends.prometheus && backends.prometheus[port] === 0) {
+      warnings.push(`backends.prometheus.${port} is 0: the samples of enrichers.${name} are not exported`);
+    }
   }
   const hasPlugin = Object.values(plugins).some((p) => p !== undefined);
   const hasBackend = Object.values(backends).some((b) => b !== undefined);

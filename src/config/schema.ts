@@ -7,6 +7,7 @@
  */
 import { z } from "zod";
 import { IpAddress } from "../net/ip.ts";
+import { Registry, RegistryError } from "../scitags/registry.ts";
 
 // ---- scalar helpers: one place for the wording of type errors ----
 
@@ -45,6 +46,23 @@ const hostPort = () =>
       error: (iss) => `expected host:port (IPv6 as [addr]:port), got ${show(iss.input)}`,
     },
   );
+
+/** Seconds, fractions allowed, within bounds (timeouts). */
+function seconds(min: number, max: number) {
+  const msg = (iss: { input?: unknown }) =>
+    `expected a number of seconds in ${min}..${max}, got ${show(iss.input)}`;
+  return z.number({ error: msg }).min(min, { error: msg }).max(max, { error: msg });
+}
+
+const httpUrl = () =>
+  str().refine((s) => {
+    try {
+      const u = new URL(s);
+      return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
+    } catch {
+      return false;
+    }
+  }, { error: (iss) => `expected an http:// or https:// URL, got ${show(iss.input)}` });
 
 /** A case-insensitive choice among names, normalised to the canonical spelling. */
 function choice<const T extends readonly string[]>(names: T) {
@@ -100,57 +118,127 @@ export const FireflyPluginSchema = z.strictObject({
   hasSyslogHeader: bool().default(false),
 });
 
-export const PerfsonarSchema = z.strictObject({
-  experimentId: uint(0xffff_ffff, "an experiment id").default(0),
-  activityId: uint(0xffff_ffff, "an activity id").default(0),
-});
+/** An experiment or activity: an id, or a SciTags registry name resolved when the file is loaded. */
+function idOrName(what: "experiment" | "activity") {
+  const msg = (iss: { input?: unknown }) =>
+    `expected an ${what} id in 0..${0xffff_ffff} or an ${what} name from the SciTags registry, got ${
+      show(iss.input)
+    }`;
+  return z.union([
+    z.int({ error: msg }).min(0, { error: msg }).max(0xffff_ffff, { error: msg }),
+    z.string({ error: msg }).trim().min(1, { error: msg }),
+  ], { error: msg });
+}
 
-export const Iperf3Schema = z.strictObject({
-  minSourcePort: port().default(0),
-  maxSourcePort: port().default(0),
-  minDestinationPort: port().default(0),
-  maxDestinationPort: port().default(0),
-  /** cgroup v2 directory to attach to; "" means find it automatically. */
-  cgroupPath: str().default("/sys/fs/cgroup"),
-  programPath: str().default(""),
-  debugMode: bool().default(false),
-  randomIDs: bool().default(false),
-  activityIDs: z.array(uint(0xffff_ffff, "an activity id")).default([0, 1, 2]),
-  experimentIDs: z.array(uint(0xffff_ffff, "an experiment id")).default([0, 1, 2]),
-}).superRefine((c, ctx) => {
-  if (c.experimentIDs.length === 0 || c.activityIDs.length === 0) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["experimentIDs"],
-      message: "experimentIDs and activityIDs must not be empty",
-    });
-  } else if (c.experimentIDs.length !== c.activityIDs.length) {
-    ctx.addIssue({
-      code: "custom",
-      path: ["activityIDs"],
-      message:
-        `experimentIDs has ${c.experimentIDs.length} entries but activityIDs has ${c.activityIDs.length}`,
-    });
+type Issues = { issues: z.core.$ZodRawIssue[] };
+
+/** Resolves one experiment/activity pair by id or name; a failure becomes an issue at the path given. */
+function resolvePair(
+  registry: Registry,
+  ctx: Issues,
+  experiment: number | string,
+  activity: number | string,
+  paths: [PropertyKey[], PropertyKey[]],
+): [number, number] | undefined {
+  let expId: number;
+  try {
+    expId = registry.experimentId(experiment);
+  } catch (err) {
+    if (!(err instanceof RegistryError)) throw err;
+    ctx.issues.push({ code: "custom", input: experiment, path: paths[0], message: err.message });
+    return undefined;
   }
-  for (
-    const [lo, hi] of [["minSourcePort", "maxSourcePort"], [
-      "minDestinationPort",
-      "maxDestinationPort",
-    ]] as const
-  ) {
-    if (c[lo] !== 0 && c[hi] !== 0 && c[lo] > c[hi]) {
-      ctx.addIssue({ code: "custom", path: [lo], message: `${lo} (${c[lo]}) is above ${hi} (${c[hi]})` });
+  try {
+    return [expId, registry.activityId(expId, activity)];
+  } catch (err) {
+    if (!(err instanceof RegistryError)) throw err;
+    ctx.issues.push({ code: "custom", input: activity, path: paths[1], message: err.message });
+    return undefined;
+  }
+}
+
+/** `plugins.perfsonar`, names resolved with `registry`. */
+export function perfsonarSchema(registry: Registry) {
+  return z.strictObject({
+    experimentId: idOrName("experiment").default(0),
+    activityId: idOrName("activity").default(0),
+  }).transform((c, ctx) => {
+    const ids = resolvePair(registry, ctx, c.experimentId, c.activityId, [["experimentId"], ["activityId"]]);
+    return ids ? { experimentId: ids[0], activityId: ids[1] } : z.NEVER;
+  });
+}
+
+/** `plugins.iperf3`, names in experimentIDs/activityIDs resolved with `registry` (pairwise). */
+export function iperf3Schema(registry: Registry) {
+  return z.strictObject({
+    minSourcePort: port().default(0),
+    maxSourcePort: port().default(0),
+    minDestinationPort: port().default(0),
+    maxDestinationPort: port().default(0),
+    /** cgroup v2 directory to attach to; "" means find it automatically. */
+    cgroupPath: str().default("/sys/fs/cgroup"),
+    programPath: str().default(""),
+    debugMode: bool().default(false),
+    randomIDs: bool().default(false),
+    activityIDs: z.array(idOrName("activity")).default([0, 1, 2]),
+    experimentIDs: z.array(idOrName("experiment")).default([0, 1, 2]),
+  }).superRefine((c, ctx) => {
+    if (c.experimentIDs.length === 0 || c.activityIDs.length === 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["experimentIDs"],
+        message: "experimentIDs and activityIDs must not be empty",
+      });
+    } else if (c.experimentIDs.length !== c.activityIDs.length) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["activityIDs"],
+        message:
+          `experimentIDs has ${c.experimentIDs.length} entries but activityIDs has ${c.activityIDs.length}`,
+      });
     }
-  }
-});
+    for (
+      const [lo, hi] of [["minSourcePort", "maxSourcePort"], [
+        "minDestinationPort",
+        "maxDestinationPort",
+      ]] as const
+    ) {
+      if (c[lo] !== 0 && c[hi] !== 0 && c[lo] > c[hi]) {
+        ctx.addIssue({ code: "custom", path: [lo], message: `${lo} (${c[lo]}) is above ${hi} (${c[hi]})` });
+      }
+    }
+  }).transform((c, ctx) => {
+    const experimentIDs: number[] = [], activityIDs: number[] = [];
+    c.experimentIDs.forEach((exp, i) => {
+      const ids = resolvePair(registry, ctx, exp, c.activityIDs[i]!, [["experimentIDs", i], [
+        "activityIDs",
+        i,
+      ]]);
+      if (ids) {
+        experimentIDs.push(ids[0]);
+        activityIDs.push(ids[1]);
+      }
+    });
+    return experimentIDs.length === c.experimentIDs.length ? { ...c, experimentIDs, activityIDs } : z.NEVER;
+  });
+}
 
-export const PluginsSchema = z.strictObject({
-  namedPipe: NamedPipeSchema.optional(),
-  api: ApiSchema.optional(),
-  firefly: FireflyPluginSchema.optional(),
-  perfsonar: PerfsonarSchema.optional(),
-  iperf3: Iperf3Schema.optional(),
-});
+/** `plugins`, names resolved with `registry`. */
+export function pluginsSchema(registry: Registry) {
+  return z.strictObject({
+    namedPipe: NamedPipeSchema.optional(),
+    api: ApiSchema.optional(),
+    firefly: FireflyPluginSchema.optional(),
+    perfsonar: perfsonarSchema(registry).optional(),
+    iperf3: iperf3Schema(registry).optional(),
+  });
+}
+
+/** `plugins.perfsonar` with names resolved by the embedded registry. */
+export const PerfsonarSchema = perfsonarSchema(Registry.embedded());
+/** `plugins.iperf3` with names resolved by the embedded registry. */
+export const Iperf3Schema = iperf3Schema(Registry.embedded());
+export const PluginsSchema = pluginsSchema(Registry.embedded());
 
 // ---- backends ----
 
@@ -172,7 +260,19 @@ export const MarkerSchema = z.strictObject({
 
 export const StunSchema = z.strictObject({
   /** Private address → public address, applied to any source address. */
-  manualMapping: z.record(ipLiteral(), ipLiteral()).default({}),
+  manualMapping: z.record(ipLiteral(), ipLiteral()).default({}).superRefine((m, ctx) => {
+    for (const [from, to] of Object.entries(m)) {
+      const a = IpAddress.tryParse(from), b = IpAddress.tryParse(to);
+      if (a && b && a.family !== b.family) {
+        ctx.addIssue({
+          code: "custom",
+          path: [from],
+          message:
+            `maps ${a.family} address ${from} to ${b.family} address ${to}; both must be of one family`,
+        });
+      }
+    }
+  }),
   stunServers: z.array(hostPort()).default([
     "stun.l.google.com:3478",
     "stun1.l.google.com:3478",
@@ -180,6 +280,15 @@ export const StunSchema = z.strictObject({
     "stun3.l.google.com:3478",
     "stun4.l.google.com:3478",
   ]),
+  /** Addition: "what is my address" services asked before the STUN servers (the original's two, fixed). */
+  httpServers: z.array(httpUrl()).default([
+    "https://api64.ipify.org?format=json",
+    "https://ipconfig.io/json",
+  ]),
+  /** Addition: seconds each HTTP query may take (the original had no limit). */
+  httpTimeout: seconds(0.05, 60).default(3),
+  /** Addition: seconds each STUN query may take, retransmissions included (the original waited 5). */
+  stunTimeout: seconds(0.05, 60).default(3),
 });
 
 export const FireflyBackendSchema = z.strictObject({
@@ -238,15 +347,37 @@ export const EnrichersSchema = z.strictObject({
 
 // ---- top level ----
 
-export const ConfigSchema = z.strictObject({
-  /** "" disables the PID file. */
-  pidPath: str().default("/var/run/flowd-go.pid"),
-  /** Created at start; relative paths of the configuration are relative to it. */
-  workDir: str().min(1, { error: "expected a non-empty path" }).default("/var/cache/flowd-go"),
-  plugins: PluginsSchema.default({}),
-  backends: BackendsSchema.default({}),
-  enrichers: EnrichersSchema.optional(),
+/** Addition: refreshing the SciTags registry (experiment and activity names) from its URL. */
+export const RegistrySchema = z.strictObject({
+  url: httpUrl().default("https://scitags.org/api.json"),
+  /** Seconds between refreshes; 0: once at each start only. */
+  refreshInterval: z.int({
+    error: (i) => `expected 0 or a number of seconds of at least 60, got ${show(i.input)}`,
+  })
+    .refine((n) => n === 0 || (n >= 60 && n <= 31_536_000), {
+      error: (i) => `expected 0 or a number of seconds in 60..31536000, got ${show(i.input)}`,
+    })
+    .default(86_400),
+  /** Seconds a refresh may take. */
+  timeout: seconds(0.05, 60).default(5),
 });
+
+/** The whole configuration, experiment and activity names resolved with `registry`. */
+export function configSchema(registry: Registry) {
+  return z.strictObject({
+    /** "" disables the PID file. */
+    pidPath: str().default("/var/run/flowd-go.pid"),
+    /** Created at start; relative paths of the configuration are relative to it. */
+    workDir: str().min(1, { error: "expected a non-empty path" }).default("/var/cache/flowd-go"),
+    plugins: pluginsSchema(registry).default({}),
+    backends: BackendsSchema.default({}),
+    enrichers: EnrichersSchema.optional(),
+    registry: RegistrySchema.optional(),
+  });
+}
+
+/** The configuration schema with the embedded registry (key listings, defaults). */
+export const ConfigSchema = configSchema(Registry.embedded());
 
 /** The effective configuration, defaults applied. */
 export type Config = z.output<typeof ConfigSchema>;
@@ -262,6 +393,7 @@ export type PrometheusConfig = z.output<typeof PrometheusSchema>;
 export type EnrichersConfig = z.output<typeof EnrichersSchema>;
 export type NetlinkEnricherConfig = z.output<typeof NetlinkEnricherSchema>;
 export type SkopsEnricherConfig = z.output<typeof SkopsEnricherSchema>;
+export type RegistryConfig = z.output<typeof RegistrySchema>;
 
 /** Paths of the keys whose value is a section (enabled by presence); a null there is an error. */
 export const SECTION_PATHS: readonly string[] = [
@@ -276,6 +408,7 @@ export const SECTION_PATHS: readonly string[] = [
   "backends.firefly.stun",
   "enrichers.netlink",
   "enrichers.skops",
+  "registry",
 ];
 
 /** Paths of grouping keys: a null there means an empty group (nothing enabled). */

@@ -62,6 +62,8 @@ export class EventBus implements EventSink, EnrichmentSink {
   readonly #capacity: number;
   #closed = false;
   #received = 0;
+  #samples = 0;
+  #staleSamples = 0;
 
   constructor(opts: BusOptions) {
     this.#capacity = opts.queueCapacity;
@@ -118,8 +120,19 @@ export class EventBus implements EventSink, EnrichmentSink {
     return { accepted: true };
   }
 
+  /**
+   * Hands a sample to every backend that takes samples, synchronously. Samples of flows that are no longer
+   * open (ended, or started again since) are dropped: a backend that has seen a flow end never hears of it
+   * again, so nothing it deleted comes back.
+   */
   publish(sample: EnrichmentSample): void {
     if (this.#closed) return;
+    const open = this.#flows.get(sample.flow);
+    if (open === undefined || open.startTime !== sample.flow.startTime) {
+      this.#staleSamples++;
+      return;
+    }
+    this.#samples++;
     for (const lane of this.#lanes) {
       if (!lane.backend.enrich) continue;
       try {
@@ -134,6 +147,11 @@ export class EventBus implements EventSink, EnrichmentSink {
         );
       }
     }
+  }
+
+  /** Enrichment samples delivered, and those dropped because their flow was no longer open. */
+  get sampleStats(): { delivered: number; stale: number } {
+    return { delivered: this.#samples, stale: this.#staleSamples };
   }
 
   /** Per-backend counters. */

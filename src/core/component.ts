@@ -6,6 +6,8 @@
  * then `stop()` (release everything; must be safe to call after a failed or partial start).
  */
 import type { FlowEvent } from "./flow_event.ts";
+import type { FlowInfo } from "./flow_info.ts";
+import type { Micros } from "./time.ts";
 
 /** What a plugin hands its events to. Never blocks; tells the caller whether the event was taken. */
 export interface EventSink {
@@ -34,7 +36,11 @@ export interface Backend {
    * Must not throw for per-event failures (log them); a throw is logged and counted by the core.
    */
   handle(event: FlowEvent): Promise<void>;
-  /** Called with TCP statistics for flows this backend asked for; must return quickly. */
+  /**
+   * Called synchronously with every enrichment sample of a flow that is still open; must return quickly
+   * and never throw for per-sample failures (hand slow work, such as sends, off without awaiting it).
+   * Backends without this method never see samples, so they cannot hold anything up.
+   */
   enrich?(sample: EnrichmentSample): void;
   stop(): Promise<void>;
 }
@@ -47,13 +53,15 @@ export interface EnrichmentSink {
 /** Which enricher produced a sample; the original's Prometheus `flavour` label values. */
 export type Flavour = "Ebpf" | "Netlink";
 
-/** One periodic measurement of one flow, immutable once published. */
+/** One periodic measurement of one flow, immutable once published (shared by every backend). */
 export interface EnrichmentSample {
   readonly flavour: Flavour;
-  /** The start event of the flow measured. */
+  /** The start event of the flow measured, as the core completed it (with its start time). */
   readonly flow: FlowEvent;
-  /** Kernel data, shaped by the enricher (tcp_info and friends). */
-  readonly info: Readonly<Record<string, unknown>>;
+  /** When the kernel was asked. */
+  readonly time: Micros;
+  /** Kernel data: tcp_info and friends. */
+  readonly info: FlowInfo;
 }
 
 /** A source of per-flow TCP statistics (netlink sock_diag, sock_ops eBPF). */
@@ -61,9 +69,9 @@ export interface Enricher {
   readonly name: string;
   readonly flavour: Flavour;
   start(sink: EnrichmentSink): Promise<void>;
-  /** Begin measuring a started flow. */
+  /** Begin measuring a started flow; must not block (the call comes from the bus's emit). */
   watch(flow: FlowEvent): void;
-  /** Stop measuring a flow (its end event arrived). */
+  /** Stop measuring a flow (its end event arrived); a flow not watched is ignored. */
   forget(flow: FlowEvent): void;
   stop(): Promise<void>;
 }

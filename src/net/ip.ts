@@ -205,3 +205,23 @@ export function parseEndpoint(text: string): Endpoint {
 export function joinHostPort(host: string, port: number): string {
   return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** A host (name or IP literal, brackets removed) and a port. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Splits "host:port", "a.b.c.d:port" or "[ipv6]:port"; throws `SyntaxError` naming the text. */
+export function splitHostPort(text: string): HostPort {
+  const m = /^\[([0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.\-]+)?)\]:(\d{1,5})$/.exec(text) ??
+    /^([A-Za-z0-9.\-_]+):(\d{1,5})$/.exec(text);
+  if (!m) throw new SyntaxError(`"${text}" is not of the form host:port or [ipv6]:port`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new RangeError(`port ${port} in "${text}" is not in 1..65535`);
+  const host = m[1]!;
+  if (text.startsWith("[") && IpAddress.tryParse(host)?.family !== "ipv6") {
+    throw new SyntaxError(`"${host}" in "${text}" is not an IPv6 address`);
+  }
+  return { host, port };
+}

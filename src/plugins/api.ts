@@ -13,7 +13,7 @@ import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
-import { ApiFlowError, flowEventToApiJson, parseApiFlowBody } from "./api_json.ts";
+import { ApiFlowError, type ApiIdResolver, flowEventToApiJson, parseApiFlowBody } from "./api_json.ts";
 
 /** Settings of the api plugin (the `plugins.api` configuration section plus what the daemon adds). */
 export interface ApiPluginOptions {
@@ -27,6 +27,8 @@ export interface ApiPluginOptions {
   application: string;
   /** How long stop() waits for requests in flight (default 5000 ms). */
   shutdownTimeoutMs?: number;
+  /** Resolves Experiment/Activity names in POST bodies; without it only numbers are accepted. */
+  resolveId?: ApiIdResolver;
 }
 
 /** One entry of GET /'s route list, shaped like the original's echo route records. */
@@ -200,6 +202,7 @@ export class ApiPlugin implements Plugin {
   readonly #maxBodyBytes: number;
   readonly #application: string;
   readonly #shutdownTimeoutMs: number;
+  readonly #resolveId: ApiIdResolver | undefined;
   readonly #rejectLog = new RateLimitedLog();
   readonly #stopping = new AbortController();
   #server: Deno.HttpServer<Deno.NetAddr> | undefined;
@@ -220,6 +223,7 @@ export class ApiPlugin implements Plugin {
     this.#maxBodyBytes = maxBodyBytes;
     this.#application = options.application;
     this.#shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+    this.#resolveId = options.resolveId;
   }
 
   /** The port actually bound (useful with bindPort 0); only valid after start(). */
@@ -305,7 +309,7 @@ export class ApiPlugin implements Plugin {
       if (unsupported) return this.#reject(c, unsupported);
       const body = await readBodyLimited(c.req.raw, this.#maxBodyBytes, this.#stopping.signal);
       if (body instanceof Rejection) return this.#reject(c, body);
-      const event = parseApiFlowBody(decodeJsonBody(body), nowMicros(), this.#application);
+      const event = parseApiFlowBody(decodeJsonBody(body), nowMicros(), this.#application, this.#resolveId);
       return this.#emit(event, c);
     } catch (err) {
       if (err instanceof Rejection) return this.#reject(c, err);

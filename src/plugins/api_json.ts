@@ -220,10 +220,29 @@ function parseApiEndpoint(field: "Src" | "Dst", value: unknown): Endpoint {
   }
 }
 
-function parseId(field: "Experiment" | "Activity", value: unknown): number {
+/** Turns an Experiment or Activity name into an id (the activity within `experimentId`); throws with the reason. */
+export type ApiIdResolver = (kind: "experiment" | "activity", name: string, experimentId?: number) => number;
+
+function parseId(
+  field: "Experiment" | "Activity",
+  value: unknown,
+  resolve: ApiIdResolver | undefined,
+  experimentId?: number,
+): number {
   if (value === undefined) throw new ApiFlowError(field, `${field} is required: an integer in 0..${MAX_ID}`);
+  if (typeof value === "string" && resolve !== undefined) {
+    try {
+      return resolve(field === "Experiment" ? "experiment" : "activity", value, experimentId);
+    } catch (err) {
+      throw new ApiFlowError(field, `${field}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
   if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_ID) {
-    throw new ApiFlowError(field, `${field} must be an integer in 0..${MAX_ID}, not ${describe(value)}`);
+    const names = resolve ? " or a SciTags registry name" : "";
+    throw new ApiFlowError(
+      field,
+      `${field} must be an integer in 0..${MAX_ID}${names}, not ${describe(value)}`,
+    );
   }
   return value;
 }
@@ -256,9 +275,14 @@ function parseTime(field: "StartTs" | "EndTs", value: unknown): Micros | undefin
  *
  * Start events without StartTs start `now`; end events without EndTs end `now`. A start event's EndTs is
  * dropped (the original's sample bodies carry one). Application, when a non-empty string, replaces
- * `application`.
+ * `application`. With `resolveId`, Experiment and Activity may also be registry names ("atlas", "Staging").
  */
-export function parseApiFlowBody(value: unknown, now: Micros, application: string): FlowEvent {
+export function parseApiFlowBody(
+  value: unknown,
+  now: Micros,
+  application: string,
+  resolveId?: ApiIdResolver,
+): FlowEvent {
   if (!isPlainObject(value)) {
     throw new ApiFlowError(
       "body",
@@ -287,8 +311,8 @@ export function parseApiFlowBody(value: unknown, now: Micros, application: strin
       } (${family}) does not match the addresses, which are ${src.address.family}`,
     );
   }
-  const experimentId = parseId("Experiment", body.get("Experiment"));
-  const activityId = parseId("Activity", body.get("Activity"));
+  const experimentId = parseId("Experiment", body.get("Experiment"), resolveId);
+  const activityId = parseId("Activity", body.get("Activity"), resolveId, experimentId);
   const startTs = parseTime("StartTs", body.get("StartTs"));
   const endTs = parseTime("EndTs", body.get("EndTs"));
   const app = body.get("Application");

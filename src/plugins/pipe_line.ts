@@ -7,6 +7,7 @@ import type { FlowEvent, FlowState, Protocol } from "../core/flow_event.ts";
 import { MAX_ID } from "../core/flow_event.ts";
 import type { Micros } from "../core/time.ts";
 import { IpAddress } from "../net/ip.ts";
+import { type Registry, RegistryError } from "../scitags/registry.ts";
 
 /** A line that is not a valid flow event; `message` says which field and why. */
 export class PipeLineError extends Error {
@@ -33,6 +34,22 @@ function parsePort(text: string, field: string): number {
     throw new PipeLineError(`${field} "${text}" is not a port number (0-65535)`);
   }
   return Number(text);
+}
+
+/**
+ * Ids as numbers or as SciTags registry names (any case; spaces, which cannot occur in a field, may be left
+ * out or written as - or _: "DataChallenge", "data-challenge"). `registry` gives the registry in use.
+ */
+export function registryIdResolver(registry: () => Registry): IdResolver {
+  return (kind, text, experimentId) => {
+    try {
+      const r = registry();
+      return kind === "experiment" ? r.experimentId(text) : r.activityId(experimentId ?? text, text);
+    } catch (err) {
+      if (err instanceof RegistryError) throw new PipeLineError(err.message);
+      throw err;
+    }
+  };
 }
 
 /** Decimal ids only, as the original. */

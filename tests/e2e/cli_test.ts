@@ -40,6 +40,13 @@ Deno.test("cli: usage errors exit 2 with one message", async () => {
     ],
     [["version", "extra"], /unexpected argument "extra"/],
     [["run", "--format", "json"], /--format only applies to "conf"/],
+    [
+      ["run", "--target-interface", "eth0"],
+      /--target-interface and --remove-qdisc only apply to "marker clean"/,
+    ],
+    [["marker"], /"marker" needs a subcommand \(marker clean\)/],
+    [["marker", "wipe"], /"marker" has no subcommand "wipe"/],
+    [["marker", "clean", "--remove-qdisc=perhaps"], /invalid value "perhaps" for --remove-qdisc/],
   ];
   for (const [args, re] of cases) {
     const r = await runFlowd(args);

@@ -14,12 +14,15 @@ export function flowdCommand(args: string[]): { cmd: string; args: string[] } {
 }
 
 /** Runs flowd-go to completion. */
-export async function runFlowd(args: string[], opts: { env?: Record<string, string> } = {}): Promise<{
+export async function runFlowd(
+  args: string[],
+  opts: { env?: Record<string, string>; prefix?: string[] } = {},
+): Promise<{
   code: number;
   stdout: string;
   stderr: string;
 }> {
-  const { cmd, args: argv } = flowdCommand(args);
+  const { cmd, args: argv } = withPrefix(flowdCommand(args), opts.prefix);
   const out = await new Deno.Command(cmd, { args: argv, stdout: "piped", stderr: "piped", env: opts.env })
     .output();
   return {
@@ -39,18 +42,26 @@ export interface Daemon extends AsyncDisposable {
   stop(signal?: Deno.Signal): Promise<number>;
 }
 
-/**
- * Starts `flowd-go --conf <path> run` and waits until it says it is running. `prefix` runs it under
- * another command, such as `ip netns exec <ns>`.
- */
+/** Puts a command behind a prefix such as `ip netns exec NS` (which execs it: same PID, same signals). */
+function withPrefix(
+  c: { cmd: string; args: string[] },
+  prefix: string[] | undefined,
+): { cmd: string; args: string[] } {
+  if (!prefix?.length) return c;
+  return { cmd: prefix[0]!, args: [...prefix.slice(1), c.cmd, ...c.args] };
+}
+
+/** Starts `flowd-go --conf <path> run` (behind `prefix`, if given) and waits until it says it is running. */
 export async function startDaemon(
   confPath: string,
   extraArgs: string[] = [],
   opts: { prefix?: string[] } = {},
 ): Promise<Daemon> {
-  const flowd = flowdCommand(["--conf", confPath, "--log-level", "debug", ...extraArgs, "run"]);
-  const [cmd, ...args] = [...(opts.prefix ?? []), flowd.cmd, ...flowd.args];
-  const process = new Deno.Command(cmd!, { args, stdout: "null", stderr: "piped", stdin: "null" }).spawn();
+  const { cmd, args } = withPrefix(
+    flowdCommand(["--conf", confPath, "--log-level", "debug", ...extraArgs, "run"]),
+    opts.prefix,
+  );
+  const process = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped", stdin: "null" }).spawn();
   const lines: string[] = [];
   const listeners = new Set<() => void>();
   let exited = false;
@@ -133,6 +144,18 @@ export function freePort(hostname = "127.0.0.1"): number {
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   return port;
+}
+
+/** A free UDP port on a loopback address (bound, read, released). */
+export function freeUdpPort(hostname: "127.0.0.1" | "::1" = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket(hostname === "::1" ? "udp6" : "udp4");
+    socket.once("error", reject);
+    socket.bind(0, hostname, () => {
+      const port = socket.address().port;
+      socket.close(() => resolve(port));
+    });
+  });
 }
 
 /** A UDP receiver on loopback collecting datagrams as text. */

@@ -138,12 +138,50 @@ Deno.test("bus: enrichers are told of starts and ends; samples reach only backen
   bus.attachBackend(plain);
   bus.attachEnricher(enricher);
   bus.emit(flow("start", 7));
-  bus.publish({ flavour: "Netlink", flow: flow("start", 7), info: { rtt: 1 } });
+  const started = bus.flows.get(flow("start", 7))!.start;
+  bus.publish({ flavour: "Netlink", flow: started, time: 1, info: {} });
   bus.emit(flow("end", 7));
   await bus.close(1000);
   assert.deepEqual(calls, ["watch 7", "forget 7"]);
   assert.equal(taker.samples.length, 1);
+  assert.equal(taker.samples[0]!.flow.src.port, 7);
   assert.equal(plain.samples.length, 0);
+});
+
+Deno.test("bus: samples of flows that ended or started again are dropped, so no backend sees them", async () => {
+  let t = 10;
+  const bus = new EventBus({ queueCapacity: 10, flowTableCapacity: 10, now: () => t });
+  const taker = new Recorder("taker", true);
+  bus.attachBackend(taker);
+  bus.emit(flow("start", 7));
+  const first = bus.flows.get(flow("start", 7))!.start;
+  bus.publish({ flavour: "Ebpf", flow: first, time: 11, info: {} });
+  t = 20;
+  bus.emit(flow("start", 7)); // the same 5-tuple again: a new flow
+  bus.publish({ flavour: "Ebpf", flow: first, time: 21, info: {} }); // a late sample of the old one
+  const second = bus.flows.get(flow("start", 7))!.start;
+  bus.publish({ flavour: "Ebpf", flow: second, time: 22, info: {} });
+  bus.emit(flow("end", 7));
+  bus.publish({ flavour: "Ebpf", flow: second, time: 23, info: {} }); // after the end
+  bus.publish({ flavour: "Ebpf", flow: flow("start", 99), time: 24, info: {} }); // never started
+  await bus.close(1000);
+  assert.deepEqual(taker.samples.map((s) => s.time), [11, 22]);
+  assert.deepEqual(bus.sampleStats, { delivered: 2, stale: 3 });
+});
+
+Deno.test("bus: a backend whose enrich throws does not keep the sample from the others", async () => {
+  const bus = new EventBus({ queueCapacity: 10, flowTableCapacity: 10 });
+  const thrower = new Recorder("thrower");
+  thrower.enrich = () => {
+    throw new Error("boom");
+  };
+  const taker = new Recorder("taker", true);
+  bus.attachBackend(thrower);
+  bus.attachBackend(taker);
+  bus.emit(flow("start", 5));
+  bus.publish({ flavour: "Netlink", flow: bus.flows.get(flow("start", 5))!.start, time: 1, info: {} });
+  await bus.close(1000);
+  assert.equal(taker.samples.length, 1);
 });
 
 Deno.test("bus: a backend that throws is counted and does not stop its lane", async () => {

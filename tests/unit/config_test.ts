@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseConfig } from "../../src/config/load.ts";
+import { loadConfigFile, parseConfig } from "../../src/config/load.ts";
 import { ConfigError } from "../../src/core/errors.ts";
 
 function load(text: string) {
@@ -87,6 +87,9 @@ enrichers: {netlink: {}, skops: {}}
         "stun3.l.google.com:3478",
         "stun4.l.google.com:3478",
       ],
+      httpServers: ["https://api64.ipify.org?format=json", "https://ipconfig.io/json"],
+      httpTimeout: 3,
+      stunTimeout: 3,
     },
   });
   assert.deepEqual(config.backends.prometheus, {
@@ -158,7 +161,7 @@ Deno.test("config: unknown keys are refused with path, line and a suggestion", (
   fails("backends:\n  marker:\n    forceHookRemoval: true\n", /forceHookRemoval .*removeQdisc/);
   fails(
     "zzz: 1\n",
-    /conf\.yaml:1: unknown key zzz \(known keys here: pidPath, workDir, plugins, backends, enrichers\)/,
+    /conf\.yaml:1: unknown key zzz \(known keys here: pidPath, workDir, plugins, backends, enrichers, registry\)/,
   );
 });
 
@@ -196,7 +199,7 @@ Deno.test("config: each validation error names the key, the line and what is exp
     ['plugins:\n  namedPipe:\n    pipeMode: "0999"\n', /pipeMode: expected an octal mode/],
     [
       "plugins:\n  perfsonar:\n    experimentId: -1\n",
-      /plugins\.perfsonar\.experimentId: expected an experiment id in 0\.\.4294967295, got -1/,
+      /plugins\.perfsonar\.experimentId: expected an experiment id in 0\.\.4294967295 or an experiment name from the SciTags registry, got -1/,
     ],
     [
       "plugins:\n  iperf3:\n    experimentIDs: [1, 2]\n    activityIDs: [1]\n",
@@ -261,6 +264,22 @@ Deno.test("config: dependency warnings (enrich without enricher, nothing enabled
       /no enricher/.test(w)
     ),
   );
+  assert.ok(
+    load("enrichers: {netlink: {}}\nbackends: {firefly: {}}").warnings.some((w) =>
+      /nothing uses their samples/.test(w)
+    ),
+  );
+  assert.deepEqual(
+    load("enrichers: {skops: {}}\nbackends: {prometheus: {skopsPort: 0}}").warnings.filter((w) =>
+      /prometheus/.test(w)
+    ),
+    ["backends.prometheus.skopsPort is 0: the samples of enrichers.skops are not exported"],
+  );
+  assert.ok(
+    !load("enrichers: {netlink: {}}\nbackends: {prometheus: {}}\nplugins: {api: {}}").warnings.some((w) =>
+      /enrichers/.test(w)
+    ),
+  );
   const empty = load("").warnings;
   assert.ok(empty.some((w) => /no plugin is enabled/.test(w)));
   assert.ok(empty.some((w) => /no backend is enabled/.test(w)));
@@ -272,4 +291,139 @@ Deno.test("config: a missing file is a clear error", async () => {
     () => loadConfigFile("/nonexistent/flowd-go.yaml"),
     /cannot read the configuration file \/nonexistent\/flowd-go\.yaml: no such file/,
   );
+});
+
+Deno.test("config: stun additions (HTTP services, timeouts) and manualMapping families are validated", () => {
+  const { config } = load(`
+backends:
+  firefly:
+    stun:
+      manualMapping: {10.0.0.1: 203.0.113.1, "fd00::1": "2001:db8::1"}
+      httpServers: ["http://127.0.0.1:8080/ip"]
+      stunServers: ["[::1]:3478", "127.0.0.1:3478"]
+      httpTimeout: 0.5
+      stunTimeout: 10
+`);
+  assert.deepEqual(config.backends.firefly!.stun, {
+    manualMapping: { "10.0.0.1": "203.0.113.1", "fd00::1": "2001:db8::1" },
+    httpServers: ["http://127.0.0.1:8080/ip"],
+    stunServers: ["[::1]:3478", "127.0.0.1:3478"],
+    httpTimeout: 0.5,
+    stunTimeout: 10,
+  });
+  assert.deepEqual(
+    load("backends: {firefly: {stun: {httpServers: [], stunServers: []}}}").config.backends.firefly!
+      .stun!.httpServers,
+    [],
+  );
+  const cases: [string, RegExp][] = [
+    [
+      "backends:\n  firefly:\n    stun:\n      httpServers: [ftp://x/]\n",
+      /conf\.yaml:4: backends\.firefly\.stun\.httpServers\.0: expected an http:\/\/ or https:\/\/ URL, got "ftp:\/\/x\/"/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      httpTimeout: 0\n",
+      /backends\.firefly\.stun\.httpTimeout: expected a number of seconds in 0\.05\.\.60, got 0/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      stunTimeout: soon\n",
+      /backends\.firefly\.stun\.stunTimeout: expected a number of seconds in 0\.05\.\.60, got "soon"/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      manualMapping:\n        10.0.0.1: 2001:db8::1\n",
+      /conf\.yaml:5: backends\.firefly\.stun\.manualMapping\.10\.0\.0\.1: maps ipv4 address 10\.0\.0\.1 to ipv6 address 2001:db8::1/,
+    ],
+    [
+      "backends:\n  firefly:\n    stun:\n      stunServers: [stun.example.org]\n",
+      /stunServers\.0: expected host:port/,
+    ],
+  ];
+  for (const [text, re] of cases) fails(text, re);
+});
+
+Deno.test("config: experiments and activities by registry name in perfsonar and iperf3, resolved at load", () => {
+  const { config } = load(`
+plugins:
+  perfsonar: {experimentId: ATLAS, activityId: data-challenge}
+  iperf3:
+    experimentIDs: [atlas, 3, "cms", 7]
+    activityIDs: [Staging, staging, "Data Challenge", 1]
+`);
+  assert.deepEqual(config.plugins.perfsonar, { experimentId: 2, activityId: 26 });
+  assert.deepEqual(config.plugins.iperf3!.experimentIDs, [2, 3, 3, 7]);
+  // Activity ids are per experiment: ATLAS Staging is 19, CMS Staging 16.
+  assert.deepEqual(config.plugins.iperf3!.activityIDs, [19, 16, 4, 1]);
+  const cases: [string, RegExp][] = [
+    [
+      "plugins:\n  perfsonar:\n    experimentId: atlass\n",
+      /^conf\.yaml:3: plugins\.perfsonar\.experimentId: unknown experiment "atlass"; did you mean "atlas" \(2\)\?/,
+    ],
+    [
+      "plugins:\n  perfsonar:\n    experimentId: cms\n    activityId: stagin\n",
+      /^conf\.yaml:4: plugins\.perfsonar\.activityId: unknown activity "stagin" of experiment cms \(3\); did you mean "Staging" \(16\)\?/,
+    ],
+    [
+      "plugins:\n  perfsonar:\n    experimentId: 99\n    activityId: Staging\n",
+      /conf\.yaml:4: plugins\.perfsonar\.activityId: experiment 99 is not in the registry, so activity "Staging" cannot be resolved by name/,
+    ],
+    [
+      "plugins:\n  iperf3:\n    experimentIDs: [1, lhcb]\n    activityIDs: [1, nope]\n",
+      /conf\.yaml:4: plugins\.iperf3\.activityIDs\.1: unknown activity "nope" of experiment lhcb \(4\)/,
+    ],
+    [
+      "plugins:\n  perfsonar:\n    experimentId: ''\n",
+      /experimentId: expected an experiment id .* or an experiment name/,
+    ],
+  ];
+  for (const [text, re] of cases) fails(text, re);
+});
+
+Deno.test("config: the registry section (off by default) with its defaults and checks", () => {
+  assert.equal(load("").config.registry, undefined);
+  assert.deepEqual(load("registry: {}").config.registry, {
+    url: "https://scitags.org/api.json",
+    refreshInterval: 86400,
+    timeout: 5,
+  });
+  assert.deepEqual(
+    load("registry: {url: 'http://[::1]:8000/api.json', refreshInterval: 0, timeout: 0.5}").config
+      .registry,
+    { url: "http://[::1]:8000/api.json", refreshInterval: 0, timeout: 0.5 },
+  );
+  fails("registry:\n", /conf\.yaml:1: registry: has no value: write "registry: \{\}"/);
+  fails(
+    "registry:\n  refreshInterval: 10\n",
+    /conf\.yaml:2: registry\.refreshInterval: expected 0 or a number of seconds in 60\.\.31536000, got 10/,
+  );
+  fails("registry:\n  url: scitags.org\n", /registry\.url: expected an http:\/\/ or https:\/\/ URL/);
+  fails(
+    "registry:\n  timeout: 120\n",
+    /registry\.timeout: expected a number of seconds in 0\.05\.\.60, got 120/,
+  );
+});
+
+Deno.test("config: names resolve with the registry cached in workDir when the registry section is on", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flowd-config-registry-" });
+  try {
+    const cached = {
+      version: 1,
+      modified: "2030-01-01T00:00:00+00:00",
+      experiments: [{
+        expName: "newexp",
+        expId: 42,
+        activities: [{ activityName: "Fresh Start", activityId: 7 }],
+      }],
+    };
+    await Deno.writeTextFile(`${dir}/scitags-registry.json`, JSON.stringify(cached));
+    const text = (registry: string) =>
+      `workDir: ${dir}\n${registry}plugins:\n  perfsonar: {experimentId: newexp, activityId: freshstart}\n`;
+    await Deno.writeTextFile(`${dir}/on.yaml`, text("registry: {}\n"));
+    const on = await loadConfigFile(`${dir}/on.yaml`);
+    assert.deepEqual(on.config.plugins.perfsonar, { experimentId: 42, activityId: 7 });
+    // Without the registry section the cache is not consulted: only the embedded names exist.
+    await Deno.writeTextFile(`${dir}/off.yaml`, text(""));
+    await assert.rejects(() => loadConfigFile(`${dir}/off.yaml`), /unknown experiment "newexp"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

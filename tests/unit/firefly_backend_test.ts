@@ -56,7 +56,15 @@ Deno.test("firefly backend: exact datagrams for start and end, to the peer at de
         '"flow-id":{"afi":"ipv6","src-ip":"::1","dst-ip":"::1","protocol":"tcp","src-port":2345,"dst-port":5777},' +
         '"context":{"experiment-id":2,"activity-id":9,"application":"flowd-go-3.0.0"}}',
     );
-    assert.deepEqual(b.stats, { sent: 2, failed: 0, skipped: 0 });
+    assert.deepEqual(b.stats, {
+      sent: 2,
+      failed: 0,
+      skipped: 0,
+      rewritten: 0,
+      ongoing: 0,
+      ongoingDropped: 0,
+      oversize: 0,
+    });
   } finally {
     await b.stop();
   }
@@ -108,7 +116,15 @@ Deno.test("firefly backend: an event no firefly can describe is skipped, not sen
       src: { address: IpAddress.parse("::"), port: 0 },
       dst: { address: IpAddress.parse("::"), port: 0 },
     }));
-    assert.deepEqual(b.stats, { sent: 0, failed: 0, skipped: 1 });
+    assert.deepEqual(b.stats, {
+      sent: 0,
+      failed: 0,
+      skipped: 1,
+      rewritten: 0,
+      ongoing: 0,
+      ongoingDropped: 0,
+      oversize: 0,
+    });
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(peer.messages.length, 0);
   } finally {

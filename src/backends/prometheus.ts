@@ -1,0 +1,178 @@
+/**
+ * Backend `prometheus`: TCP metrics in the Prometheus text format on `/metrics`, as the original: one
+ * HTTP server (and registry) per enricher flavour, netlink on `netlinkPort` and skops on `skopsPort`
+ * (0 turns one off), with the original's per-flow `flow_tcp_*` families (prometheus_flows.ts, series
+ * removed when the flow ends). Each registry also serves bounded aggregates per (experiment, activity)
+ * (prometheus_aggregates.ts) and process metrics (prometheus_process.ts).
+ *
+ * A port that cannot be bound stops the daemon from starting (the original only logged it at INFO), and
+ * an IPv6 `bindAddress` works. Samples of a flavour whose port is 0 are ignored (the original panicked).
+ */
+import { getLogger } from "@logtape/logtape";
+import { Registry } from "prom-client";
+import type { Backend, EnrichmentSample, Flavour } from "../core/component.ts";
+import { errorMessage, StartupError } from "../core/errors.ts";
+import { type FlowEvent, flowKey } from "../core/flow_event.ts";
+import { type Logger, logger } from "../core/log.ts";
+import { joinHostPort } from "../net/ip.ts";
+import type { PrometheusConfig } from "../config/schema.ts";
+import { FlowSeries } from "./prometheus_flows.ts";
+import { FlowCounts, IdPairLabels, TrafficAggregates } from "./prometheus_aggregates.ts";
+import { registerProcessMetrics } from "./prometheus_process.ts";
+
+/** Flows with per-flow series per flavour, at most; further flows only count in the aggregates. */
+export const MAX_EXPORTED_FLOWS = 50_000;
+
+/** What the backend is built from. */
+export interface PrometheusBackendOptions {
+  config: PrometheusConfig;
+  /** Goes into `flowd_build_info`. */
+  version: string;
+  /** Flows with per-flow series per flavour (default `MAX_EXPORTED_FLOWS`). */
+  maxFlows?: number;
+}
+
+/** One flavour's registry, data and server. */
+interface Endpoint {
+  readonly flavour: Flavour;
+  readonly port: number;
+  readonly registry: Registry;
+  readonly series: FlowSeries;
+  readonly traffic: TrafficAggregates;
+  server?: Deno.HttpServer<Deno.NetAddr>;
+}
+
+/** What a scrape gets: the registry's metrics (flow counts, process), the traffic aggregates, the per-flow families. */
+async function exposition(e: Endpoint): Promise<string> {
+  return `${await e.registry.metrics()}\n${e.traffic.render()}\n${e.series.render()}`;
+}
+
+/** The prometheus backend: one registry and HTTP server per enricher flavour. */
+export class PrometheusBackend implements Backend {
+  readonly name = "prometheus";
+  readonly #endpoints = new Map<Flavour, Endpoint>();
+  readonly #log: Logger;
+  #counts: FlowCounts | undefined;
+
+  constructor(private readonly opts: PrometheusBackendOptions) {
+    // `log: false` sends this backend's lines to a category no sink listens to.
+    this.#log = opts.config.log ? logger("backends", "prometheus") : getLogger(["silenced", "prometheus"]);
+  }
+
+  /** The address a flavour's server listens on, once started (port 0 in the configuration: none). */
+  address(flavour: Flavour): Deno.NetAddr | undefined {
+    return this.#endpoints.get(flavour)?.server?.addr;
+  }
+
+  /** Flows with per-flow series of a flavour. */
+  exportedFlows(flavour: Flavour): number {
+    return this.#endpoints.get(flavour)?.series.size ?? 0;
+  }
+
+  /** The exposition text of a flavour's registry, as a scrape would get it. */
+  async metricsText(flavour: Flavour): Promise<string> {
+    const e = this.#endpoints.get(flavour);
+    if (!e) throw new Error(`the ${flavour} metrics are disabled`);
+    return await exposition(e);
+  }
+
+  async start(): Promise<void> {
+    const c = this.opts.config;
+    const labels = new IdPairLabels();
+    for (const [flavour, port] of [["Netlink", c.netlinkPort], ["Ebpf", c.skopsPort]] as const) {
+      if (port === 0) continue;
+      const registry = new Registry();
+      const series = new FlowSeries(flavour, this.opts.maxFlows ?? MAX_EXPORTED_FLOWS);
+      this.#endpoints.set(flavour, {
+        flavour,
+        port,
+        registry,
+        series,
+        traffic: new TrafficAggregates(labels),
+      });
+    }
+    if (this.#endpoints.size === 0) {
+      this.#log.warn("both metric flavours are disabled (netlinkPort and skopsPort are 0)");
+      return;
+    }
+    const registries = [...this.#endpoints.values()].map((e) => e.registry);
+    this.#counts = new FlowCounts(registries, labels);
+    registerProcessMetrics(registries, this.opts.version);
+    try {
+      for (const e of this.#endpoints.values()) e.server = this.#serve(e);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  #serve(e: Endpoint): Deno.HttpServer<Deno.NetAddr> {
+    const where = joinHostPort(this.opts.config.bindAddress, e.port);
+    let server: Deno.HttpServer<Deno.NetAddr>;
+    try {
+      server = Deno.serve({
+        hostname: this.opts.config.bindAddress,
+        port: e.port,
+        onListen: () => {},
+        onError: (err) => {
+          this.#log.error("metrics request failed", { flavour: e.flavour, err: errorMessage(err) });
+          return new Response("internal error\n", { status: 500 });
+        },
+      }, (req) => this.#respond(e, req));
+    } catch (err) {
+      throw new StartupError(
+        `prometheus: cannot listen on ${where} (${e.flavour} metrics): ${errorMessage(err)}`,
+      );
+    }
+    this.#log.info("serving metrics", {
+      flavour: e.flavour,
+      url: `http://${joinHostPort(server.addr.hostname, server.addr.port)}/metrics`,
+    });
+    return server;
+  }
+
+  async #respond(e: Endpoint, req: Request): Promise<Response> {
+    const path = new URL(req.url).pathname;
+    if (path !== "/metrics") return new Response("not found; metrics are on /metrics\n", { status: 404 });
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
+    }
+    const body = await exposition(e);
+    return new Response(req.method === "HEAD" ? null : body, {
+      headers: { "Content-Type": e.registry.contentType },
+    });
+  }
+
+  handle(event: FlowEvent): Promise<void> {
+    this.#counts?.observe(event);
+    if (event.state === "end") {
+      const key = flowKey(event);
+      for (const e of this.#endpoints.values()) {
+        e.series.delete(key);
+        e.traffic.forget(key);
+      }
+    }
+    return Promise.resolve();
+  }
+
+  enrich(sample: EnrichmentSample): void {
+    const e = this.#endpoints.get(sample.flavour);
+    if (!e) return; // this flavour's port is 0
+    const key = flowKey(sample.flow);
+    e.traffic.observe(key, sample);
+    if (!e.series.update(key, sample.flow, sample.info) && e.series.refused === 1) {
+      this.#log.warn("too many flows for per-flow metrics; further flows count only in the aggregates", {
+        flavour: e.flavour,
+        maxFlows: e.series.capacity,
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const e of this.#endpoints.values()) {
+      const server = e.server;
+      e.server = undefined;
+      await server?.shutdown();
+    }
+  }
+}

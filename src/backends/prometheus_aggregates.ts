@@ -1,0 +1,181 @@
+/**
+ * Aggregate metrics of the Prometheus backend, labelled only by SciTags experiment and activity
+ * (`flowd_` prefix, base units): how many flows start, end and are open, and, per enricher flavour, the
+ * bytes they move and their round-trip times. The number of (exp, act) label pairs is bounded: pairs
+ * beyond the bound are counted under exp="other", act="other", so cardinality never follows the traffic.
+ */
+import { Counter, Gauge, type Registry } from "prom-client";
+import type { EnrichmentSample } from "../core/component.ts";
+import type { FlowEvent } from "../core/flow_event.ts";
+
+/** Distinct (experiment, activity) pairs with their own series, at most (the registry has ~14 × 64). */
+export const MAX_ID_PAIRS = 1024;
+/** The label value of pairs beyond `MAX_ID_PAIRS`. */
+export const OVERFLOW_LABEL = "other";
+
+/** Maps flows to bounded (exp, act) labels; a pair once admitted keeps its own series. */
+export class IdPairLabels {
+  readonly #admitted = new Set<string>();
+
+  constructor(readonly capacity = MAX_ID_PAIRS) {}
+
+  /** The labels of a flow's pair. */
+  of(flow: Pick<FlowEvent, "experimentId" | "activityId">): { exp: string; act: string } {
+    const exp = String(flow.experimentId), act = String(flow.activityId);
+    const key = `${exp}/${act}`;
+    if (this.#admitted.has(key)) return { exp, act };
+    if (this.#admitted.size < this.capacity) {
+      this.#admitted.add(key);
+      return { exp, act };
+    }
+    return { exp: OVERFLOW_LABEL, act: OVERFLOW_LABEL };
+  }
+}
+
+/** Flow counts per (exp, act), registered in every registry the backend serves. */
+export class FlowCounts {
+  readonly #started: Counter<"exp" | "act">;
+  readonly #ended: Counter<"exp" | "act">;
+  readonly #active: Gauge<"exp" | "act">;
+
+  constructor(registries: Registry[], private readonly labels: IdPairLabels) {
+    const labelNames = ["exp", "act"] as const;
+    this.#started = new Counter({
+      name: "flowd_flows_started_total",
+      help: "Flows that started, by SciTags experiment and activity",
+      labelNames,
+      registers: registries,
+    });
+    this.#ended = new Counter({
+      name: "flowd_flows_ended_total",
+      help: "Flows that ended, by SciTags experiment and activity",
+      labelNames,
+      registers: registries,
+    });
+    this.#active = new Gauge({
+      name: "flowd_flows_active",
+      help: "Flows started and not yet ended, by SciTags experiment and activity",
+      labelNames,
+      registers: registries,
+    });
+  }
+
+  /** Counts a start or end event. */
+  observe(event: FlowEvent): void {
+    const l = this.labels.of(event);
+    if (event.state === "start") {
+      this.#started.inc(l);
+      this.#active.inc(l);
+    } else if (event.state === "end") {
+      this.#ended.inc(l);
+      this.#active.dec(l);
+    }
+  }
+}
+
+/** RTT buckets in seconds: 50 us (loopback) to 2.5 s (satellite paths, bufferbloat). */
+export const RTT_BUCKETS = [0.00005, 0.0002, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5];
+
+type Direction = "sent" | "acked" | "received" | "retransmitted";
+const DIRECTIONS: readonly Direction[] = ["sent", "acked", "received", "retransmitted"];
+const DIRECTION_HELP: Record<Direction, string> = {
+  sent: "Bytes the enriched flows sent, retransmissions included",
+  acked: "Bytes of the enriched flows acknowledged by their peers",
+  received: "Bytes the enriched flows received",
+  retransmitted: "Bytes the enriched flows retransmitted",
+};
+
+/** What one (exp, act) pair has accumulated. */
+interface PairTotals {
+  readonly labels: string;
+  readonly bytes: Record<Direction, number>;
+  /** Cumulative counts per bucket bound, then +Inf. */
+  readonly buckets: Float64Array;
+  rttSum: number;
+}
+
+/**
+ * Byte and RTT aggregates of one enricher flavour, fed by its samples. Kept in plain numbers and
+ * rendered at scrape time: going through prom-client's labelled metrics cost several microseconds per
+ * sample, which with thousands of flows per period added up.
+ */
+export class TrafficAggregates {
+  readonly #pairs = new Map<string, PairTotals>();
+  readonly #last = new Map<string, Record<Direction, bigint>>();
+  #samples = 0;
+
+  constructor(private readonly labels: IdPairLabels) {}
+
+  /** Adds what a flow moved since its previous sample, and its RTT. */
+  observe(key: string, sample: EnrichmentSample): void {
+    this.#samples++;
+    const t = sample.info.tcpInfo;
+    if (!t) return;
+    const { exp, act } = this.labels.of(sample.flow);
+    const pairKey = `${exp}/${act}`;
+    let pair = this.#pairs.get(pairKey);
+    if (!pair) {
+      pair = {
+        labels: `exp="${exp}",act="${act}"`,
+        bytes: { sent: 0, acked: 0, received: 0, retransmitted: 0 },
+        buckets: new Float64Array(RTT_BUCKETS.length + 1),
+        rttSum: 0,
+      };
+      this.#pairs.set(pairKey, pair);
+    }
+    const now: Record<Direction, bigint> = {
+      sent: t.bytesSent,
+      acked: t.bytesAcked,
+      received: t.bytesRecv,
+      retransmitted: t.bytesRetrans,
+    };
+    const before = this.#last.get(key);
+    for (const d of DIRECTIONS) {
+      const delta = now[d] - (before?.[d] ?? 0n);
+      // A smaller value means another socket took the 5-tuple: count it from zero.
+      pair.bytes[d] += Number(delta >= 0n ? delta : now[d]);
+    }
+    this.#last.set(key, now);
+    if (t.rtt > 0) {
+      const seconds = t.rtt / 1e6;
+      pair.rttSum += seconds;
+      for (let i = 0; i < RTT_BUCKETS.length; i++) if (seconds <= RTT_BUCKETS[i]!) pair.buckets[i]!++;
+      pair.buckets[RTT_BUCKETS.length]!++;
+    }
+  }
+
+  /** Forgets a flow's last counters (it ended). */
+  forget(key: string): void {
+    this.#last.delete(key);
+  }
+
+  /** The families in the text exposition format. */
+  render(): string {
+    const out: string[] = [];
+    for (const d of DIRECTIONS) {
+      const name = `flowd_tcp_${d}_bytes_total`;
+      out.push(
+        `# HELP ${name} ${DIRECTION_HELP[d]}, by SciTags experiment and activity`,
+        `# TYPE ${name} counter`,
+      );
+      for (const p of this.#pairs.values()) out.push(`${name}{${p.labels}} ${p.bytes[d]}`);
+    }
+    const h = "flowd_tcp_rtt_seconds";
+    out.push(
+      `# HELP ${h} Smoothed round-trip time of the enriched flows at each sample, by SciTags experiment and activity`,
+      `# TYPE ${h} histogram`,
+    );
+    for (const p of this.#pairs.values()) {
+      RTT_BUCKETS.forEach((le, i) => out.push(`${h}_bucket{${p.labels},le="${le}"} ${p.buckets[i]}`));
+      const count = p.buckets[RTT_BUCKETS.length];
+      out.push(`${h}_bucket{${p.labels},le="+Inf"} ${count}`, `${h}_sum{${p.labels}} ${p.rttSum}`);
+      out.push(`${h}_count{${p.labels}} ${count}`);
+    }
+    out.push(
+      "# HELP flowd_enrichment_samples_total Enrichment samples received",
+      "# TYPE flowd_enrichment_samples_total counter",
+      `flowd_enrichment_samples_total ${this.#samples}`,
+    );
+    return out.join("\n") + "\n";
+  }
+}

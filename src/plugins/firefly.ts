@@ -1,0 +1,239 @@
+/**
+ * Plugin `firefly`: a UDP listener that turns the fireflies other hosts send (flowd, flowd-go, XRootD,
+ * dCache) into flow events, so that flowd-go can relay them (to a collector, to the marker, ...).
+ *
+ * Fixed on purpose (flowd-go-behaviour §11.3 item 22): a datagram that is not a valid firefly produces a log
+ * line and a counter and no event (the original forwarded a zeroed event); a datagram larger than
+ * `bufferSize` is rejected, not truncated; `Z` times parse; `hasSyslogHeader: true` requires the header.
+ */
+import dgram from "node:dgram";
+import type { EventSink, Plugin } from "../core/component.ts";
+import { ConfigError, errorMessage, StartupError } from "../core/errors.ts";
+import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
+import { logger, RateLimitedLog } from "../core/log.ts";
+import { IpAddress, joinHostPort } from "../net/ip.ts";
+import {
+  FireflyParseError,
+  type FireflyParseReason,
+  fireflyToFlowEvent,
+  parseFirefly,
+} from "../scitags/firefly.ts";
+
+/** The original refused smaller buffers: a firefly with enrichment does not fit in less. */
+export const MIN_BUFFER_SIZE = 2048;
+
+/** Longest delay a timer takes; longer deadlines are checked in steps of this. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Settings of the firefly plugin (its configuration section). */
+export interface FireflyPluginOptions {
+  /** IPv4 or IPv6 literal; `::` listens on both families. */
+  bindAddress: string;
+  /** UDP port; 0 picks a free one (tests). */
+  bindPort: number;
+  /** Largest datagram accepted, in bytes (at least 2048). */
+  bufferSize: number;
+  /** Seconds without a datagram after which a debug line says so; 0: never. */
+  deadline: number;
+  /** True: every datagram must start with a syslog header. False: the header is optional. */
+  hasSyslogHeader: boolean;
+}
+
+/** Why a datagram gave no event: a parse reason, or larger than `bufferSize`. */
+export type FireflyRejectReason = FireflyParseReason | "oversize";
+
+/** Counters, for tests and diagnostics. */
+export interface FireflyPluginStats {
+  /** Datagrams received. */
+  received: number;
+  /** Events the core took. */
+  accepted: number;
+  /** Events the core refused (queue full, stopping). */
+  refused: number;
+  /** Valid fireflies whose missing or empty start-time was treated as unknown (flowd-go 2.4.2 ends). */
+  repaired: number;
+  /** Datagrams rejected, by reason. */
+  rejected: Record<FireflyRejectReason, number>;
+}
+
+const log = logger("plugins", "firefly");
+
+function emptyRejected(): Record<FireflyRejectReason, number> {
+  return {
+    "oversize": 0,
+    "encoding": 0,
+    "syslog-header": 0,
+    "not-a-firefly": 0,
+    "not-json": 0,
+    "unsupported-version": 0,
+    "schema": 0,
+    "flow-event": 0,
+  };
+}
+
+export class FireflyPlugin implements Plugin {
+  readonly name = "firefly";
+  readonly stats: FireflyPluginStats = {
+    received: 0,
+    accepted: 0,
+    refused: 0,
+    repaired: 0,
+    rejected: emptyRejected(),
+  };
+  readonly #address: IpAddress;
+  readonly #rejectLogs = new Map<FireflyRejectReason, RateLimitedLog>();
+  readonly #refuseLog = new RateLimitedLog();
+  #socket: dgram.Socket | undefined;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastReceive = 0;
+
+  constructor(private readonly opts: FireflyPluginOptions) {
+    const address = IpAddress.tryParse(opts.bindAddress);
+    if (address === undefined) {
+      throw new ConfigError(`plugins.firefly.bindAddress "${opts.bindAddress}" is not an IP address`);
+    }
+    if (!Number.isInteger(opts.bufferSize) || opts.bufferSize < MIN_BUFFER_SIZE) {
+      throw new ConfigError(
+        `plugins.firefly.bufferSize ${opts.bufferSize} is too small: make it at least ${MIN_BUFFER_SIZE} bytes`,
+      );
+    }
+    this.#address = address;
+  }
+
+  /** The port actually bound (useful with bindPort 0); only valid after start(). */
+  get port(): number {
+    if (this.#socket === undefined) throw new Error("the firefly plugin has not been started");
+    return this.#socket.address().port;
+  }
+
+  async start(sink: EventSink): Promise<void> {
+    if (this.#socket !== undefined) throw new Error("the firefly plugin was already started");
+    const where = joinHostPort(this.#address.toString(), this.opts.bindPort);
+    const v6 = this.#address.family === "ipv6";
+    // `::` also takes IPv4 (as IPv4-mapped senders), like the original's Go listener. No recvBufferSize:
+    // Deno's node:dgram does not pass it to the kernel (SO_RCVBUF stays rmem_default) but allocates that
+    // much for every datagram read, which cut the rate from tens of thousands to 1,600 per second. Its
+    // default read size (64 KiB) already takes any UDP datagram whole.
+    const socket = dgram.createSocket({
+      type: v6 ? "udp6" : "udp4",
+      ipv6Only: v6 && !this.#address.isUnspecified(),
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("error", reject);
+        socket.bind(this.opts.bindPort, this.#address.toString(), () => {
+          socket.off("error", reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      try {
+        socket.close();
+      } catch { /* never bound */ }
+      throw new StartupError(`firefly: cannot listen on ${where}/udp: ${errorMessage(err)}`, { cause: err });
+    }
+    socket.on("error", (err) => log.error("error on the firefly socket", { err: errorMessage(err) }));
+    socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => this.#receive(msg, rinfo, sink));
+    this.#socket = socket;
+    log.info("listening for fireflies", {
+      address: joinHostPort(this.#address.toString(), socket.address().port),
+      bufferSize: this.opts.bufferSize,
+    });
+    if (this.opts.deadline > 0) {
+      this.#lastReceive = performance.now();
+      this.#armIdleTimer();
+    }
+  }
+
+  stop(): Promise<void> {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    const socket = this.#socket;
+    this.#socket = undefined;
+    if (socket === undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      try {
+        socket.close(() => resolve());
+      } catch {
+        resolve(); // already closed
+      }
+    });
+  }
+
+  #receive(msg: Uint8Array, rinfo: dgram.RemoteInfo, sink: EventSink): void {
+    this.stats.received++;
+    if (this.opts.deadline > 0) this.#lastReceive = performance.now();
+    // Only needed for log lines; built lazily so a busy relay does not pay for it per datagram.
+    const from = () => joinHostPort(rinfo.address, rinfo.port);
+    if (msg.length > this.opts.bufferSize) {
+      this.#reject(
+        "oversize",
+        `datagram of ${msg.length} bytes is larger than bufferSize (${this.opts.bufferSize})`,
+        from,
+        msg.length,
+      );
+      return;
+    }
+    let event: FlowEvent;
+    try {
+      // flowd-go 2.4.2 sends end fireflies with "start-time": "" and flowd omits it on ongoing ones:
+      // accept them, and treat that start as unknown so the core can supply the one it saw.
+      const parsed = parseFirefly(msg, { hasSyslogHeader: this.opts.hasSyslogHeader, repairStartTime: true });
+      event = fireflyToFlowEvent(parsed.document);
+      if (parsed.repairs) {
+        this.stats.repaired++;
+        const { startTime: _unknown, ...rest } = event;
+        event = rest;
+      }
+    } catch (err) {
+      if (!(err instanceof FireflyParseError)) throw err;
+      this.#reject(err.reason, err.message, from, msg.length);
+      return;
+    }
+    const result = sink.emit(event);
+    if (result.accepted) {
+      this.stats.accepted++;
+      log.debug("firefly received", () => ({ from: from(), flow: describeFlow(event) }));
+    } else {
+      this.stats.refused++;
+      this.#refuseLog.run((suppressed) =>
+        log.warn("flow event from a firefly was refused", {
+          from: from(),
+          reason: result.reason,
+          flow: describeFlow(event),
+          suppressed,
+        })
+      );
+    }
+  }
+
+  #reject(reason: FireflyRejectReason, message: string, from: () => string, bytes: number): void {
+    this.stats.rejected[reason]++;
+    let limiter = this.#rejectLogs.get(reason);
+    if (limiter === undefined) this.#rejectLogs.set(reason, limiter = new RateLimitedLog());
+    limiter.run((suppressed) =>
+      log.warn("ignoring a datagram that is not a valid firefly", {
+        from: from(),
+        reason,
+        err: message,
+        bytes,
+        rejectedTotal: this.stats.rejected[reason],
+        suppressed,
+      })
+    );
+  }
+
+  /** The original's read deadline only made an idle socket log at debug level; so does this. */
+  #armIdleTimer(): void {
+    const deadlineMs = this.opts.deadline * 1000;
+    const due = this.#lastReceive + deadlineMs - performance.now();
+    this.#idleTimer = setTimeout(() => {
+      if (this.#socket === undefined) return;
+      if (performance.now() - this.#lastReceive >= deadlineMs) {
+        log.debug("no firefly received within the deadline", { deadlineSeconds: this.opts.deadline });
+        this.#lastReceive = performance.now();
+      }
+      this.#armIdleTimer();
+    }, Math.min(Math.max(due, 1), MAX_TIMER_MS));
+  }
+}
