@@ -61,7 +61,23 @@ export async function startDaemon(
     flowdCommand(["--conf", confPath, "--log-level", "debug", ...extraArgs, "run"]),
     opts.prefix,
   );
-  const process = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped", stdin: "null" }).spawn();
+  const daemon = superviseProcess(cmd, args);
+  try {
+    await daemon.waitForLine(/msg="let's go!"/);
+  } catch (err) {
+    await daemon[Symbol.asyncDispose]();
+    throw err;
+  }
+  return daemon;
+}
+
+/**
+ * Spawns any command whose stderr is collected line by line, as a `Daemon` (killed with SIGKILL on
+ * disposal if not stopped), without waiting for anything.
+ */
+export function superviseProcess(cmd: string, args: string[], env?: Record<string, string>): Daemon {
+  const process = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "piped", stdin: "null" })
+    .spawn();
   const lines: string[] = [];
   const listeners = new Set<() => void>();
   let exited = false;
@@ -129,12 +145,6 @@ export async function startDaemon(
       await pump;
     },
   };
-  try {
-    await waitForLine(/msg="let's go!"/);
-  } catch (err) {
-    await daemon[Symbol.asyncDispose]();
-    throw err;
-  }
   return daemon;
 }
 
