@@ -440,6 +440,14 @@ backends:
           const cleaned = await run(post);
           assert.equal(cleaned.code, 0, cleaned.stderr + cleaned.stdout);
           assert.match(cleaned.stdout, /nothing to clean/);
+          // The runtime's code cache lives in the CacheDirectory and holds only the service's own files (the
+          // root ExecStopPost must neither write there nor read code the service user could have written).
+          const cached = (await ok(["find", box.cacheDir, "-mindepth", "1", "-printf", "%u %p\n"])).trim()
+            .split("\n");
+          if (form === "bundle") assert.ok(cached.some((l) => l.endsWith("/deno")), cached.join("\n"));
+          for (const l of cached.filter(Boolean)) {
+            assert.ok(l.startsWith(`${box.uid} `), `not the service's: ${l}`);
+          }
         },
       });
 
