@@ -18,12 +18,15 @@ import { SkopsEnricher } from "./enrichers/skops.ts";
 import { APPLICATION_NAME, VERSION } from "./version.ts";
 import { Registry } from "./scitags/registry.ts";
 import { registryIdResolver } from "./plugins/pipe_line.ts";
+import type { HealthSource } from "./core/health.ts";
 
 /** Facts about the host the components need. */
 export interface HostFacts {
   hostname: string;
   /** The SciTags registry in use (experiment and activity names); default: the embedded copy. */
   registry?: () => Registry;
+  /** The daemon's health metrics (bus and components), for the prometheus backend to serve. */
+  health?: HealthSource;
 }
 
 /** Resolves a path from the configuration: relative paths are relative to workDir. */
@@ -83,7 +86,9 @@ export function buildComponents(config: Config, host: HostFacts): Components {
       new FireflyBackend({ config: b.firefly, hostname: host.hostname, appName: APPLICATION_NAME }),
     );
   }
-  if (b.prometheus) backends.push(new PrometheusBackend({ config: b.prometheus, version: VERSION }));
+  if (b.prometheus) {
+    backends.push(new PrometheusBackend({ config: b.prometheus, version: VERSION, health: host.health }));
+  }
 
   if (e?.skops) enrichers.push(new SkopsEnricher({ config: e.skops, periodMs: e.period }));
   if (e?.netlink) enrichers.push(new NetlinkEnricher({ config: e.netlink, periodMs: e.period }));

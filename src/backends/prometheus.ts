@@ -19,6 +19,7 @@ import type { PrometheusConfig } from "../config/schema.ts";
 import { FlowSeries } from "./prometheus_flows.ts";
 import { FlowCounts, IdPairLabels, TrafficAggregates } from "./prometheus_aggregates.ts";
 import { registerProcessMetrics } from "./prometheus_process.ts";
+import { type HealthSource, renderHealthMetrics } from "../core/health.ts";
 
 /** Flows with per-flow series per flavour, at most; further flows only count in the aggregates. */
 export const MAX_EXPORTED_FLOWS = 50_000;
@@ -30,6 +31,8 @@ export interface PrometheusBackendOptions {
   version: string;
   /** Flows with per-flow series per flavour (default `MAX_EXPORTED_FLOWS`). */
   maxFlows?: number;
+  /** The daemon's health metrics (queues, drops, rejections), served on every endpoint. */
+  health?: HealthSource;
 }
 
 /** One flavour's registry, data and server. */
@@ -42,9 +45,13 @@ interface Endpoint {
   server?: Deno.HttpServer<Deno.NetAddr>;
 }
 
-/** What a scrape gets: the registry's metrics (flow counts, process), the traffic aggregates, the per-flow families. */
-async function exposition(e: Endpoint): Promise<string> {
-  return `${await e.registry.metrics()}\n${e.traffic.render()}\n${e.series.render()}`;
+/**
+ * What a scrape gets: the registry's metrics (flow counts, process), the daemon's health metrics, the
+ * traffic aggregates, the per-flow families.
+ */
+async function exposition(e: Endpoint, health: HealthSource | undefined): Promise<string> {
+  const healthText = health ? renderHealthMetrics(health()) : "";
+  return `${await e.registry.metrics()}\n${healthText}${e.traffic.render()}\n${e.series.render()}`;
 }
 
 /** The prometheus backend: one registry and HTTP server per enricher flavour. */
@@ -73,7 +80,7 @@ export class PrometheusBackend implements Backend {
   async metricsText(flavour: Flavour): Promise<string> {
     const e = this.#endpoints.get(flavour);
     if (!e) throw new Error(`the ${flavour} metrics are disabled`);
-    return await exposition(e);
+    return await exposition(e, this.opts.health);
   }
 
   async start(): Promise<void> {
@@ -137,7 +144,7 @@ export class PrometheusBackend implements Backend {
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
     }
-    const body = await exposition(e);
+    const body = await exposition(e, this.opts.health);
     return new Response(req.method === "HEAD" ? null : body, {
       headers: { "Content-Type": e.registry.contentType },
     });

@@ -47,14 +47,17 @@ async function startInstance(config: Config): Promise<Instance> {
   // Refreshing (when configured) runs in the background: names resolve with the cached or embedded copy meanwhile.
   const registry = registrySourceFor(config);
   registry.start();
+  // The prometheus backend reads the supervisor's health metrics at scrape time, once it exists.
+  let healthOf: Supervisor | undefined;
   let supervisor: Supervisor;
   try {
     const components = buildComponents(config, {
       hostname: Deno.hostname(),
       registry: () => registry.current(),
+      health: () => healthOf?.health() ?? [],
     });
     const bus = new EventBus({ queueCapacity: BUS_QUEUE_CAPACITY, flowTableCapacity: FLOW_TABLE_CAPACITY });
-    supervisor = new Supervisor(components, bus);
+    supervisor = healthOf = new Supervisor(components, bus);
     await supervisor.start();
   } catch (err) {
     await registry.stop();

@@ -20,6 +20,7 @@ import { FlowTable } from "./flow_table.ts";
 import { type Micros, nowMicros } from "./time.ts";
 import { errorMessage } from "./errors.ts";
 import { logger, RateLimitedLog } from "./log.ts";
+import type { HealthMetric } from "./health.ts";
 
 /** Tuning of the bus. */
 export interface BusOptions {
@@ -158,6 +159,51 @@ export class EventBus implements EventSink, EnrichmentSink {
   stats(): Record<string, BackendStats> {
     const out: Record<string, BackendStats> = {};
     for (const l of this.#lanes) out[l.backend.name] = { ...l.stats, queued: l.queue.size };
+    return out;
+  }
+
+  /** Per-backend handled/dropped/failed counters and queue depth, as health metrics. */
+  health(): HealthMetric[] {
+    const out: HealthMetric[] = [];
+    for (const l of this.#lanes) {
+      const labels = { backend: l.backend.name };
+      out.push(
+        {
+          name: "flowd_bus_events_handled_total",
+          help: "Flow events a backend handled",
+          type: "counter",
+          labels,
+          value: l.stats.handled,
+        },
+        {
+          name: "flowd_bus_events_dropped_total",
+          help: "Flow events dropped for a backend because its queue was full",
+          type: "counter",
+          labels,
+          value: l.stats.dropped,
+        },
+        {
+          name: "flowd_bus_events_failed_total",
+          help: "Flow events a backend failed to handle",
+          type: "counter",
+          labels,
+          value: l.stats.failed,
+        },
+        {
+          name: "flowd_bus_queue_events",
+          help: "Flow events waiting in a backend's queue",
+          type: "gauge",
+          labels,
+          value: l.queue.size,
+        },
+      );
+    }
+    out.push({
+      name: "flowd_bus_events_received_total",
+      help: "Flow events the bus accepted from plugins",
+      type: "counter",
+      value: this.#received,
+    });
     return out;
   }
 

@@ -6,6 +6,7 @@
  * then `stop()` (release everything; must be safe to call after a failed or partial start).
  */
 import type { FlowEvent } from "./flow_event.ts";
+import type { HealthMetric } from "./health.ts";
 import type { FlowInfo } from "./flow_info.ts";
 import type { Micros } from "./time.ts";
 
@@ -25,6 +26,8 @@ export interface Plugin {
   readonly name: string;
   start(sink: EventSink): Promise<void>;
   stop(): Promise<void>;
+  /** Counters about itself (inputs rejected by reason, ...), read at scrape time. */
+  health?(): HealthMetric[];
 }
 
 /** A sink of flow events (marker, firefly, prometheus). */
@@ -43,6 +46,8 @@ export interface Backend {
    */
   enrich?(sample: EnrichmentSample): void;
   stop(): Promise<void>;
+  /** Counters about itself (sends failed, map entries evicted, ...), read at scrape time. */
+  health?(): HealthMetric[];
 }
 
 /** Where an enricher delivers samples; never blocks. */
@@ -74,4 +79,6 @@ export interface Enricher {
   /** Stop measuring a flow (its end event arrived); a flow not watched is ignored. */
   forget(flow: FlowEvent): void;
   stop(): Promise<void>;
+  /** Counters about itself, read at scrape time. */
+  health?(): HealthMetric[];
 }

@@ -7,6 +7,7 @@ import type { Backend, Enricher, Plugin } from "./component.ts";
 import { EventBus } from "./bus.ts";
 import { errorMessage, StartupError } from "./errors.ts";
 import { logger } from "./log.ts";
+import type { HealthMetric } from "./health.ts";
 
 /** The components of one daemon instance, each list in start order. */
 export interface Components {
@@ -34,6 +35,21 @@ export class Supervisor {
 
   constructor(readonly components: Components, bus: EventBus) {
     this.bus = bus;
+  }
+
+  /** The bus's and every component's health metrics; a component that fails to report is skipped. */
+  health(): HealthMetric[] {
+    const out = this.bus.health();
+    const { backends, enrichers, plugins } = this.components;
+    for (const part of [...plugins, ...backends, ...enrichers]) {
+      if (!part.health) continue;
+      try {
+        out.push(...part.health());
+      } catch (err) {
+        log.debug("component failed to report its health", { name: part.name, err: errorMessage(err) });
+      }
+    }
+    return out;
   }
 
   /** Starts everything; on failure stops what was started and throws a `StartupError`. */
