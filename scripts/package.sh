@@ -116,7 +116,9 @@ if [[ ! -d "$vendor_cache" ]]; then
       if [[ -d "$registry/$pkg/$ver" ]]; then
         mkdir -p "$seed/npm/$r/$pkg"
         cp -R "$registry/$pkg/$ver" "$seed/npm/$r/$pkg/"
-        cp "$registry/$pkg/registry.json" "$seed/npm/$r/$pkg/"
+        # A fresh `deno install` keeps the package metadata only for direct dependencies; the bundle run
+        # below fetches whatever metadata it still needs.
+        if [[ -f "$registry/$pkg/registry.json" ]]; then cp "$registry/$pkg/registry.json" "$seed/npm/$r/$pkg/"; fi
       fi
     done
   done
@@ -127,6 +129,8 @@ if [[ ! -d "$vendor_cache" ]]; then
   # One bundle with only this cache: it fetches whatever the seed lacked, so the cache is complete.
   mkdir -p "$stage/probe"
   cp -R "$here/src" "$here/ffi" "$here/deno.json" "$here/deno.lock" "$stage/probe/"
+  # The bundle embeds the BPF objects: a fresh clone has none until they are built (kept when up to date).
+  bash "$here/scripts/build_bpf.sh" >&2 || fail "cannot build the BPF objects (scripts/build_bpf.sh)"
   mkdir -p "$stage/probe/bpf" && cp -R "$here/bpf/build" "$stage/probe/bpf/build"
   (cd "$stage/probe" && DENO_DIR="$seed" "$deno_bin" bundle --quiet --frozen --node-modules-dir=none \
     --platform deno -o "$stage/probe.js" src/main.ts) || fail "cannot complete the vendored Deno cache"

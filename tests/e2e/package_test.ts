@@ -86,6 +86,24 @@ function hidingPrefix(): string[] {
 }
 
 /**
+ * argv prefix that hides the built BPF objects (root only: an empty tmpfs over bpf/build in a private mount
+ * namespace), so a package build sees the tree as a fresh clone has it.
+ */
+function freshClonePrefix(): string[] {
+  if (!isRoot) return [];
+  return [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    `mkdir -p "${HERE}/bpf/build" && mount -t tmpfs -o mode=0755 fresh "${HERE}/bpf/build" && exec "$@"`,
+    "fresh",
+  ];
+}
+
+/**
  * argv prefix that joins a named network namespace and nothing else: unlike `ip netns exec`, which mounts a
  * fresh /sys, it keeps the host's cgroup2 mount visible for the sock_ops programs.
  */
@@ -124,10 +142,35 @@ Deno.test({
       const commit = (await ok(["git", "-C", HERE, "describe", "--always", "--dirty", "--abbrev=40"])).trim();
 
       // ---- the build ---------------------------------------------------------------------------------
+      // As on a brand-new machine: an empty HOME, Deno cache and toolchain directory of its own (setup.sh
+      // installs Deno again from npm, the vendored cache is made from nothing), and, as root, no BPF
+      // objects (bpf/build hidden under an empty tmpfs in a private mount namespace), as in a fresh clone.
+      const fresh = `${scratch}/fresh-home`;
+      await Deno.mkdir(fresh);
       const started = Date.now();
-      const built = await run(["bash", `${HERE}/scripts/package.sh`, "--out", `${scratch}/rpmbuild`], {
-        env: { NO_COLOR: "1" },
-      });
+      const built = await run(
+        [...freshClonePrefix(), "bash", `${HERE}/scripts/package.sh`, "--out", `${scratch}/rpmbuild`],
+        {
+          clearEnv: true,
+          env: {
+            // The rest of the environment stays (certificate settings, PATH); nothing of ours does.
+            ...Object.fromEntries(
+              Object.entries(Deno.env.toObject()).filter(([k]) =>
+                !k.startsWith("DENO_") && !k.startsWith("FLOWD_GO_") && !k.startsWith("npm_")
+              ),
+            ),
+            HOME: fresh,
+            FLOWD_GO_TOOLCHAIN: `${fresh}/toolchain`,
+            NO_COLOR: "1",
+          },
+        },
+      );
+      assert.doesNotMatch(
+        built.stderr,
+        /No such file|cannot stat/,
+        "package.sh read something it never made",
+      );
+      assert.match(built.stderr, /installing deno/, "the build did not start from an empty toolchain");
       assert.equal(built.code, 0, `scripts/package.sh failed:\n${built.stderr}`);
       const rpmFile = built.stdout.trim().split("\n").at(-1)!;
       const form = /FALLBACK form/.test(built.stderr) ? "bundle" : "compile";

@@ -286,21 +286,34 @@ privilegedTest("marker prog: devices without an Ethernet header (link layer none
 });
 
 privilegedTest("marker prog: the debug object marks the same way and traces", async () => {
-  using program = await loaded("label", false, true);
-  const spec: FrameSpec = { src: LOCAL, dst: PEER, protocol: "tcp", sport: 42424, dport: 443 };
-  const frame = ipv6Frame(spec);
-  const tag = 0x9a5b7;
-  program.setFlow(identity(spec), tag);
-  assertBytes(run(program, frame).data, withFlowLabel(frame, 14, tag), "debug object marks");
-  // bpf_printk lines land in the trace buffer; mount tracefs for the check if nobody has.
+  // bpf_printk output is the bpf_trace_printk trace event. The top-level buffer is shared with every other
+  // traced program and reader on the machine, so the test records the event in a trace instance of its own
+  // and looks for a label no other run writes.
   const tracefs = "/sys/kernel/tracing";
   const mounted = (await Deno.readTextFile("/proc/self/mounts")).split("\n").some((l) =>
     l.split(" ")[1] === tracefs
   );
   if (!mounted) await sh(["mount", "-t", "tracefs", "nodev", tracefs]);
+  const instance = `${tracefs}/instances/flowd-go-test-${Deno.pid}`;
   try {
-    const trace = await Deno.readTextFile(`${tracefs}/trace`);
-    assert.match(trace, /flowd_marker: labelled 0x9a5b7/, "bpf_printk trace of the marking");
+    await Deno.mkdir(instance);
+    try {
+      await Deno.writeTextFile(`${instance}/events/bpf_trace/bpf_trace_printk/enable`, "1");
+      using program = await loaded("label", false, true);
+      const spec: FrameSpec = { src: LOCAL, dst: PEER, protocol: "tcp", sport: 42424, dport: 443 };
+      const frame = ipv6Frame(spec);
+      const tag = 0x10000 + Math.floor(Math.random() * 0xeffff);
+      program.setFlow(identity(spec), tag);
+      assertBytes(run(program, frame).data, withFlowLabel(frame, 14, tag), "debug object marks");
+      const trace = await Deno.readTextFile(`${instance}/trace`);
+      assert.match(
+        trace,
+        new RegExp(`flowd_marker: labelled 0x${tag.toString(16)}\\b`),
+        "bpf_printk trace of the marking",
+      );
+    } finally {
+      await Deno.remove(instance); // rmdir of an instance removes its buffers
+    }
   } finally {
     if (!mounted) await sh(["umount", tracefs]);
   }
