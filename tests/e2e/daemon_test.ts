@@ -155,7 +155,7 @@ Deno.test("e2e: SIGHUP reloads the configuration; a broken one is reported and t
   const dir = await Deno.makeTempDir({ prefix: "flowd-e2e-" });
   const port1 = freePort(), port2 = freePort();
   const text = (port: number) =>
-    `pidPath: ${dir}/pid\nworkDir: ${dir}\nplugins:\n  api: {bindPort: ${port}}\nbackends:\n  firefly: {sendToDestination: false}\n`;
+    `pidPath: ${dir}/pid\nworkDir: ${dir}\nplugins:\n  api: {bindPort: ${port}, enableDummyEndpoints: true}\nbackends:\n  firefly: {sendToDestination: false}\n`;
   const conf = await writeConfig(dir, text(port1));
   try {
     await using daemon = await startDaemon(conf);
