@@ -552,7 +552,7 @@ export class HttpServer {
     body.set(c.buf.subarray(c.rpos, c.wpos));
     c.rpos = c.wpos = 0;
     while (got < length) {
-      const n = await this.#bodyRead(c, body.subarray(got));
+      const n = await this.#bodyRead(c, body.subarray(got), "before its declared length");
       if (n instanceof HttpRejection) return n;
       got += n;
     }
@@ -574,14 +574,14 @@ export class HttpServer {
         c.wpos -= c.rpos;
         c.rpos = 0;
       }
-      const n = await this.#bodyRead(c, c.buf.subarray(c.wpos));
+      const n = await this.#bodyRead(c, c.buf.subarray(c.wpos), "before its last chunk");
       if (n instanceof HttpRejection) return n;
       c.wpos += n;
     }
   }
 
-  /** One read of body bytes that a body timeout or a stop can interrupt. */
-  async #bodyRead(c: Connection, into: Uint8Array): Promise<number | HttpRejection> {
+  /** One read of body bytes that a body timeout or a stop can interrupt; `early` words an EOF. */
+  async #bodyRead(c: Connection, into: Uint8Array, early: string): Promise<number | HttpRejection> {
     if (c.interrupted) return this.#interruption(c.interrupted);
     const read = c.conn.read(into);
     const woken = new Promise<Interrupt>((resolve) => c.wake = resolve);
@@ -598,7 +598,7 @@ export class HttpServer {
       return this.#interruption(outcome);
     }
     if (outcome === null) {
-      return new HttpRejection(400, "the request body ended before its declared length", "truncated_body");
+      return new HttpRejection(400, `the request body ended ${early}`, "truncated_body");
     }
     return outcome;
   }

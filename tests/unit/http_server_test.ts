@@ -426,3 +426,40 @@ Deno.test("http server: limits must be positive numbers", () => {
     /idleTimeoutMs must be a positive number, not 0/,
   );
 });
+
+Deno.test("http server: a chunked body cut short is a 400; header values with Latin-1 bytes reach the handler", async () => {
+  await withServer({}, async (_server, port) => {
+    {
+      await using c = await RawHttpClient.connect(port);
+      await c.send(requestHead("POST", "/", ["Transfer-Encoding: chunked"]) + "5\r\nab");
+      await c.closeWrite();
+      const r = await c.response();
+      assert.equal(r.status, 400);
+      assert.match(r.body, /ended before its last chunk/);
+    }
+    const seen: string[] = [];
+    const server = HttpServer.listen(
+      { hostname: "127.0.0.1", port: 0, name: "latin1", log: logger("test") },
+      (req) => {
+        seen.push(req.headers.get("x-name") ?? "");
+        return new Response("ok", { headers: { "x-back": req.headers.get("x-name") ?? "" } });
+      },
+    );
+    try {
+      await using c = await RawHttpClient.connect(server.addr.port);
+      await c.send(
+        new Uint8Array([
+          ...new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\nX-Name: Ren"),
+          0xe9,
+          ...new TextEncoder().encode("e\r\n\r\n"),
+        ]),
+      );
+      const r = await c.response();
+      assert.equal(r.status, 200);
+      assert.deepEqual(seen, ["Ren\u00e9e"]);
+      assert.equal(r.headers.get("x-back"), "Ren\u00e9e", "written back as the one byte 0xe9");
+    } finally {
+      await server.stop();
+    }
+  });
+});
