@@ -448,7 +448,8 @@ export class HttpServer {
       const head = await this.#readHead(c);
       if (head === null) return;
       if (head instanceof HttpRejection) return await this.#reject(c, head, true);
-      const body = await this.#readBody(c, head);
+      let body = this.#bodyAtHand(c, head);
+      if (body === undefined) body = await this.#readBody(c, head);
       if (body instanceof HttpRejection) {
         // After a timeout or a stop a read is still pending: answer and close, do not drain.
         const pendingRead = body.reason === "body_timeout" || body.reason === "stopping";
@@ -515,8 +516,11 @@ export class HttpServer {
     );
   }
 
-  /** Reads the whole body (bounded in size and time); null when there is none. */
-  async #readBody(c: Connection, head: RequestHead): Promise<Uint8Array | null | HttpRejection> {
+  /**
+   * The body when no read is needed: none, too large, or already in the buffer (the common case: it came
+   * with the head); undefined when it must be read.
+   */
+  #bodyAtHand(c: Connection, head: RequestHead): Uint8Array | null | HttpRejection | undefined {
     const length = head.contentLength;
     if (length === 0) return null;
     const max = this.#limits.maxBodyBytes;
@@ -527,13 +531,20 @@ export class HttpServer {
         "body_too_large",
       );
     }
-    const buffered = c.wpos - c.rpos;
-    if (length > 0 && buffered >= length) {
-      // The common case: the body came with the head.
-      const body = c.buf.slice(c.rpos, c.rpos + length);
+    if (length > 0 && c.wpos - c.rpos >= length) {
+      // A view, not a copy: the Request built from it right away copies it, before anything else is
+      // read into the buffer.
+      const body = c.buf.subarray(c.rpos, c.rpos + length);
       c.rpos += length;
       return body;
     }
+    return undefined;
+  }
+
+  /** Reads the rest of a body (bounded in size and time). */
+  async #readBody(c: Connection, head: RequestHead): Promise<Uint8Array | HttpRejection> {
+    const length = head.contentLength;
+    const buffered = c.wpos - c.rpos;
     if (this.#stopping) return this.#stoppingRejection();
     if (head.expectContinue && buffered === 0) {
       c.phase = Phase.Write;
@@ -543,7 +554,9 @@ export class HttpServer {
     c.phase = Phase.Body;
     c.deadline = performance.now() + this.#limits.bodyTimeoutMs;
     c.interrupted = this.#stopping ? "stop" : undefined;
-    return length > 0 ? await this.#readFixed(c, length) : await this.#readChunked(c, max);
+    return length > 0
+      ? await this.#readFixed(c, length)
+      : await this.#readChunked(c, this.#limits.maxBodyBytes);
   }
 
   async #readFixed(c: Connection, length: number): Promise<Uint8Array | HttpRejection> {
@@ -695,7 +708,8 @@ export class HttpServer {
     if (cls >= 1 && cls <= 5) this.#responses[cls - 1]!++;
     c.phase = Phase.Write;
     c.deadline = performance.now() + this.#limits.writeTimeoutMs;
-    await this.#writeAll(c, out);
+    const n = await c.conn.write(out);
+    if (n < out.byteLength) await this.#writeAll(c, out.subarray(n));
   }
 
   async #writeAll(c: Connection, bytes: Uint8Array): Promise<void> {
