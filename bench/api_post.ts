@@ -7,14 +7,17 @@
  * request than fetch) or over fetch ("deno").
  *
  *   deno run --allow-all bench/api_post.ts [--seconds 10] [--connections 32] [--warmup 3] [--client raw|deno|wrk]
- *                                          [--server api|bare|hono]
+ *                                          [--server api|bare|hono|ours|ours-hono]
  *
  * `--server bare` and `--server hono` run the anchor's two reference servers instead (req.json(), a small
  * JSON reply; plain Deno.serve or a 4-route Hono app), so figures taken without wrk can still be set
- * against the anchor on the same machine.
+ * against the anchor on the same machine. `--server ours` and `--server ours-hono` run the same two
+ * handlers on the daemon's own HTTP server (src/net/http_server.ts), which the api plugin uses.
  */
 import { Hono } from "hono";
 import { ApiPlugin } from "../src/plugins/api.ts";
+import { HttpServer } from "../src/net/http_server.ts";
+import { logger } from "../src/core/log.ts";
 
 const BODY = (() => {
   const json = JSON.stringify({
@@ -40,7 +43,7 @@ function flag(name: string, fallback: string): string {
 async function serve(kind: string): Promise<void> {
   let count = 0;
   let stop: () => Promise<void>;
-  if (kind === "bare" || kind === "hono") {
+  if (["bare", "hono", "ours", "ours-hono"].includes(kind)) {
     // The anchor's reference servers: parse the body, answer a small JSON object, bare or through Hono.
     const handle = async (req: Request) => {
       await req.json();
@@ -51,12 +54,21 @@ async function serve(kind: string): Promise<void> {
     app.get("/health", (c) => c.text("ok"));
     app.post("/flow", (c) => handle(c.req.raw));
     app.get("/flows", (c) => c.json([]));
-    const server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      kind === "bare" ? handle : app.fetch,
-    );
-    console.log(server.addr.port);
-    stop = () => server.shutdown();
+    const handler = kind === "bare" || kind === "ours" ? handle : app.fetch;
+    if (kind.startsWith("ours")) {
+      const server = HttpServer.listen({
+        hostname: "127.0.0.1",
+        port: 0,
+        name: "bench",
+        log: logger("bench"),
+      }, handler);
+      console.log(server.addr.port);
+      stop = () => server.stop();
+    } else {
+      const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, handler);
+      console.log(server.addr.port);
+      stop = () => server.shutdown();
+    }
   } else {
     const plugin = new ApiPlugin({ bindAddress: "127.0.0.1", bindPort: 0, application: "bench" });
     await plugin.start({

@@ -52,6 +52,14 @@ export function buildComponents(config: Config, host: HostFacts): Components {
         bindPort: p.api.bindPort,
         application: APPLICATION_NAME,
         resolveId,
+        enableDummyEndpoints: p.api.enableDummyEndpoints,
+        tokenFile: p.api.tokenFile === undefined ? undefined : resolvePath(config, p.api.tokenFile),
+        limits: {
+          maxConnections: p.api.maxConnections,
+          headerTimeoutMs: p.api.headerTimeout * 1000,
+          bodyTimeoutMs: p.api.bodyTimeout * 1000,
+          idleTimeoutMs: p.api.idleTimeout * 1000,
+        },
       }),
     );
   }

@@ -19,7 +19,8 @@ import type { PrometheusConfig } from "../config/schema.ts";
 import { FlowSeries } from "./prometheus_flows.ts";
 import { FlowCounts, IdPairLabels, TrafficAggregates } from "./prometheus_aggregates.ts";
 import { registerProcessMetrics } from "./prometheus_process.ts";
-import { type HealthSource, renderHealthMetrics } from "../core/health.ts";
+import { type HealthMetric, type HealthSource, renderHealthMetrics } from "../core/health.ts";
+import { HttpServer } from "../net/http_server.ts";
 
 /** Flows with per-flow series per flavour, at most; further flows only count in the aggregates. */
 export const MAX_EXPORTED_FLOWS = 50_000;
@@ -42,8 +43,14 @@ interface Endpoint {
   readonly registry: Registry;
   readonly series: FlowSeries;
   readonly traffic: TrafficAggregates;
-  server?: Deno.HttpServer<Deno.NetAddr>;
+  server?: HttpServer;
 }
+
+/** Scrapes have no body; anything larger than this is refused (413). */
+const MAX_SCRAPE_BODY_BYTES = 4096;
+
+/** The `listener` label of a flavour's server in the HTTP health metrics: the configuration key's name. */
+const LISTENER_NAME: Record<Flavour, string> = { Netlink: "prometheus-netlink", Ebpf: "prometheus-skops" };
 
 /**
  * What a scrape gets: the registry's metrics (flow counts, process), the daemon's health metrics, the
@@ -113,18 +120,20 @@ export class PrometheusBackend implements Backend {
     }
   }
 
-  #serve(e: Endpoint): Deno.HttpServer<Deno.NetAddr> {
-    const where = joinHostPort(this.opts.config.bindAddress, e.port);
-    let server: Deno.HttpServer<Deno.NetAddr>;
+  #serve(e: Endpoint): HttpServer {
+    const c = this.opts.config;
+    const where = joinHostPort(c.bindAddress, e.port);
+    let server: HttpServer;
     try {
-      server = Deno.serve({
-        hostname: this.opts.config.bindAddress,
+      server = HttpServer.listen({
+        hostname: c.bindAddress,
         port: e.port,
-        onListen: () => {},
-        onError: (err) => {
-          this.#log.error("metrics request failed", { flavour: e.flavour, err: errorMessage(err) });
-          return new Response("internal error\n", { status: 500 });
-        },
+        name: LISTENER_NAME[e.flavour],
+        log: this.#log,
+        maxConnections: c.maxConnections,
+        headerTimeoutMs: c.headerTimeout * 1000,
+        idleTimeoutMs: c.idleTimeout * 1000,
+        maxBodyBytes: MAX_SCRAPE_BODY_BYTES,
       }, (req) => this.#respond(e, req));
     } catch (err) {
       throw new StartupError(
@@ -175,11 +184,16 @@ export class PrometheusBackend implements Backend {
     }
   }
 
+  /** The metrics servers' counters (connections, timeouts, refusals). */
+  health(): HealthMetric[] {
+    return [...this.#endpoints.values()].flatMap((e) => e.server?.health() ?? []);
+  }
+
   async stop(): Promise<void> {
     for (const e of this.#endpoints.values()) {
       const server = e.server;
       e.server = undefined;
-      await server?.shutdown();
+      await server?.stop();
     }
   }
 }

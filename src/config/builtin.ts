@@ -24,12 +24,14 @@ plugins:
   api:
     bindAddress: 127.0.0.1
     bindPort: 7777
+    # GET /dummy/start and /dummy/end emit a test flow; fine on loopback for a demo, off by default.
+    enableDummyEndpoints: true
   namedPipe:
     pipePath: ${dir}/np
     pipeMode: "0600"
 backends:
   firefly:
-    # Fireflies go to a collector on loopback only (listen with: nc -ul 127.0.0.1 10514).
+    # Fireflies go to a collector on loopback only (a stand-in: the python3 one-liner in the README).
     sendToDestination: false
     sendToCollector: true
     collectorAddress: 127.0.0.1

@@ -103,10 +103,25 @@ export const NamedPipeSchema = z.strictObject({
   pipeGroup: z.union([str().min(1), uint(0xffff_fffe)]).optional(),
 });
 
+/** Additions: the connection cap and timeouts of an HTTP listener (API, metrics); seconds, fractions allowed. */
+function httpListenerKeys(maxConnections: number) {
+  return {
+    maxConnections: intRange(1, 65535, "a number of connections").default(maxConnections),
+    headerTimeout: seconds(0.01, 3600).default(10),
+    idleTimeout: seconds(0.01, 3600).default(60),
+  };
+}
+
 export const ApiSchema = z.strictObject({
   /** IPv4 or IPv6 address (or host name) to listen on. */
   bindAddress: str().min(1).default("127.0.0.1"),
   bindPort: port().default(7777),
+  ...httpListenerKeys(256),
+  bodyTimeout: seconds(0.01, 3600).default(30),
+  /** Addition: serve GET /dummy/start and /dummy/end (state changes on a GET: off by default). */
+  enableDummyEndpoints: bool().default(false),
+  /** Addition: a file whose content (trimmed) is the bearer token POST /flow requires. */
+  tokenFile: str().min(1, { error: "expected a non-empty path" }).optional(),
 });
 
 export const FireflyPluginSchema = z.strictObject({
@@ -312,6 +327,7 @@ export const PrometheusSchema = z.strictObject({
   bindAddress: str().min(1).default("127.0.0.1"),
   netlinkPort: port().default(8080),
   skopsPort: port().default(8081),
+  ...httpListenerKeys(32),
 });
 
 export const BackendsSchema = z.strictObject({

@@ -1,10 +1,13 @@
 /**
- * The `api` plugin: a small REST API (Hono on Deno.serve) through which other programs announce flows.
+ * The `api` plugin: a small REST API (Hono on our own HTTP server, src/net/http_server.ts) through which
+ * other programs announce flows.
  *
  * Routes, JSON shapes and pretty-printing follow the original (flowd-go-behaviour §4.2). Fixed on purpose
  * (§11.3 item 21): bodies are validated and rejections say which key is wrong, bodies are size-limited,
  * IPv6 bind addresses work, a listen failure stops startup, and a refused event is a 503 instead of a
- * request that hangs forever.
+ * request that hangs forever. Connections are bounded in number and every phase in time (slow clients
+ * cannot hold sockets); the GET routes that emit a dummy flow are off unless enabled (any web page could
+ * trigger a GET against 127.0.0.1), and POST /flow can require a bearer token.
  */
 import { type Context, Hono } from "hono";
 import type { EventSink, Plugin } from "../core/component.ts";
@@ -13,7 +16,10 @@ import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
+import { HttpServer, type HttpServerLimits } from "../net/http_server.ts";
+import type { HealthMetric } from "../core/health.ts";
 import { ApiFlowError, type ApiIdResolver, flowEventToApiJson, parseApiFlowBody } from "./api_json.ts";
+import { BearerToken, readTokenFile } from "./api_token.ts";
 
 /** Settings of the api plugin (the `plugins.api` configuration section plus what the daemon adds). */
 export interface ApiPluginOptions {
@@ -29,6 +35,12 @@ export interface ApiPluginOptions {
   shutdownTimeoutMs?: number;
   /** Resolves Experiment/Activity names in POST bodies; without it only numbers are accepted. */
   resolveId?: ApiIdResolver;
+  /** Serve GET /dummy/start and /dummy/end (default false: they answer 404). */
+  enableDummyEndpoints?: boolean;
+  /** File holding the bearer token that POST /flow (and the dummy routes) require; read at start. */
+  tokenFile?: string;
+  /** Connection cap and timeouts of the HTTP server (its defaults otherwise). */
+  limits?: Pick<HttpServerLimits, "maxConnections" | "headerTimeoutMs" | "bodyTimeoutMs" | "idleTimeoutMs">;
 }
 
 /** One entry of GET /'s route list, shaped like the original's echo route records. */
@@ -38,7 +50,7 @@ export interface ApiRoute {
   name: string;
 }
 
-/** The routes served, in the order GET / lists them. */
+/** The routes served (with the dummy endpoints enabled), in the order GET / lists them. */
 export const API_ROUTES: readonly ApiRoute[] = [
   { method: "GET", path: "/", name: "listRoutes" },
   { method: "GET", path: "/dummy/start", name: "dummyFlowStart" },
@@ -46,9 +58,10 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { method: "POST", path: "/flow", name: "postFlow" },
 ];
 
+const isDummyRoute = (r: ApiRoute) => r.path.startsWith("/dummy/");
+
 const DEFAULT_MAX_BODY_BYTES = 65536;
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 5000;
-const SHUTDOWN_SETTLE_MS = 10;
 
 const log = logger("plugins", "api");
 
@@ -73,78 +86,7 @@ class Rejection {
   constructor(readonly status: number, readonly message: string, readonly field?: string) {}
 }
 
-/**
- * Reads a body of at most `max` bytes; stops reading (and returns a Rejection) as soon as it grows past it.
- *
- * An oversize body is abandoned, not cancelled: cancelling makes the server drain the rest of the upload,
- * forever for an endless chunked one, while abandoning it leaves the client stalled until the connection closes.
- * A read still waiting when the plugin stops is abandoned too, and answered with 503.
- */
-async function readBodyLimited(
-  req: Request,
-  max: number,
-  abort: AbortSignal,
-): Promise<Uint8Array | Rejection> {
-  const tooLarge = () => new Rejection(413, `the request body is larger than the limit of ${max} bytes`);
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > max) return tooLarge();
-  if (abort.aborted) return shuttingDown();
-  // Touching req.body creates a stream and loses the server's whole-body fast path; only chunked bodies need it.
-  const stream = declared === null ? req.body : null;
-  if (declared === null && stream === null) return new Uint8Array(0);
-  let onAbort = () => {};
-  const aborted = new Promise<"aborted">((resolve) => onAbort = () => resolve("aborted"));
-  abort.addEventListener("abort", onAbort, { once: true });
-  try {
-    // The server holds a body to its declared length, so a declared one can be read in one go.
-    if (declared !== null) {
-      const whole = req.bytes();
-      whole.catch(() => {}); // abandoned on abort
-      const next = await Promise.race([whole, aborted]);
-      return next === "aborted" ? shuttingDown() : next;
-    }
-    return await readChunked(stream!.getReader(), max, aborted, tooLarge);
-  } finally {
-    abort.removeEventListener("abort", onAbort);
-  }
-}
-
-/** Reads a body of unknown length chunk by chunk, giving up past `max` bytes or on abort. */
-async function readChunked(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  max: number,
-  aborted: Promise<"aborted">,
-  tooLarge: () => Rejection,
-): Promise<Uint8Array | Rejection> {
-  try {
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    for (;;) {
-      const pending = reader.read();
-      // releaseLock() below rejects a read still pending; that rejection is expected.
-      pending.catch(() => {});
-      const next = await Promise.race([pending, aborted]);
-      if (next === "aborted") return shuttingDown();
-      if (next.done) break;
-      total += next.value.byteLength;
-      if (total > max) return tooLarge();
-      chunks.push(next.value);
-    }
-    const body = new Uint8Array(total);
-    let offset = 0;
-    for (const c of chunks) {
-      body.set(c, offset);
-      offset += c.byteLength;
-    }
-    return body;
-  } finally {
-    reader.releaseLock();
-  }
-}
-
-function shuttingDown(): Rejection {
-  return new Rejection(503, "the daemon is shutting down");
-}
+const SHUTTING_DOWN = "the daemon is shutting down";
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -203,9 +145,13 @@ export class ApiPlugin implements Plugin {
   readonly #application: string;
   readonly #shutdownTimeoutMs: number;
   readonly #resolveId: ApiIdResolver | undefined;
+  readonly #routes: readonly ApiRoute[];
+  readonly #tokenFile: string | undefined;
+  readonly #limits: ApiPluginOptions["limits"];
   readonly #rejectLog = new RateLimitedLog();
-  readonly #stopping = new AbortController();
-  #server: Deno.HttpServer<Deno.NetAddr> | undefined;
+  #stopping = false;
+  #token: BearerToken | undefined;
+  #server: HttpServer | undefined;
   #sink: EventSink | undefined;
   #stopped: Promise<void> | undefined;
 
@@ -224,6 +170,9 @@ export class ApiPlugin implements Plugin {
     this.#application = options.application;
     this.#shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
     this.#resolveId = options.resolveId;
+    this.#routes = options.enableDummyEndpoints ? API_ROUTES : API_ROUTES.filter((r) => !isDummyRoute(r));
+    this.#tokenFile = options.tokenFile;
+    this.#limits = options.limits;
   }
 
   /** The port actually bound (useful with bindPort 0); only valid after start(). */
@@ -232,55 +181,49 @@ export class ApiPlugin implements Plugin {
     return this.#server.addr.port;
   }
 
-  start(sink: EventSink): Promise<void> {
+  async start(sink: EventSink): Promise<void> {
     if (this.#server !== undefined || this.#stopped !== undefined) {
-      return Promise.reject(new Error("the api plugin was already started"));
+      throw new Error("the api plugin was already started");
     }
+    if (this.#tokenFile !== undefined) this.#token = await readTokenFile(this.#tokenFile);
     this.#sink = sink;
     const app = this.#buildApp();
     const where = joinHostPort(this.#host, this.#port);
     try {
-      // Deno.serve binds synchronously, so a busy port or a bad address throws right here.
-      this.#server = Deno.serve({
+      // Binds synchronously, so a busy port or a bad address throws right here.
+      this.#server = HttpServer.listen({
+        ...this.#limits,
         hostname: this.#host,
         port: this.#port,
-        onListen: ({ hostname, port }) =>
-          log.info("api listening", { address: joinHostPort(hostname, port) }),
-        onError: (err) => {
-          log.error("api request failed", { err: errorMessage(err) });
-          return jsonResponse(500, { message: "Internal Server Error" });
-        },
+        name: "api",
+        log,
+        maxBodyBytes: this.#maxBodyBytes,
+        shutdownTimeoutMs: this.#shutdownTimeoutMs,
+        errorResponse: (status, message, reason) =>
+          jsonResponse(status, { message: reason === "stopping" ? SHUTTING_DOWN : message }),
       }, app.fetch);
     } catch (err) {
-      return Promise.reject(
-        new StartupError(`api: cannot listen on ${where}: ${errorMessage(err)}`, { cause: err }),
-      );
+      throw new StartupError(`api: cannot listen on ${where}: ${errorMessage(err)}`, { cause: err });
     }
-    return Promise.resolve();
+    log.info("api listening", {
+      address: joinHostPort(this.#server.addr.hostname, this.#server.addr.port),
+      dummyEndpoints: this.#routes.length === API_ROUTES.length,
+      bearerToken: this.#token !== undefined,
+    });
   }
 
   /** Stops taking requests and waits (boundedly) for those in flight; idempotent. */
   stop(): Promise<void> {
     const server = this.#server;
     if (server === undefined) return Promise.resolve();
-    this.#stopped ??= (async () => {
-      this.#stopping.abort();
-      // Give handlers woken by the abort a moment to answer before the server stops taking responses:
-      // a graceful shutdown otherwise waits for their unfinished uploads, possibly for ever.
-      await new Promise((r) => setTimeout(r, SHUTDOWN_SETTLE_MS));
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<"timeout">((r) =>
-        timer = setTimeout(() => r("timeout"), this.#shutdownTimeoutMs)
-      );
-      const outcome = await Promise.race([server.shutdown().then(() => "done" as const), timeout]);
-      clearTimeout(timer);
-      if (outcome === "timeout") {
-        log.warn("api requests still running after the shutdown timeout", {
-          timeoutMs: this.#shutdownTimeoutMs,
-        });
-      }
-    })();
+    this.#stopping = true; // requests still reaching a handler are answered 503
+    this.#stopped ??= server.stop();
     return this.#stopped;
+  }
+
+  /** The HTTP server's counters (connections, timeouts, refusals). */
+  health(): HealthMetric[] {
+    return this.#server?.health() ?? [];
   }
 
   #buildApp(): Hono {
@@ -288,14 +231,19 @@ export class ApiPlugin implements Plugin {
     // Hono answers HEAD through the GET handlers; the original had no HEAD routes, and a HEAD must not
     // emit a dummy event, so HEAD goes to the same 404/405 answer as any other unrouted method.
     app.use("*", async (c, next) => {
-      if (c.req.method === "HEAD") return unrouted(c);
+      if (c.req.method === "HEAD") return this.#unrouted(c);
       await next();
     });
-    app.get("/", () => jsonResponse(200, { ApiRoutes: API_ROUTES }));
-    app.get("/dummy/start", (c) => this.#emit(dummyFlow("start", this.#application), c));
-    app.get("/dummy/end", (c) => this.#emit(dummyFlow("end", this.#application), c));
+    app.get("/", () => jsonResponse(200, { ApiRoutes: this.#routes }));
+    if (this.#routes.some(isDummyRoute)) {
+      app.get(
+        "/dummy/start",
+        (c) => this.#authorized(c) ?? this.#emit(dummyFlow("start", this.#application), c),
+      );
+      app.get("/dummy/end", (c) => this.#authorized(c) ?? this.#emit(dummyFlow("end", this.#application), c));
+    }
     app.post("/flow", (c) => this.#postFlow(c));
-    app.notFound(unrouted);
+    app.notFound((c) => this.#unrouted(c));
     app.onError((err, c) => {
       log.error("api handler failed", { method: c.req.method, path: c.req.path, err: errorMessage(err) });
       return jsonResponse(500, { message: "Internal Server Error" });
@@ -303,12 +251,23 @@ export class ApiPlugin implements Plugin {
     return app;
   }
 
+  /** With a token configured: undefined when the request carries it, else the 401 answer. */
+  #authorized(c: Context): Response | undefined {
+    if (this.#token === undefined) return undefined;
+    const problem = this.#token.check(c.req.header("authorization"));
+    if (problem === undefined) return undefined;
+    return this.#reject(c, new Rejection(401, problem), { "www-authenticate": "Bearer" });
+  }
+
   async #postFlow(c: Context): Promise<Response> {
     try {
+      const denied = this.#authorized(c);
+      if (denied) return denied;
       const unsupported = checkContentType(c.req.header("content-type"));
       if (unsupported) return this.#reject(c, unsupported);
-      const body = await readBodyLimited(c.req.raw, this.#maxBodyBytes, this.#stopping.signal);
-      if (body instanceof Rejection) return this.#reject(c, body);
+      if (this.#stopping) return this.#reject(c, new Rejection(503, SHUTTING_DOWN));
+      // The server has read the whole body already, within maxBodyBytes and the body timeout.
+      const body = await c.req.bytes();
       const event = parseApiFlowBody(decodeJsonBody(body), nowMicros(), this.#application, this.#resolveId);
       return this.#emit(event, c);
     } catch (err) {
@@ -320,7 +279,7 @@ export class ApiPlugin implements Plugin {
 
   #emit(event: FlowEvent, c: Context): Response {
     let refused: string | undefined;
-    if (this.#stopping.signal.aborted) refused = "the daemon is shutting down";
+    if (this.#stopping) refused = SHUTTING_DOWN;
     else {
       const result = this.#sink!.emit(event);
       if (!result.accepted) refused = result.reason;
@@ -332,7 +291,7 @@ export class ApiPlugin implements Plugin {
     return jsonResponse(200, flowEventToApiJson(event));
   }
 
-  #reject(c: Context, r: Rejection): Response {
+  #reject(c: Context, r: Rejection, headers?: Record<string, string>): Response {
     this.#rejectLog.run((suppressed) =>
       log.info("api rejected a request", {
         method: c.req.method,
@@ -345,18 +304,19 @@ export class ApiPlugin implements Plugin {
     return jsonResponse(
       r.status,
       r.field === undefined ? { message: r.message } : { message: r.message, field: r.field },
+      { headers },
     );
   }
-}
 
-/** echo's answers for unrouted requests: 405 with Allow when the path exists, else 404 (both compact JSON). */
-function unrouted(c: Context): Response {
-  const methods = API_ROUTES.filter((r) => r.path === c.req.path).map((r) => r.method);
-  if (methods.length > 0) {
-    return jsonResponse(405, { message: "Method Not Allowed" }, {
-      pretty: false,
-      headers: { allow: methods.join(", ") },
-    });
+  /** echo's answers for unrouted requests: 405 with Allow when the path exists, else 404 (both compact JSON). */
+  #unrouted(c: Context): Response {
+    const methods = this.#routes.filter((r) => r.path === c.req.path).map((r) => r.method);
+    if (methods.length > 0) {
+      return jsonResponse(405, { message: "Method Not Allowed" }, {
+        pretty: false,
+        headers: { allow: methods.join(", ") },
+      });
+    }
+    return jsonResponse(404, { message: "Not Found" }, { pretty: false });
   }
-  return jsonResponse(404, { message: "Not Found" }, { pretty: false });
 }

@@ -67,7 +67,17 @@ Deno.test("cli: conf prints the effective configuration with defaults, as YAML o
     const j = await runFlowd(["conf", "--conf", `${dir}/c.yaml`, "--format", "json"]);
     assert.equal(j.code, 0);
     const parsed = JSON.parse(j.stdout);
-    assert.deepEqual(parsed.plugins, { api: { bindAddress: "127.0.0.1", bindPort: 7777 } });
+    assert.deepEqual(parsed.plugins, {
+      api: {
+        bindAddress: "127.0.0.1",
+        bindPort: 7777,
+        maxConnections: 256,
+        headerTimeout: 10,
+        idleTimeout: 60,
+        bodyTimeout: 30,
+        enableDummyEndpoints: false,
+      },
+    });
     assert.equal(parsed.workDir, "/var/cache/flowd-go");
     // An empty file: all defaults (the original applied none).
     await Deno.writeTextFile(`${dir}/empty.yaml`, "---\n# all commented out\n");

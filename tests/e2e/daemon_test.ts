@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { freePort, startDaemon, udpReceiver } from "../helpers/daemon.ts";
 import { ajvCheckFirefly } from "../helpers/firefly_schema.ts";
+import { RawHttpClient, requestHead } from "../helpers/raw_http.ts";
+import { parseExposition, samplesOf } from "../helpers/prom_text.ts";
 
 const HEADER =
   /^<134>1 (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00) (\S+) (flowd-go-\S+) - firefly-json - (\{.*\})$/;
@@ -155,7 +157,7 @@ Deno.test("e2e: SIGHUP reloads the configuration; a broken one is reported and t
   const dir = await Deno.makeTempDir({ prefix: "flowd-e2e-" });
   const port1 = freePort(), port2 = freePort();
   const text = (port: number) =>
-    `pidPath: ${dir}/pid\nworkDir: ${dir}\nplugins:\n  api: {bindPort: ${port}}\nbackends:\n  firefly: {sendToDestination: false}\n`;
+    `pidPath: ${dir}/pid\nworkDir: ${dir}\nplugins:\n  api: {bindPort: ${port}, enableDummyEndpoints: true}\nbackends:\n  firefly: {sendToDestination: false}\n`;
   const conf = await writeConfig(dir, text(port1));
   try {
     await using daemon = await startDaemon(conf);
@@ -185,6 +187,101 @@ Deno.test("e2e: SIGHUP reloads the configuration; a broken one is reported and t
     assert.equal(await daemon.stop("SIGINT"), 0);
     await assert.rejects(() => Deno.lstat(`${dir}/pid`), Deno.errors.NotFound);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("e2e: 200 stalled HTTP connections are all closed at the configured timeouts; the cap, the dummy routes and the token hold", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flowd-e2e-" });
+  const apiPort = freePort(), metricsPort = freePort();
+  const token = "e2e-token-4f1d";
+  await Deno.writeTextFile(`${dir}/token`, `${token}\n`);
+  const conf = await writeConfig(
+    dir,
+    `pidPath: ${dir}/pid
+workDir: ${dir}
+plugins:
+  api: {bindPort: ${apiPort}, headerTimeout: 0.5, bodyTimeout: 0.5, idleTimeout: 0.5, tokenFile: token}
+backends:
+  prometheus: {netlinkPort: ${metricsPort}, skopsPort: 0, headerTimeout: 0.5, idleTimeout: 0.5, maxConnections: 5}
+`,
+  );
+  const clients: RawHttpClient[] = [];
+  try {
+    await using daemon = await startDaemon(conf);
+    // The hostile campaign's slowloris mix: unfinished heads, unfinished bodies, idle keep-alives.
+    for (let i = 0; i < 200; i++) {
+      const c = await RawHttpClient.connect(apiPort);
+      clients.push(c);
+      if (i % 3 === 0) await c.send("POST /flow HTTP/1.1\r\nHost: test\r\nContent-Type: app");
+      else if (i % 3 === 1) {
+        await c.send(
+          requestHead("POST", "/flow", ["Content-Type: application/json", "Content-Length: 300"]) + "{",
+        );
+      } else {
+        await c.send(requestHead("GET", "/"));
+        assert.equal((await c.response()).status, 200);
+      }
+    }
+    const closed = await Promise.all(clients.map((c) => c.closedWithin(10_000)));
+    const open = closed.filter((ms) => ms === undefined).length;
+    assert.equal(open, 0, `${open} of 200 connections still open after 10 s`);
+
+    // The metrics port: its cap refuses the sixth connection at once.
+    const held = await Promise.all([1, 2, 3, 4, 5].map(() => RawHttpClient.connect(metricsPort)));
+    clients.push(...held);
+    await new Promise((r) => setTimeout(r, 100));
+    await using sixth = await RawHttpClient.connect(metricsPort);
+    assert.notEqual(await sixth.closedWithin(3000), undefined, "the sixth metrics connection is closed");
+    for (const c of held) c.close();
+
+    // Dummy routes are off by default; POST /flow needs the token.
+    const base = `http://127.0.0.1:${apiPort}`;
+    const dummy = await fetch(`${base}/dummy/start`);
+    await dummy.body?.cancel();
+    assert.equal(dummy.status, 404);
+    const flow = JSON.stringify({
+      State: 2,
+      Src: "[2001:db8::1]:2345",
+      Dst: "[2001:db8::2]:5777",
+      Experiment: 2,
+      Activity: 9,
+    });
+    const headers = { "content-type": "application/json" };
+    const denied = await fetch(`${base}/flow`, { method: "POST", body: flow, headers });
+    await denied.body?.cancel();
+    assert.equal(denied.status, 401);
+    assert.equal(denied.headers.get("www-authenticate"), "Bearer");
+    const allowed = await fetch(`${base}/flow`, {
+      method: "POST",
+      body: flow,
+      headers: { ...headers, authorization: `Bearer ${token}` },
+    });
+    await allowed.body?.cancel();
+    assert.equal(allowed.status, 200);
+
+    // What the operator sees: the counters, on the metrics port.
+    let text = "";
+    for (let tries = 0; tries < 50 && !text; tries++) {
+      const r = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => undefined);
+      if (r?.status === 200) text = await r.text();
+      else await (r?.body?.cancel(), new Promise((res) => setTimeout(res, 100)));
+    }
+    const families = parseExposition(text);
+    const v = (name: string, labels: Record<string, string>) =>
+      samplesOf(families, name, labels).map((s) => s.value);
+    assert.deepEqual(v("flowd_http_connections_timed_out_total", { listener: "api", timeout: "header" }), [
+      67,
+    ]);
+    assert.deepEqual(v("flowd_http_connections_timed_out_total", { listener: "api", timeout: "body" }), [67]);
+    assert.deepEqual(v("flowd_http_connections_timed_out_total", { listener: "api", timeout: "idle" }), [66]);
+    assert.deepEqual(v("flowd_http_connections_refused_total", { listener: "prometheus-netlink" }), [1]);
+
+    assert.equal(await daemon.stop("SIGTERM"), 0, daemon.lines.join("\n"));
+    assert.ok(!daemon.lines.some((l) => l.includes(token)), "the token is in the log");
+    assert.ok(!daemon.lines.some((l) => /level=ERROR/.test(l)), daemon.lines.join("\n"));
+  } finally {
+    for (const c of clients) c.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -247,7 +247,10 @@ Deno.test({
         assert.equal(conf.pidPath, "/run/flowd-go/flowd-go.pid");
         assert.equal(conf.workDir, "/var/cache/flowd-go");
         assert.equal(conf.plugins.namedPipe.pipePath, "/run/flowd-go/np");
-        assert.deepEqual(conf.plugins.api, { bindAddress: "127.0.0.1", bindPort: 7777 });
+        assert.deepEqual(
+          [conf.plugins.api.bindAddress, conf.plugins.api.bindPort, conf.plugins.api.enableDummyEndpoints],
+          ["127.0.0.1", 7777, false],
+        );
         assert.equal(conf.backends.firefly.sendToDestination, true);
         if (form === "bundle") {
           const launcher = await Deno.readTextFile(bin);
@@ -273,7 +276,7 @@ Deno.test({
 workDir: ${dir}
 plugins:
   namedPipe: {pipePath: np, pipeMode: "0600"}
-  api: {bindAddress: 127.0.0.1, bindPort: ${apiPort}}
+  api: {bindAddress: 127.0.0.1, bindPort: ${apiPort}, enableDummyEndpoints: true}
 backends:
   firefly: {sendToDestination: false, sendToCollector: true, collectorAddress: 127.0.0.1, collectorPort: ${collector.port}}
 `,
@@ -701,7 +704,7 @@ function bpfConfig(ifname: string, cgroup: string, dir = "/run/flowd-go"): strin
 workDir: ${work}
 plugins:
   namedPipe: {pipePath: ${dir}/np}
-  api: {bindAddress: 127.0.0.1, bindPort: 7777}
+  api: {bindAddress: 127.0.0.1, bindPort: 7777, enableDummyEndpoints: true}
   iperf3: {cgroupPath: ${cgroup}, minDestinationPort: 5201, maxDestinationPort: 5201}
 backends:
   marker: {targetInterfaces: [${ifname}], attachMode: tc}

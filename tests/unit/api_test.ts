@@ -1,14 +1,17 @@
 import assert from "node:assert/strict";
-import { ApiPlugin } from "../../src/plugins/api.ts";
+import { ApiPlugin, type ApiPluginOptions } from "../../src/plugins/api.ts";
 import { formatApiTime } from "../../src/plugins/api_json.ts";
 import type { EmitResult, EventSink } from "../../src/core/component.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
 import { StartupError } from "../../src/core/errors.ts";
 import { nowMicros, parseRfc3339Micros } from "../../src/core/time.ts";
 import { setupLogging } from "../../src/core/log.ts";
+import { captureLogs } from "../helpers/log_capture.ts";
+import { RawHttpClient, requestHead } from "../helpers/raw_http.ts";
 
 const APP = "flowd-go-test";
 const LIMIT = 2048;
+const DUMMY_ON = { enableDummyEndpoints: true };
 
 /** Records what the plugin emits; refuses everything while `refusal` is set. */
 class RecordingSink implements EventSink {
@@ -27,10 +30,20 @@ interface Served {
   plugin: ApiPlugin;
 }
 
-/** Runs `fn` against a started plugin on `host`, always stopping it afterwards. */
-async function withApi(host: string, fn: (s: Served) => Promise<void>): Promise<void> {
+/** Runs `fn` against a started plugin on `host` (options `over`), always stopping it afterwards. */
+async function withApi(
+  host: string,
+  fn: (s: Served) => Promise<void>,
+  over: Partial<ApiPluginOptions> = {},
+): Promise<void> {
   const sink = new RecordingSink();
-  const plugin = new ApiPlugin({ bindAddress: host, bindPort: 0, maxBodyBytes: LIMIT, application: APP });
+  const plugin = new ApiPlugin({
+    bindAddress: host,
+    bindPort: 0,
+    maxBodyBytes: LIMIT,
+    application: APP,
+    ...over,
+  });
   await plugin.start(sink);
   const literal = host.replace(/^\[|\]$/g, "");
   const urlHost = literal.includes(":") ? `[${literal === "::" ? "::1" : literal}]` : literal;
@@ -120,7 +133,7 @@ for (const host of ["127.0.0.1", "::1"]) {
       assertJsonReply(r, 200);
       assert.equal(r.text, ROUTES_BODY);
       assert.equal(sink.events.length, 0);
-    });
+    }, DUMMY_ON);
   });
 
   Deno.test(`api on ${host}: GET /dummy/start and /dummy/end emit and echo the dummy flow`, async () => {
@@ -163,7 +176,7 @@ for (const host of ["127.0.0.1", "::1"]) {
       assert.equal(e!.state, "end");
       assert.equal(formatApiTime(e!.endTime), endEnd);
       assert.equal(e!.startTime, undefined);
-    });
+    }, DUMMY_ON);
   });
 
   Deno.test(`api on ${host}: POST /flow emits exactly the posted flow and echoes it`, async () => {
@@ -354,7 +367,7 @@ Deno.test("api: unknown paths are 404 and wrong methods 405 with Allow, like ech
     assert.equal(head.status, 405);
     assertJsonReply(await call(`${url}/`, { method: "DELETE" }), 405);
     assert.equal(sink.events.length, 0, "no event from HEAD or wrong methods");
-  });
+  }, DUMMY_ON);
 });
 
 Deno.test("api: a refusing sink turns into 503 with its reason", async () => {
@@ -368,7 +381,7 @@ Deno.test("api: a refusing sink turns into 503 with its reason", async () => {
     assert.equal(sink.events.length, 0);
     sink.refusal = undefined;
     assertJsonReply(await post(url, JSON.stringify(GOOD)), 200);
-  });
+  }, DUMMY_ON);
 });
 
 Deno.test("api: binding a port in use or a foreign address fails start() with a StartupError", async () => {
@@ -492,4 +505,226 @@ Deno.test("api: stop() is safe before start and twice, and closes the listener",
   await plugin.stop();
   await assert.rejects(fetch(`http://127.0.0.1:${port}/`), TypeError);
   await assert.rejects(plugin.start(new RecordingSink()), /already started/);
+});
+
+// ---- hardening: slow clients, the connection cap, truncated bodies, dummy routes, the bearer token ----
+
+const SHORT_LIMITS = { headerTimeoutMs: 300, bodyTimeoutMs: 300, idleTimeoutMs: 300 };
+const flowHead = (length: number, extra: string[] = []) =>
+  requestHead("POST", "/flow", ["Content-Type: application/json", `Content-Length: ${length}`, ...extra]);
+
+Deno.test("api: slow clients are closed at their timeouts: head never finished, body never finished, idle keep-alive", async () => {
+  await withApi("127.0.0.1", async ({ plugin, sink }) => {
+    await using head = await RawHttpClient.connect(plugin.port);
+    await head.send("POST /flow HTTP/1.1\r\nHost: test\r\n");
+    await using body = await RawHttpClient.connect(plugin.port);
+    await body.send(flowHead(200) + '{"State": 2,');
+    await using idle = await RawHttpClient.connect(plugin.port);
+    await idle.send(requestHead("GET", "/"));
+    assert.equal((await idle.response()).status, 200);
+
+    const closed = await Promise.all([head, body, idle].map((c) => c.closedWithin(5000)));
+    assert.deepEqual(closed.map((ms) => ms !== undefined), [true, true, true], `closed after ${closed} ms`);
+    const late = await body.response(); // answered before it was closed
+    assert.equal(late.status, 400);
+    assert.match(JSON.parse(late.body).message, /did not arrive within 0.3 s/);
+    assert.equal(sink.events.length, 0);
+    const timeouts = Object.fromEntries(
+      plugin.health().filter((m) => m.name === "flowd_http_connections_timed_out_total").map((
+        m,
+      ) => [m.labels!.timeout, m.value]),
+    );
+    assert.deepEqual(timeouts, { header: 1, body: 1, idle: 1, write: 0 });
+  }, { limits: SHORT_LIMITS });
+});
+
+Deno.test("api: connections beyond maxConnections are closed at once, and accepted again once one closes", async () => {
+  await withApi("127.0.0.1", async ({ plugin, url }) => {
+    const held = await Promise.all([1, 2].map(() => RawHttpClient.connect(plugin.port)));
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      await using third = await RawHttpClient.connect(plugin.port);
+      assert.notEqual(await third.closedWithin(2000), undefined, "the third connection is closed");
+      held.pop()!.close();
+      const deadline = Date.now() + 3000;
+      let status = 0;
+      while (status !== 200 && Date.now() < deadline) {
+        status = await fetch(`${url}/`).then(async (r) => (await r.body?.cancel(), r.status), () => 0);
+      }
+      assert.equal(status, 200);
+      const refused = plugin.health().find((m) => m.name === "flowd_http_connections_refused_total");
+      assert.ok(refused!.value >= 1);
+    } finally {
+      for (const c of held) c.close();
+    }
+  }, { limits: { maxConnections: 2 } });
+});
+
+Deno.test("api: a truncated body is a 400 (never a 500), logged once for many", async () => {
+  using logs = captureLogs("info");
+  await withApi("127.0.0.1", async ({ plugin, sink }) => {
+    for (let i = 0; i < 25; i++) {
+      await using c = await RawHttpClient.connect(plugin.port);
+      await c.send(flowHead(500) + '{"State": 2, "Src": "[2001:db8::1]:2345"');
+      await c.closeWrite();
+      const r = await c.response();
+      assert.equal(r.status, 400);
+      assert.equal(r.headers.get("content-type"), "application/json");
+      assert.equal(JSON.parse(r.body).message, "the request body ended before its declared length");
+    }
+    assert.equal(sink.events.length, 0);
+  });
+  const mine = logs.lines.filter((l) => l.includes("logger=plugins.api"));
+  assert.ok(!mine.some((l) => /level=(ERROR|WARN)/.test(l)), mine.join("\n"));
+  assert.equal(mine.filter((l) => /request refused/.test(l)).length, 1, mine.join("\n"));
+});
+
+Deno.test("api: POST /flow with Expect: 100-continue (curl over 1 KiB), chunked, and pipelined", async () => {
+  await withApi("127.0.0.1", async ({ plugin, url, sink }) => {
+    const padded = JSON.stringify(GOOD).padEnd(1500, " ");
+    for (const extra of [[], ["-H", "Transfer-Encoding: chunked"]]) {
+      const out = await new Deno.Command("curl", {
+        args: [
+          "-sS",
+          "-H",
+          "Content-Type: application/json",
+          "--data-binary",
+          padded,
+          ...extra,
+          `${url}/flow`,
+        ],
+        stdout: "piped",
+      }).output();
+      assert.equal(out.code, 0);
+      assert.equal(JSON.parse(new TextDecoder().decode(out.stdout)).State, 2);
+    }
+    assert.equal(sink.events.length, 2);
+
+    await using c = await RawHttpClient.connect(plugin.port);
+    const body = JSON.stringify({ ...GOOD, State: "end" });
+    await c.send(flowHead(body.length) + body + requestHead("GET", "/nope") + requestHead("GET", "/"));
+    assert.deepEqual(
+      [(await c.response()).status, (await c.response()).status, (await c.response()).status],
+      [200, 404, 200],
+    );
+    assert.equal(sink.events[2]!.state, "end");
+  });
+});
+
+Deno.test("api: oversized headers are a 431", async () => {
+  await withApi("127.0.0.1", async ({ plugin }) => {
+    await using c = await RawHttpClient.connect(plugin.port);
+    await c.send(requestHead("GET", "/", [`Cookie: ${"x".repeat(20_000)}`]));
+    const r = await c.response();
+    assert.equal(r.status, 431);
+    assert.match(JSON.parse(r.body).message, /larger than the limit of 16384 bytes/);
+  });
+});
+
+Deno.test("api: the dummy routes are off by default: 404 like any unknown path, not listed", async () => {
+  await withApi("127.0.0.1", async ({ url, sink }) => {
+    for (const path of ["/dummy/start", "/dummy/end"]) {
+      const r = await call(`${url}${path}`);
+      assertJsonReply(r, 404);
+      assert.equal(r.text, '{"message":"Not Found"}\n');
+      assertJsonReply(await call(`${url}${path}`, { method: "POST", body: "{}" }), 404);
+    }
+    const routes = await call(`${url}/`);
+    assert.deepEqual(routes.json, { ApiRoutes: [API_ROUTE_LIST, API_ROUTE_FLOW] });
+    assert.equal(sink.events.length, 0);
+  });
+});
+
+const API_ROUTE_LIST = { method: "GET", path: "/", name: "listRoutes" };
+const API_ROUTE_FLOW = { method: "POST", path: "/flow", name: "postFlow" };
+const TOKEN = "s3cret-T0ken_with.chars~";
+
+async function withTokenFile(content: string | Uint8Array, fn: (path: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "flowd-api-token-" });
+  try {
+    const path = `${dir}/token`;
+    if (typeof content === "string") await Deno.writeTextFile(path, content);
+    else await Deno.writeFile(path, content);
+    await fn(path);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("api: with tokenFile, POST /flow needs the bearer token: missing or wrong 401, right 200; never logged", async () => {
+  using logs = captureLogs("debug");
+  await withTokenFile(`  ${TOKEN}\n`, async (tokenFile) => {
+    await withApi("127.0.0.1", async ({ url, sink }) => {
+      const send = (authorization?: string) =>
+        call(`${url}/flow`, {
+          method: "POST",
+          body: JSON.stringify(GOOD),
+          headers: { "content-type": "application/json", ...(authorization ? { authorization } : {}) },
+        });
+      for (const auth of [undefined, "Bearer wrong", `Bearer ${TOKEN}x`, `Basic ${btoa(TOKEN)}`, TOKEN]) {
+        const r = await send(auth);
+        assertJsonReply(r, 401);
+        assert.equal(r.headers.get("www-authenticate"), "Bearer", String(auth));
+        assert.ok(!r.text.includes(TOKEN), r.text);
+      }
+      assert.equal(sink.events.length, 0);
+      assertJsonReply(await send(`Bearer ${TOKEN}`), 200);
+      assertJsonReply(await send(`bearer  ${TOKEN}`), 200);
+      assert.equal(sink.events.length, 2);
+      // The dummy routes change state too: with a token they need it.
+      assertJsonReply(await call(`${url}/dummy/start`), 401);
+      const dummy = await call(`${url}/dummy/start`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      assertJsonReply(dummy, 200);
+      assertJsonReply(await call(`${url}/`), 200);
+    }, { tokenFile, enableDummyEndpoints: true });
+  });
+  assert.ok(logs.lines.some((l) => /status=401/.test(l)), logs.lines.join("\n"));
+  assert.ok(logs.lines.some((l) => /api listening.*bearerToken=true/.test(l)), logs.lines.join("\n"));
+  for (const line of logs.lines) assert.ok(!line.includes(TOKEN), `the token is in a log line: ${line}`);
+});
+
+Deno.test("api: a token file that cannot be used stops the start with an error naming the path", async () => {
+  const cases: Array<[string | Uint8Array, RegExp]> = [
+    ["", /is empty/],
+    [" \n\t\n", /is empty/],
+    ["a".repeat(5000), /larger than 4096 bytes/],
+    ["two words", /printable ASCII without spaces/],
+    [new Uint8Array([0xff, 0xfe, 0x41]), /not valid UTF-8/],
+  ];
+  for (const [content, message] of cases) {
+    await withTokenFile(content, async (tokenFile) => {
+      const plugin = new ApiPlugin({ bindAddress: "127.0.0.1", bindPort: 0, application: APP, tokenFile });
+      await assert.rejects(plugin.start(new RecordingSink()), (err: unknown) => {
+        assert.ok(err instanceof StartupError);
+        assert.ok(err.message.startsWith(`api: cannot use the token file ${tokenFile}: `), err.message);
+        assert.match(err.message, message);
+        return true;
+      });
+      await plugin.stop();
+    });
+  }
+  const dir = await Deno.makeTempDir({ prefix: "flowd-api-token-" });
+  try {
+    const fifo = `${dir}/fifo`;
+    await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    for (
+      const [path, message] of [[`${dir}/missing`, /No such file/], [dir, /not a regular file/], [
+        fifo,
+        /not a regular file/,
+      ]] as const
+    ) {
+      const plugin = new ApiPlugin({
+        bindAddress: "127.0.0.1",
+        bindPort: 0,
+        application: APP,
+        tokenFile: path,
+      });
+      await assert.rejects(
+        plugin.start(new RecordingSink()),
+        new RegExp(`token file ${path}: .*${message.source}`),
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { loadConfigFile, parseConfig } from "../../src/config/load.ts";
 import { ConfigError } from "../../src/core/errors.ts";
+import { loadBuiltinConfig } from "../../src/config/builtin.ts";
 
 function load(text: string) {
   return parseConfig(text, "conf.yaml");
@@ -37,7 +38,15 @@ enrichers: {netlink: {}, skops: {}}
     pipePath: "/var/run/flowd-go/np",
     pipeMode: "0660",
   });
-  assert.deepEqual(config.plugins.api, { bindAddress: "127.0.0.1", bindPort: 7777 });
+  assert.deepEqual(config.plugins.api, {
+    bindAddress: "127.0.0.1",
+    bindPort: 7777,
+    maxConnections: 256,
+    headerTimeout: 10,
+    idleTimeout: 60,
+    bodyTimeout: 30,
+    enableDummyEndpoints: false,
+  });
   assert.deepEqual(config.plugins.firefly, {
     bindAddress: "127.0.0.1",
     bindPort: 10514,
@@ -97,6 +106,9 @@ enrichers: {netlink: {}, skops: {}}
     bindAddress: "127.0.0.1",
     netlinkPort: 8080,
     skopsPort: 8081,
+    maxConnections: 32,
+    headerTimeout: 10,
+    idleTimeout: 60,
   });
   assert.deepEqual(config.enrichers, {
     period: 1000,
@@ -114,7 +126,7 @@ backends:
   marker: {removeQdisc: false, targetInterfaces: [eth0, eth1]}
 `);
   assert.equal(config.pidPath, "");
-  assert.deepEqual(config.plugins.api, { bindAddress: "::1", bindPort: 0 });
+  assert.deepEqual([config.plugins.api!.bindAddress, config.plugins.api!.bindPort], ["::1", 0]);
   assert.equal(config.backends.marker!.removeQdisc, false);
   assert.deepEqual(config.backends.marker!.targetInterfaces, ["eth0", "eth1"]);
 });
@@ -141,6 +153,53 @@ Deno.test("config: strategy names are case-insensitive and normalised", () => {
     "full",
   );
   assert.equal(load("backends: {marker: {attachMode: TC}}").config.backends.marker!.attachMode, "tc");
+});
+
+Deno.test("config: the HTTP listeners' limits, the dummy routes and the token file are checked", () => {
+  const { config } = load(`
+plugins:
+  api: {maxConnections: 10, headerTimeout: 0.5, bodyTimeout: 2, idleTimeout: 5, enableDummyEndpoints: true,
+        tokenFile: /etc/flowd-go/token}
+backends:
+  prometheus: {maxConnections: 4, headerTimeout: 1, idleTimeout: 120}
+`);
+  const api = config.plugins.api!;
+  assert.deepEqual(
+    [api.maxConnections, api.headerTimeout, api.bodyTimeout, api.idleTimeout, api.enableDummyEndpoints],
+    [10, 0.5, 2, 5, true],
+  );
+  assert.equal(api.tokenFile, "/etc/flowd-go/token");
+  const p = config.backends.prometheus!;
+  assert.deepEqual([p.maxConnections, p.headerTimeout, p.idleTimeout], [4, 1, 120]);
+  for (
+    const [text, message] of [
+      [
+        "plugins: {api: {maxConnections: 0}}",
+        /plugins\.api\.maxConnections: expected a number of connections in 1\.\.65535, got 0/,
+      ],
+      [
+        "plugins: {api: {headerTimeout: 0}}",
+        /plugins\.api\.headerTimeout: expected a number of seconds in 0\.01\.\.3600, got 0/,
+      ],
+      ["plugins: {api: {bodyTimeout: forever}}", /plugins\.api\.bodyTimeout: expected a number of seconds/],
+      ["plugins: {api: {enableDummyEndpoints: yes please}}", /enableDummyEndpoints: expected true or false/],
+      ["plugins: {api: {tokenFile: ''}}", /plugins\.api\.tokenFile: expected a non-empty path/],
+      [
+        "backends: {prometheus: {idleTimeout: 7200}}",
+        /backends\.prometheus\.idleTimeout: expected a number of seconds/,
+      ],
+      ["backends: {prometheus: {bodyTimeout: 3}}", /unknown key backends\.prometheus\.bodyTimeout/],
+    ] as const
+  ) {
+    assert.throws(() => load(text), message, text);
+  }
+});
+
+Deno.test("config: the quick-start configuration turns the dummy routes on, on loopback", () => {
+  const { config } = loadBuiltinConfig("builtin:quickstart");
+  assert.equal(config.plugins.api!.enableDummyEndpoints, true);
+  assert.equal(config.plugins.api!.bindAddress, "127.0.0.1");
+  assert.equal(load("plugins: {api: {}}").config.plugins.api!.enableDummyEndpoints, false);
 });
 
 Deno.test("config: JSON documents parse too (YAML flow style)", () => {

@@ -13,6 +13,7 @@ import { freePort } from "../helpers/daemon.ts";
 import { hasCommand } from "../helpers/privileged.ts";
 import { flowInfoFixture, tcpInfoFixture } from "../helpers/flow_info_fixture.ts";
 import { parseExposition, promtoolCheck, samplesOf } from "../helpers/prom_text.ts";
+import { RawHttpClient, requestHead } from "../helpers/raw_http.ts";
 
 const HAS_PROMTOOL = hasCommand("promtool");
 if (!HAS_PROMTOOL) console.error("SKIPPED (needs promtool, Debian package prometheus): promtool checks");
@@ -50,10 +51,11 @@ async function scrape(url: string) {
 }
 
 async function backend(over: Record<string, unknown> = {}, maxFlows?: number) {
-  const b = new PrometheusBackend({
+  const b: PrometheusBackend = new PrometheusBackend({
     config: PrometheusSchema.parse({ netlinkPort: freePort(), skopsPort: freePort(), ...over }),
     version: "3.0.0-test",
     maxFlows,
+    health: () => b.health(),
   });
   await b.start();
   return b;
@@ -224,4 +226,31 @@ Deno.test("prometheus: CPU seconds from /proc/self/stat, a command name with spa
   const stat = "4242 (we ird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 123 0 0";
   assert.equal(cpuSeconds(stat), 3.25);
   assert.ok(cpuSeconds(Deno.readTextFileSync("/proc/self/stat")) > 0);
+});
+
+Deno.test("prometheus: the metrics listener closes slow and idle connections, caps them, and counts it", async () => {
+  const b = await backend({ skopsPort: 0, headerTimeout: 0.3, idleTimeout: 0.3, maxConnections: 3 });
+  try {
+    const port = b.address("Netlink")!.port;
+    await using partial = await RawHttpClient.connect(port);
+    await partial.send("GET /metrics HTTP/1.1\r\nHost: test\r\n");
+    await using idle = await RawHttpClient.connect(port);
+    await idle.send(requestHead("GET", "/metrics"));
+    assert.equal((await idle.response()).status, 200);
+    await using silent = await RawHttpClient.connect(port);
+    await new Promise((r) => setTimeout(r, 50));
+    await using fourth = await RawHttpClient.connect(port);
+    assert.notEqual(await fourth.closedWithin(2000), undefined, "beyond maxConnections: closed at once");
+    const closed = await Promise.all([partial, idle, silent].map((c) => c.closedWithin(5000)));
+    assert.deepEqual(closed.map((ms) => ms !== undefined && ms > 100), [true, true, true], `${closed}`);
+
+    const { families } = await scrape(url(b, "Netlink"));
+    const v = (name: string, l: Record<string, string>) =>
+      samplesOf(families, name, { listener: "prometheus-netlink", ...l }).map((s) => s.value);
+    assert.deepEqual(v("flowd_http_connections_timed_out_total", { timeout: "header" }), [2]);
+    assert.deepEqual(v("flowd_http_connections_timed_out_total", { timeout: "idle" }), [1]);
+    assert.deepEqual(v("flowd_http_connections_refused_total", {}), [1]);
+  } finally {
+    await b.stop();
+  }
 });
