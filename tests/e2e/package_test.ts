@@ -477,9 +477,20 @@ backends:
             "/dev/null",
             "-w",
             "%{http_code}",
-            "http://127.0.0.1:7777/dummy/start",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            JSON.stringify({
+              State: "start",
+              Protocol: "tcp",
+              Src: `[${net.ip6A}]:40001`,
+              Dst: `[${net.ip6B}]:5201`,
+              Experiment: 2,
+              Activity: 9,
+            }),
+            "http://127.0.0.1:7777/flow",
           ]);
-          assert.equal(api, "200");
+          assert.equal(api, "200", "POST /flow on the shipped configuration");
           assert.equal(await daemon.stop("SIGTERM"), 0, daemon.lines.join("\n"));
           assert.doesNotMatch(daemon.lines.join("\n"), /level=(ERROR|WARN)/, daemon.lines.join("\n"));
           const post = box.command(serviceValue(unit, "ExecStopPost")!);
