@@ -2,9 +2,11 @@
  * Reading the configuration: YAML text → validated `Config`, with every error naming the key path and
  * the line in the file, and with the cross-section rules of the original (perfSONAR forces matchAll).
  */
-import { isMap, isPair, isScalar, LineCounter, type Node, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, type Node, type Pair, parseDocument } from "yaml";
 import type { z } from "zod";
-import { ConfigError } from "../core/errors.ts";
+import { ConfigError, errorMessage } from "../core/errors.ts";
+import { clip, quoted } from "../core/clip.ts";
+import { readBoundedTextFileSync } from "../core/bounded_file.ts";
 import { Registry } from "../scitags/registry.ts";
 import { readCachedRegistry, registryCachePath } from "../scitags/registry_source.ts";
 import { type Config, ConfigSchema, configSchema, GROUP_PATHS, SECTION_PATHS } from "./schema.ts";
@@ -38,28 +40,45 @@ export function cachedRegistryFor(raw: { workDir: unknown; registry: unknown }):
   return readCachedRegistry(registryCachePath(workDir))?.registry ?? Registry.embedded();
 }
 
+/** Largest configuration file read: real ones are a few KB; this keeps a parse well under a second. */
+export const MAX_CONFIG_BYTES = 1 << 20;
+/** Deepest nesting of mappings and lists accepted (the schema's deepest key is 4 levels down). */
+export const MAX_CONFIG_DEPTH = 32;
+/** Most keys and list items accepted in one configuration (real ones have well under a hundred). */
+export const MAX_CONFIG_ENTRIES = 10_000;
+
 /** Reads and validates a configuration file; throws `ConfigError` with one clear message. */
+// deno-lint-ignore require-await -- callers await it; the read is synchronous on purpose (bounded_file.ts)
 export async function loadConfigFile(path: string): Promise<LoadedConfig> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = readBoundedTextFileSync(path, MAX_CONFIG_BYTES, "the configuration file");
   } catch (err) {
-    const why = err instanceof Deno.errors.NotFound
-      ? "no such file"
-      : err instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : err instanceof Error
-      ? err.message
-      : String(err);
-    throw new ConfigError(`cannot read the configuration file ${path}: ${why}`);
+    throw new ConfigError(errorMessage(err));
   }
   return parseConfig(text, path, { registryFor: cachedRegistryFor });
 }
 
 /** Parses and validates configuration text; `source` names it in error messages. */
 export function parseConfig(text: string, source: string, opts: ParseOptions = {}): LoadedConfig {
+  if (text.length > MAX_CONFIG_BYTES) {
+    throw new ConfigError(`${source}: the configuration is larger than ${MAX_CONFIG_BYTES} bytes`);
+  }
+  // Every key is followed by ":" and every flow item by ",": far more of them than the bound means far
+  // more entries, refused before the parser spends time on them.
+  let separators = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x3a || c === 0x2c) separators++;
+  }
+  if (separators > 4 * MAX_CONFIG_ENTRIES) {
+    throw new ConfigError(
+      `${source}: the configuration has more than ${MAX_CONFIG_ENTRIES} keys and list items (about ${separators})`,
+    );
+  }
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  // Duplicate keys are found below, in linear time (the parser's own check is quadratic in the keys).
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
   const lineOf = (offset: number | undefined) =>
     offset === undefined ? undefined : lineCounter.linePos(offset).line;
   const at = (line: number | undefined) => line === undefined ? source : `${source}:${line}`;
@@ -67,11 +86,27 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   const firstError = doc.errors[0];
   if (firstError) {
     const line = lineOf(firstError.pos[0]);
-    throw new ConfigError(`${at(line)}: invalid YAML: ${firstError.message.split("\n")[0]}`);
+    const message = firstError.message.split("\n")[0]!;
+    if (/call stack/i.test(message)) {
+      throw new ConfigError(`${at(line)}: the configuration nests more than ${MAX_CONFIG_DEPTH} levels deep`);
+    }
+    throw new ConfigError(`${at(line)}: invalid YAML: ${clip(message)}`);
   }
 
+  const index = indexDocument(doc.contents, (offset, message) => {
+    throw new ConfigError(`${at(lineOf(offset))}: ${message}`);
+  });
+
   // An empty or comment-only document means "all defaults" (the original applied none).
-  const raw: unknown = doc.contents === null ? {} : doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.contents === null ? {} : doc.toJS() ?? {};
+  } catch (err) {
+    if (err instanceof RangeError) {
+      throw new ConfigError(`${source}: the configuration nests more than ${MAX_CONFIG_DEPTH} levels deep`);
+    }
+    throw new ConfigError(`${source}: invalid YAML: ${clip(errorMessage(err))}`);
+  }
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
     throw new ConfigError(
       `${at(lineOf(doc.contents?.range?.[0]))}: the configuration must be a mapping of keys`,
@@ -79,12 +114,12 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
   }
 
   const position = (path: Path, ofKey: boolean): number | undefined => {
-    const node = nodeAt(doc.contents, path, ofKey);
+    const node = nodeAt(index, doc.contents, path, ofKey);
     return lineOf(node?.range?.[0]);
   };
 
   normaliseNulls(raw as Record<string, unknown>, [], (path, message) => {
-    throw new ConfigError(`${at(position(path, true))}: ${path.join(".")}: ${message}`);
+    throw new ConfigError(`${at(position(path, true))}: ${keyPath(path)}: ${message}`);
   });
 
   const rawObject = raw as Record<string, unknown>;
@@ -96,6 +131,58 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
 
   const warnings = applyCrossSectionRules(parsed.data);
   return { config: parsed.data, source, warnings };
+}
+
+/** The pairs of each YAML mapping by key text, built once so that finding a key's line is O(1). */
+type PairIndex = Map<unknown, Map<string, Pair>>;
+
+/**
+ * Walks the document once, without recursion: refuses nesting beyond `MAX_CONFIG_DEPTH`, more than
+ * `MAX_CONFIG_ENTRIES` keys and items, and duplicate keys; returns the index of every mapping's keys.
+ */
+function indexDocument(
+  root: unknown,
+  fail: (offset: number | undefined, message: string) => never,
+): PairIndex {
+  const index: PairIndex = new Map();
+  let entries = 0;
+  const stack: { node: unknown; depth: number }[] = [{ node: root, depth: 1 }];
+  while (stack.length > 0) {
+    const { node, depth } = stack.pop()!;
+    if (!isMap(node) && !isSeq(node)) continue;
+    if (depth > MAX_CONFIG_DEPTH) {
+      fail(node.range?.[0], `the configuration nests more than ${MAX_CONFIG_DEPTH} levels deep`);
+    }
+    entries += node.items.length;
+    if (entries > MAX_CONFIG_ENTRIES) {
+      fail(node.range?.[0], `the configuration has more than ${MAX_CONFIG_ENTRIES} keys and list items`);
+    }
+    if (isMap(node)) {
+      const keys = new Map<string, Pair>();
+      for (const pair of node.items) {
+        const key = isScalar(pair.key) ? String(pair.key.value) : undefined;
+        if (key !== undefined) {
+          if (keys.has(key)) {
+            fail(
+              (pair.key as Node).range?.[0],
+              `invalid YAML: Map keys must be unique (${quoted(key)} again)`,
+            );
+          }
+          keys.set(key, pair);
+        }
+        stack.push({ node: pair.value, depth: depth + 1 });
+      }
+      index.set(node, keys);
+    } else {
+      for (const item of node.items) stack.push({ node: item, depth: depth + 1 });
+    }
+  }
+  return index;
+}
+
+/** A key path as messages show it, each key clipped. */
+function keyPath(path: Path): string {
+  return path.map((seg) => clip(String(seg), 100)).join(".");
 }
 
 /** Replaces null values: a null scalar keeps its default, a null group is empty, a null section is an error. */
@@ -122,19 +209,17 @@ function normaliseNulls(
 }
 
 /** The YAML node at a path (the key node when `ofKey`), for line numbers. */
-function nodeAt(root: unknown, path: Path, ofKey: boolean): Node | undefined {
+function nodeAt(index: PairIndex, root: unknown, path: Path, ofKey: boolean): Node | undefined {
   let node = root;
   for (let i = 0; i < path.length; i++) {
     const seg = path[i];
     if (isMap(node)) {
-      const pair = node.items.find((p) =>
-        isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg)
-      );
-      if (!pair) return isMap(node) ? node as Node : undefined;
+      const pair = index.get(node)?.get(String(seg));
+      if (!pair) return node as Node;
       if (i === path.length - 1 && ofKey) return pair.key as Node;
       node = pair.value;
-    } else if (node && typeof node === "object" && "items" in node && typeof seg === "number") {
-      node = (node as { items: unknown[] }).items[seg];
+    } else if (isSeq(node) && typeof seg === "number") {
+      node = node.items[seg];
     } else {
       return node as Node | undefined;
     }
@@ -150,15 +235,17 @@ function describeIssues(
   const lines = issues.slice(0, 5).map((issue) => {
     const path = issue.path.filter((s): s is string | number => typeof s !== "symbol");
     if (issue.code === "unrecognized_keys") {
-      return issue.keys.map((k) => {
+      const known = knownKeysAt(path);
+      const shown = issue.keys.slice(0, 5).map((k) => {
         const full = [...path, k];
-        const known = knownKeysAt(path);
-        const hint = LEGACY_KEYS[k] ?? closest(k, known);
-        return `${at(position(full, true))}: unknown key ${full.join(".")}` +
+        const hint = LEGACY_KEYS[k] ?? (k.length <= 100 ? closest(k, known) : undefined);
+        return `${at(position(full, true))}: unknown key ${keyPath(full)}` +
           (hint ? ` (did you mean ${hint}?)` : known.length ? ` (known keys here: ${known.join(", ")})` : "");
-      }).join("\n");
+      });
+      if (issue.keys.length > 5) shown.push(`... and ${issue.keys.length - 5} more unknown keys`);
+      return shown.join("\n");
     }
-    const where = path.length ? path.join(".") : "(top level)";
+    const where = path.length ? keyPath(path) : "(top level)";
     return `${at(position(path, false))}: ${where}: ${issue.message}`;
   });
   if (issues.length > 5) lines.push(`... and ${issues.length - 5} more problems`);

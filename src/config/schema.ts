@@ -6,6 +6,7 @@
  * defaults. Unknown keys are errors everywhere (the original silently ignored typos).
  */
 import { z } from "zod";
+import { clip } from "../core/clip.ts";
 import { IpAddress } from "../net/ip.ts";
 import { Registry, RegistryError } from "../scitags/registry.ts";
 
@@ -26,9 +27,10 @@ const port = () => uint(65535, "a port number");
 const bool = () => z.boolean({ error: (iss) => `expected true or false, got ${show(iss.input)}` });
 const str = () => z.string({ error: (iss) => `expected a string, got ${show(iss.input)}` });
 
-function show(v: unknown): string {
+/** A value as a message quotes it: strings JSON-quoted and clipped to ~200 characters. */
+export function show(v: unknown): string {
   if (v === undefined) return "nothing";
-  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "string") return JSON.stringify(clip(v));
   if (Array.isArray(v)) return "a list";
   if (v !== null && typeof v === "object") return "a mapping";
   return String(v);
@@ -72,9 +74,7 @@ function choice<const T extends readonly string[]>(names: T) {
       ctx.issues.push({
         code: "custom",
         input: s,
-        message: `expected one of ${names.map((n) => JSON.stringify(n)).join(", ")}, got ${
-          JSON.stringify(s)
-        }`,
+        message: `expected one of ${names.map((n) => JSON.stringify(n)).join(", ")}, got ${show(s)}`,
       });
       return z.NEVER;
     }

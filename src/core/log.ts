@@ -10,6 +10,7 @@ import {
   type LogRecord,
   resetSync,
 } from "@logtape/logtape";
+import { clip, MAX_LINE_CHARS, MAX_MESSAGE_CHARS } from "./clip.ts";
 
 export type { Logger } from "@logtape/logtape";
 
@@ -42,8 +43,10 @@ export interface LoggingOptions {
   write?: (line: string) => void;
 }
 
-function quote(value: string): string {
-  return /^[^\s"=\\]+$/.test(value) && value.length > 0 ? value : JSON.stringify(value);
+/** A logfmt value: bare when it can be, else JSON-quoted; input longer than ~200 characters is clipped. */
+function quote(value: string, max?: number): string {
+  const v = clip(value, max);
+  return /^[^\s"=\\]+$/.test(v) && v.length > 0 ? v : JSON.stringify(v);
 }
 
 function renderValue(v: unknown): string {
@@ -73,9 +76,12 @@ export function formatRecord(record: LogRecord, withTime: boolean): string {
   const category = record.category.slice(1).join(".");
   if (category) parts.push(`logger=${category}`);
   const msg = record.message.map((m) => typeof m === "string" ? m : renderValue(m)).join("");
-  parts.push(`msg=${quote(msg)}`);
-  for (const [k, v] of Object.entries(record.properties)) parts.push(`${k}=${renderValue(v)}`);
-  return parts.join(" ");
+  // Messages are ours (input in them is clipped where it is quoted), so they get more room than a value.
+  parts.push(`msg=${quote(msg, MAX_MESSAGE_CHARS)}`);
+  for (const [k, v] of Object.entries(record.properties)) parts.push(`${clip(k, 64)}=${renderValue(v)}`);
+  const line = parts.join(" ");
+  // Many fields of clipped input could still add up: the line as a whole is bounded too.
+  return line.length <= MAX_LINE_CHARS ? line : `${line.slice(0, MAX_LINE_CHARS)}…(line cut)`;
 }
 
 const encoder = new TextEncoder();

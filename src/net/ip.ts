@@ -4,6 +4,7 @@
  * Flow events, fireflies and BPF map keys all need the raw bytes and the canonical text of an address,
  * so an address is parsed once into an `IpAddress` and carried as that.
  */
+import { quoted } from "../core/clip.ts";
 
 /** Address family as SciTags fireflies name it (`afi`). */
 export type Family = "ipv4" | "ipv6";
@@ -33,7 +34,7 @@ export class IpAddress {
   /** Parses an IPv4 or IPv6 literal (no brackets, no port); throws `SyntaxError` naming the text. */
   static parse(text: string): IpAddress {
     const parsed = tryParseIp(text);
-    if (!parsed) throw new SyntaxError(`"${text}" is not an IPv4 or IPv6 address`);
+    if (!parsed) throw new SyntaxError(`${quoted(text)} is not an IPv4 or IPv6 address`);
     return parsed;
   }
 
@@ -191,13 +192,15 @@ export function formatEndpoint(ep: Endpoint): string {
 /** Parses "ip:port" / "[ipv6]:port"; throws `SyntaxError` naming the text. */
 export function parseEndpoint(text: string): Endpoint {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(text) ?? /^([^:\[\]]+):(\d{1,5})$/.exec(text);
-  if (!m) throw new SyntaxError(`"${text}" is not of the form ip:port or [ipv6]:port`);
+  if (!m) throw new SyntaxError(`${quoted(text)} is not of the form ip:port or [ipv6]:port`);
   const address = IpAddress.parse(m[1] ?? "");
   if (text.startsWith("[") !== (address.family === "ipv6")) {
-    throw new SyntaxError(`"${text}": brackets are for IPv6 addresses only, and IPv6 addresses need them`);
+    throw new SyntaxError(
+      `${quoted(text)}: brackets are for IPv6 addresses only, and IPv6 addresses need them`,
+    );
   }
   const port = Number(m[2]);
-  if (port > 65535) throw new RangeError(`port ${port} in "${text}" is above 65535`);
+  if (port > 65535) throw new RangeError(`port ${port} in ${quoted(text)} is above 65535`);
   return { address, port };
 }
 
@@ -216,12 +219,12 @@ export interface HostPort {
 export function splitHostPort(text: string): HostPort {
   const m = /^\[([0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.\-]+)?)\]:(\d{1,5})$/.exec(text) ??
     /^([A-Za-z0-9.\-_]+):(\d{1,5})$/.exec(text);
-  if (!m) throw new SyntaxError(`"${text}" is not of the form host:port or [ipv6]:port`);
+  if (!m) throw new SyntaxError(`${quoted(text)} is not of the form host:port or [ipv6]:port`);
   const port = Number(m[2]);
-  if (port < 1 || port > 65535) throw new RangeError(`port ${port} in "${text}" is not in 1..65535`);
+  if (port < 1 || port > 65535) throw new RangeError(`port ${port} in ${quoted(text)} is not in 1..65535`);
   const host = m[1]!;
   if (text.startsWith("[") && IpAddress.tryParse(host)?.family !== "ipv6") {
-    throw new SyntaxError(`"${host}" in "${text}" is not an IPv6 address`);
+    throw new SyntaxError(`${quoted(host)} in ${quoted(text)} is not an IPv6 address`);
   }
   return { host, port };
 }

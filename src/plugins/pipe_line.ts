@@ -3,6 +3,7 @@
  * `state protocol srcIP srcPort dstIP dstPort experiment activity`, fields separated by any whitespace,
  * state and protocol case-insensitive.
  */
+import { quoted } from "../core/clip.ts";
 import type { FlowEvent, FlowState, Protocol } from "../core/flow_event.ts";
 import { MAX_ID } from "../core/flow_event.ts";
 import type { Micros } from "../core/time.ts";
@@ -31,7 +32,7 @@ const FIELDS = "state protocol srcIP srcPort dstIP dstPort experiment activity";
 
 function parsePort(text: string, field: string): number {
   if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) {
-    throw new PipeLineError(`${field} "${text}" is not a port number (0-65535)`);
+    throw new PipeLineError(`${field} ${quoted(text)} is not a port number (0-65535)`);
   }
   return Number(text);
 }
@@ -55,14 +56,14 @@ export function registryIdResolver(registry: () => Registry): IdResolver {
 /** Decimal ids only, as the original. */
 export function numericId(kind: "experiment" | "activity", text: string): number {
   if (!/^\d{1,10}$/.test(text) || Number(text) > MAX_ID) {
-    throw new PipeLineError(`${kind} "${text}" is not an id (0-${MAX_ID})`);
+    throw new PipeLineError(`${kind} ${quoted(text)} is not an id (0-${MAX_ID})`);
   }
   return Number(text);
 }
 
 function parseAddress(text: string, field: string): IpAddress {
   const ip = IpAddress.tryParse(text);
-  if (!ip) throw new PipeLineError(`${field} "${text}" is not an IPv4 or IPv6 address`);
+  if (!ip) throw new PipeLineError(`${field} ${quoted(text)} is not an IPv4 or IPv6 address`);
   return ip;
 }
 
@@ -96,7 +97,7 @@ export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | u
   }
   const protocol = protoText.toLowerCase();
   if (protocol !== "tcp" && protocol !== "udp") {
-    throw new PipeLineError(`protocol "${protoText}" is not tcp or udp`);
+    throw new PipeLineError(`protocol ${quoted(protoText)} is not tcp or udp`);
   }
   const srcAddress = parseAddress(srcText, "srcIP");
   const srcPort = parsePort(sportText, "srcPort");

@@ -3,6 +3,7 @@
  * syslog header. Building, serialising, validating and parsing live here so the emitter (firefly backend)
  * and the receiver (firefly plugin) agree on one definition.
  */
+import { quoted } from "../core/clip.ts";
 import {
   type FlowEvent,
   FlowEventError,
@@ -255,7 +256,7 @@ class Checker {
 
   noOthers(path: string, obj: Json, allowed: readonly string[]): void {
     for (const k of Object.keys(obj)) {
-      if (!allowed.includes(k)) this.fail(path, `unexpected property ${JSON.stringify(k)}`);
+      if (!allowed.includes(k)) this.fail(path, `unexpected property ${quoted(k)}`);
     }
   }
 
@@ -460,7 +461,7 @@ export function parseFirefly(datagram: Uint8Array | string, opts: ParseFireflyOp
     if (header.msgId !== FIREFLY_MSG_ID && header.msgId !== NILVALUE) {
       throw new FireflyParseError(
         "not-a-firefly",
-        `syslog MSGID ${JSON.stringify(header.msgId)} is not ${JSON.stringify(FIREFLY_MSG_ID)}`,
+        `syslog MSGID ${quoted(header.msgId)} is not ${JSON.stringify(FIREFLY_MSG_ID)}`,
       );
     }
     json = header.rest.replace(/^\uFEFF/, ""); // RFC 5424 allows a BOM before a UTF-8 MSG

@@ -6,6 +6,7 @@
  * Real clients spell names inconsistently ("Data Challenge", "DataChallenge", "data-challenge"), so names
  * match case-insensitively and ignoring everything but letters and digits.
  */
+import { clip } from "../core/clip.ts";
 import embeddedData from "./scitags_registry.json" with { type: "json" };
 import { MAX_ID } from "../core/flow_event.ts";
 import { parseRfc3339Micros } from "../core/time.ts";
@@ -76,7 +77,7 @@ function asId(value: string | number, what: string): number | undefined {
     n = Number(text);
   }
   if (!Number.isInteger(n) || n < 0 || n > MAX_ID) {
-    throw new RegistryError(`${what} id ${JSON.stringify(value)} is not an integer in 0..${MAX_ID}`);
+    throw new RegistryError(`${what} id ${quoted(value)} is not an integer in 0..${MAX_ID}`);
   }
   return n;
 }
@@ -89,7 +90,7 @@ function findByName<T extends { name: string; id: number }>(
   scope: string,
 ): T {
   if (normalizeName(query) === "") {
-    throw new RegistryError(`${what} name ${JSON.stringify(query)}${scope} has no letters or digits`);
+    throw new RegistryError(`${what} name ${quoted(query)}${scope} has no letters or digits`);
   }
   const tests: Array<(e: T) => boolean> = [
     (e) => e.name === query,
@@ -101,7 +102,7 @@ function findByName<T extends { name: string; id: number }>(
     if (found.length === 1) return found[0]!;
     if (found.length > 1) {
       const list = found.map((e) => `${JSON.stringify(e.name)} (${e.id})`).join(", ");
-      throw new RegistryError(`${what} name ${JSON.stringify(query)}${scope} is ambiguous: ${list}`);
+      throw new RegistryError(`${what} name ${quoted(query)}${scope} is ambiguous: ${list}`);
     }
   }
   const names = entries.map((e) => e.name);
@@ -110,13 +111,18 @@ function findByName<T extends { name: string; id: number }>(
   const hint = close.length
     ? `did you mean ${close.map(label).join(", ")}?`
     : `known: ${names.map(label).join(", ")}`;
-  throw new RegistryError(`unknown ${what} ${JSON.stringify(query)}${scope}; ${hint}`, close);
+  throw new RegistryError(`unknown ${what} ${quoted(query)}${scope}; ${hint}`, close);
 }
 
 type Json = Record<string, unknown>;
 
 function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Input as an error message quotes it: JSON, clipped to ~200 characters. */
+function quoted(v: unknown): string {
+  return typeof v === "string" ? JSON.stringify(clip(v)) : clip(JSON.stringify(v) ?? String(v));
 }
 
 function show(v: unknown): string {
@@ -249,7 +255,7 @@ export class Registry {
     if (!exp) {
       throw new RegistryError(
         `experiment ${expId} is not in the registry, so activity ${
-          JSON.stringify(nameOrId)
+          quoted(nameOrId)
         } cannot be resolved by name; give the activity id as a number`,
       );
     }

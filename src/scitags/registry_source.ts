@@ -5,6 +5,7 @@
  * A refresh never holds up the daemon nor stops it: the cached (else embedded) copy is used at once, the
  * fetch runs in the background with a timeout, and a failure is one warning with the copy kept.
  */
+import { FileReadError, readBoundedTextFileSync } from "../core/bounded_file.ts";
 import type { RegistryConfig } from "../config/schema.ts";
 import { errorMessage } from "../core/errors.ts";
 import { logger } from "../core/log.ts";
@@ -38,10 +39,10 @@ export function registryCachePath(workDir: string): string {
 export function readCachedRegistry(path: string): { registry: Registry; writtenMs: number } | undefined {
   let text: string, writtenMs: number;
   try {
-    text = Deno.readTextFileSync(path);
+    text = readBoundedTextFileSync(path, MAX_REGISTRY_BYTES, "the cached SciTags registry");
     writtenMs = Deno.statSync(path).mtime?.getTime() ?? 0;
   } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) {
+    if (!(err instanceof FileReadError && err.missing)) {
       log.warn("cannot read the cached SciTags registry; using the embedded copy", {
         path,
         err: errorMessage(err),

@@ -3,6 +3,8 @@
  * exactly against what the specification says: every strategy, TCP and UDP, with and without an 802.1Q
  * tag, matching and non-matching flows, IPv4, the MTU edge, traffic class, match-all, L3 devices.
  */
+import { mkfifo } from "../../ffi/libc.ts";
+import { MAX_BPF_OBJECT_BYTES } from "../../src/bpf/object_bytes.ts";
 import assert from "node:assert/strict";
 import { inNetworkNamespace } from "../../ffi/libc_socket.ts";
 import { LibbpfError, progTestRun, skBuffContext, type TestRunResult } from "../../ffi/libbpf.ts";
@@ -350,6 +352,32 @@ privilegedTest("marker prog: programPath loads a user object; failures carry lib
       MarkerProgram.load({ strategy: "label", matchAll: false, debug: false, programPath: `${tmp}.missing` }),
       /cannot read programPath .*missing/,
     );
+    // Never read forever or block: a device, a FIFO, a file beyond the size bound are refused by what they are.
+    const fifo = `${tmp}.fifo`;
+    mkfifo(fifo, 0o600);
+    const huge = `${tmp}.huge`;
+    await Deno.writeFile(huge, new Uint8Array(0));
+    await Deno.truncate(huge, MAX_BPF_OBJECT_BYTES + 1);
+    try {
+      for (
+        const [path, why] of [
+          [
+            "/dev/zero",
+            /cannot read programPath \/dev\/zero: it is a character device, expected a regular file/,
+          ],
+          [fifo, /it is a named pipe \(FIFO\), expected a regular file/],
+          [huge, /it is 16777217 bytes, more than the limit of 16 MiB/],
+        ] as const
+      ) {
+        await assert.rejects(
+          MarkerProgram.load({ strategy: "label", matchAll: false, debug: false, programPath: path }),
+          why,
+        );
+      }
+    } finally {
+      await Deno.remove(fifo);
+      await Deno.remove(huge);
+    }
 
     // An object the verifier rejects: the error ends with the verifier's reason.
     const source = `${tmp}.c`;

@@ -3,6 +3,7 @@
  * or a user-supplied file (`programPath`). The loader only ever sees bytes.
  */
 import { embeddedBpfObject } from "../../bpf_objects.ts";
+import { programFile } from "../../bpf/object_bytes.ts";
 
 /** The embedded marker object; `debug` selects the variant with bpf_printk traces. */
 export function builtMarkerObject(debug: boolean): { bytes: Uint8Array; source: string } {
@@ -11,10 +12,10 @@ export function builtMarkerObject(debug: boolean): { bytes: Uint8Array; source: 
 }
 
 /** The bytes of a user-supplied object (`programPath`), with an error naming the path on failure. */
-export async function programFileObject(path: string): Promise<Uint8Array> {
+export function programFileObject(path: string): Promise<Uint8Array> {
   try {
-    return await Deno.readFile(path);
+    return Promise.resolve(programFile(path));
   } catch (err) {
-    throw new Error(`cannot read programPath ${path}: ${err instanceof Error ? err.message : err}`);
+    return Promise.reject(err);
   }
 }
