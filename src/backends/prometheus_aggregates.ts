@@ -6,29 +6,44 @@
  */
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { EnrichmentSample } from "../core/component.ts";
-import type { FlowEvent } from "../core/flow_event.ts";
+import { type FlowEvent, flowKey } from "../core/flow_event.ts";
+import { SCITAG_MAX_EXPERIMENT } from "../scitags/flow_label.ts";
 
 /** Distinct (experiment, activity) pairs with their own series, at most (the registry has ~14 × 64). */
 export const MAX_ID_PAIRS = 1024;
 /** The label value of pairs beyond `MAX_ID_PAIRS`. */
 export const OVERFLOW_LABEL = "other";
+/** The label value of ids no SciTags registry entry can have (experiment above 10 bits, activity above 6). */
+export const INVALID_LABEL = "invalid";
+/** Largest ids the registry can hold: a scitag is the experiment in 10 bits and the activity in 6. */
+const REGISTRY_MAX_EXPERIMENT = SCITAG_MAX_EXPERIMENT;
+const REGISTRY_MAX_ACTIVITY = 0x3f;
+/** Open flows the active gauges remember, at most (as many as the bus's flow table); the oldest go first. */
+export const MAX_TRACKED_FLOWS = 1_000_000;
+
+/** The label values of one (exp, act) pair; shared and frozen, so open flows can keep a reference. */
+export type PairLabels = Readonly<{ exp: string; act: string }>;
+
+const INVALID_PAIR: PairLabels = Object.freeze({ exp: INVALID_LABEL, act: INVALID_LABEL });
+const OVERFLOW_PAIR: PairLabels = Object.freeze({ exp: OVERFLOW_LABEL, act: OVERFLOW_LABEL });
 
 /** Maps flows to bounded (exp, act) labels; a pair once admitted keeps its own series. */
 export class IdPairLabels {
-  readonly #admitted = new Set<string>();
+  readonly #admitted = new Map<number, PairLabels>();
 
   constructor(readonly capacity = MAX_ID_PAIRS) {}
 
   /** The labels of a flow's pair. */
-  of(flow: Pick<FlowEvent, "experimentId" | "activityId">): { exp: string; act: string } {
-    const exp = String(flow.experimentId), act = String(flow.activityId);
-    const key = `${exp}/${act}`;
-    if (this.#admitted.has(key)) return { exp, act };
-    if (this.#admitted.size < this.capacity) {
-      this.#admitted.add(key);
-      return { exp, act };
-    }
-    return { exp: OVERFLOW_LABEL, act: OVERFLOW_LABEL };
+  of(flow: Pick<FlowEvent, "experimentId" | "activityId">): PairLabels {
+    const { experimentId: e, activityId: a } = flow;
+    if (e > REGISTRY_MAX_EXPERIMENT || a > REGISTRY_MAX_ACTIVITY) return INVALID_PAIR;
+    const key = e * (REGISTRY_MAX_ACTIVITY + 1) + a;
+    const known = this.#admitted.get(key);
+    if (known) return known;
+    if (this.#admitted.size >= this.capacity) return OVERFLOW_PAIR;
+    const labels = Object.freeze({ exp: String(e), act: String(a) });
+    this.#admitted.set(key, labels);
+    return labels;
   }
 }
 
@@ -38,7 +53,13 @@ export class FlowCounts {
   readonly #ended: Counter<"exp" | "act">;
   readonly #active: Gauge<"exp" | "act">;
 
-  constructor(registries: Registry[], private readonly labels: IdPairLabels) {
+  readonly #open = new Map<string, PairLabels>();
+
+  constructor(
+    registries: Registry[],
+    private readonly labels: IdPairLabels,
+    readonly capacity = MAX_TRACKED_FLOWS,
+  ) {
     const labelNames = ["exp", "act"] as const;
     this.#started = new Counter({
       name: "flowd_flows_started_total",
@@ -60,15 +81,35 @@ export class FlowCounts {
     });
   }
 
-  /** Counts a start or end event. */
+  /**
+   * Counts a start or end event. The active gauge follows the flows seen starting: an end of a flow never
+   * seen (or already ended) does not decrement it, and a repeated start does not count it twice.
+   */
   observe(event: FlowEvent): void {
     const l = this.labels.of(event);
+    const key = flowKey(event);
     if (event.state === "start") {
       this.#started.inc(l);
+      const previous = this.#open.get(key);
+      if (previous) this.#active.dec(previous);
+      else if (this.#open.size >= this.capacity) this.#forgetOldest();
+      this.#open.set(key, l);
       this.#active.inc(l);
     } else if (event.state === "end") {
       this.#ended.inc(l);
-      this.#active.dec(l);
+      const opened = this.#open.get(key);
+      if (opened) {
+        this.#open.delete(key);
+        this.#active.dec(opened); // the labels it was counted under, even if the end names other ids
+      }
+    }
+  }
+
+  #forgetOldest(): void {
+    for (const [key, labels] of this.#open) {
+      this.#open.delete(key);
+      this.#active.dec(labels);
+      return;
     }
   }
 }

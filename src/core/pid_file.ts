@@ -14,7 +14,8 @@ import {
   tryLockExclusive,
   writeFd,
 } from "../../ffi/libc.ts";
-import { StartupError } from "./errors.ts";
+import { errorMessage, StartupError } from "./errors.ts";
+import { clip } from "./clip.ts";
 
 /** A written and locked PID file. */
 export class PidFile {
@@ -28,23 +29,44 @@ export class PidFile {
   static async acquire(path: string): Promise<PidFile> {
     const dir = path.slice(0, path.lastIndexOf("/"));
     if (dir) await Deno.mkdir(dir, { recursive: true }).catch(() => {});
+    // Every failure names the file and the step, e.g. "cannot write the PID file /run/x.pid: No space left".
+    const failed = (step: string, err: unknown) =>
+      new StartupError(
+        `cannot ${step} the PID file ${path}: ${
+          err instanceof LibcError ? err.message.split(": ").pop() : errorMessage(err)
+        }`,
+      );
     let fd: number;
     try {
       fd = openFd(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644);
     } catch (err) {
-      throw new StartupError(
-        `cannot create the PID file ${path}: ${(err as LibcError).message.split(": ").pop()}`,
-      );
+      throw failed("create", err);
     }
-    if (!tryLockExclusive(fd)) {
+    let locked: boolean;
+    try {
+      locked = tryLockExclusive(fd);
+    } catch (err) {
+      closeFd(fd);
+      throw failed("lock", err);
+    }
+    if (!locked) {
       closeFd(fd);
       const other = (await Deno.readTextFile(path).catch(() => "")).trim();
       throw new StartupError(
-        `another flowd-go is running${other ? ` (pid ${other})` : ""}: it holds the PID file ${path}`,
+        `another flowd-go is running${other ? ` (pid ${clip(other, 20)})` : ""}: it holds the PID file ${path}`,
       );
     }
-    truncateFd(fd);
-    writeFd(fd, new TextEncoder().encode(`${Deno.pid}\n`));
+    try {
+      truncateFd(fd);
+      writeFd(fd, new TextEncoder().encode(`${Deno.pid}\n`));
+    } catch (err) {
+      // A PID file we could not write is worse than none: leave nothing behind.
+      try {
+        Deno.removeSync(path);
+      } catch { /* already gone */ }
+      closeFd(fd);
+      throw failed("write", err);
+    }
     return new PidFile(path, fd);
   }
 

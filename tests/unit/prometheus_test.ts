@@ -254,3 +254,28 @@ Deno.test("prometheus: the metrics listener closes slow and idle connections, ca
     await b.stop();
   }
 });
+
+Deno.test("prometheus: flowd_flows_active counts flows seen starting only, and ids beyond the registry's range are 'invalid'", async () => {
+  const b = await backend();
+  try {
+    await b.handle(flow(3000, { state: "end" })); // never started
+    await b.handle(flow(3001));
+    await b.handle(flow(3001)); // started again: still one open flow
+    await b.handle(flow(3002));
+    await b.handle(flow(3002, { state: "end" }));
+    await b.handle(flow(3002, { state: "end" })); // ended twice
+    await b.handle(flow(3003, { experimentId: 4_010_000_001, activityId: 1 }));
+    await b.handle(flow(3004, { experimentId: 2, activityId: 64 }));
+    const { families } = await scrape(url(b, "Netlink"));
+    const active = samplesOf(families, "flowd_flows_active");
+    assert.deepEqual(
+      active.map((s) => [s.labels.exp, s.labels.act, s.value]).sort(),
+      [["2", "9", 1], ["invalid", "invalid", 2]],
+    );
+    assert.ok(active.every((s) => s.value >= 0));
+    const labels = samplesOf(families, "flowd_flows_started_total").map((s) => s.labels.exp);
+    assert.ok(!labels.includes("4010000001"), "an unbounded id became a label");
+  } finally {
+    await b.stop();
+  }
+});
