@@ -9,7 +9,6 @@
  * are sent without being awaited, with a bound on how many may be in flight (more are dropped, counted).
  */
 import dgram from "node:dgram";
-import { lookup } from "node:dns/promises";
 import type { Backend, EnrichmentSample } from "../core/component.ts";
 import { errorMessage } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
@@ -21,7 +20,10 @@ import {
   FireflyBuildError,
   type FireflyDocument,
   serializeFirefly,
+  validateFireflyDocument,
 } from "../scitags/firefly.ts";
+import { BackgroundResolver } from "../net/background_resolver.ts";
+import type { HealthMetric } from "../core/health.ts";
 import { encodeEnrichment } from "../scitags/enrichment_json.ts";
 import { buildSyslogHeader } from "../scitags/syslog.ts";
 import type { FireflyBackendConfig } from "../config/schema.ts";
@@ -58,12 +60,16 @@ export interface FireflyBackendStats {
   oversize: number;
   /** Fireflies whose source address was replaced by its public address. */
   rewritten: number;
+  /** Fireflies our own validator refused (never sent: a bug or an input that slipped through). */
+  invalid: number;
+  /** Fireflies not sent to the collector because its host name has no address yet. */
+  collectorUnresolved: number;
 }
 
 const log = logger("backends", "firefly");
 
-/** How long a resolved collector host name is trusted before it is looked up again. */
-const COLLECTOR_DNS_TTL_MS = 60_000;
+/** How long start-up gives the collector's first lookup before going on without it. */
+const COLLECTOR_FIRST_LOOKUP_MS = 500;
 /** Ongoing fireflies being sent at once, at most. */
 const MAX_ONGOING_IN_FLIGHT = 1024;
 /** UDP payload that fits a 1500-byte IPv6 packet (40-byte IPv6 and 8-byte UDP headers). */
@@ -80,12 +86,17 @@ export class FireflyBackend implements Backend {
     ongoingDropped: 0,
     oversize: 0,
     rewritten: 0,
+    invalid: 0,
+    collectorUnresolved: 0,
   };
   /** The public-address map in use, when `stun` is configured (after start). */
   publicAddresses: PublicAddressMap | undefined;
   #socket4: dgram.Socket | undefined;
   #socket6: dgram.Socket | undefined;
-  #collector: { address: IpAddress; resolvedAt: number } | undefined;
+  /** The collector: a literal address, or a host name kept resolved in the background. */
+  #collector: IpAddress | BackgroundResolver | undefined;
+  #invalidLog = new RateLimitedLog();
+  #unresolvedLog = new RateLimitedLog();
   #sendFailLog = new RateLimitedLog();
   #dnsFailLog = new RateLimitedLog();
   #skipLog = new RateLimitedLog();
@@ -115,7 +126,28 @@ export class FireflyBackend implements Backend {
       reportMapping(result);
     }
     if (c.sendToCollector) {
-      await this.#collectorAddress(); // resolves now so a typo shows up at start (it is retried later)
+      const literal = IpAddress.tryParse(c.collectorAddress);
+      if (literal) {
+        this.#collector = literal;
+      } else {
+        // Never waits on DNS beyond a moment: peers' fireflies must not depend on the collector's name.
+        const resolver = new BackgroundResolver(
+          c.collectorAddress,
+          undefined,
+          undefined,
+          (err, have) =>
+            this.#dnsFailLog.run((suppressed) =>
+              log.warn("cannot resolve the collector address", {
+                host: c.collectorAddress,
+                err,
+                using: have ? "the last address it had" : "none: fireflies to the collector are dropped",
+                suppressed,
+              })
+            ),
+        );
+        this.#collector = resolver;
+        await resolver.start(COLLECTOR_FIRST_LOOKUP_MS);
+      }
       log.info("sending fireflies to the collector", {
         collector: joinHostPort(c.collectorAddress, c.collectorPort),
       });
@@ -195,6 +227,20 @@ export class FireflyBackend implements Backend {
 
   async #sendDocument(event: FlowEvent, doc: FireflyDocument, now: Micros): Promise<void> {
     const c = this.opts.config;
+    // The last word before the wire: a document our own validator refuses is never sent.
+    const checked = validateFireflyDocument(doc);
+    if (!checked.ok) {
+      this.stats.invalid++;
+      this.#invalidLog.run((suppressed) =>
+        log.error("refusing to send a firefly that fails the schema", {
+          flow: describeFlow(event),
+          errors: checked.errors.slice(0, 3).join("; "),
+          invalidTotal: this.stats.invalid,
+          suppressed,
+        })
+      );
+      return;
+    }
     const json = serializeFirefly(doc);
     const payload = c.prependSyslog
       ? buildSyslogHeader({ timestamp: now, hostname: this.opts.hostname, appName: this.opts.appName }) + json
@@ -223,15 +269,56 @@ export class FireflyBackend implements Backend {
       }
     }
     if (c.sendToCollector) {
-      const collector = await this.#collectorAddress();
-      if (collector) sends.push(this.#send(bytes, collector, c.collectorPort, "collector"));
-      else this.stats.failed++;
+      const collector = this.#collector instanceof BackgroundResolver
+        ? this.#collector.current()
+        : this.#collector;
+      if (collector) {
+        sends.push(this.#send(bytes, collector, c.collectorPort, "collector"));
+      } else {
+        this.stats.collectorUnresolved++;
+        this.#unresolvedLog.run((suppressed) =>
+          log.warn("no address for the collector yet; firefly not sent to it", {
+            host: c.collectorAddress,
+            droppedTotal: this.stats.collectorUnresolved,
+            suppressed,
+          })
+        );
+      }
     }
     await Promise.all(sends);
     log.debug("firefly sent", { flow: describeFlow(event), bytes: bytes.length });
   }
 
+  /** Fireflies sent, failed, skipped, refused by the validator, and not sent for want of a collector address. */
+  health(): HealthMetric[] {
+    const st = this.stats;
+    const counter = (name: string, help: string, value: number, labels?: Record<string, string>) => ({
+      name,
+      help,
+      type: "counter" as const,
+      value,
+      ...(labels ? { labels } : {}),
+    });
+    return [
+      counter("flowd_firefly_sent_total", "Firefly datagrams sent (to peers and the collector)", st.sent),
+      counter("flowd_firefly_send_failed_total", "Firefly datagrams the socket refused", st.failed),
+      counter("flowd_firefly_not_sent_total", "Fireflies not sent, by reason", st.skipped, {
+        reason: "no-firefly",
+      }),
+      counter("flowd_firefly_not_sent_total", "Fireflies not sent, by reason", st.invalid, {
+        reason: "invalid",
+      }),
+      counter("flowd_firefly_not_sent_total", "Fireflies not sent, by reason", st.ongoingDropped, {
+        reason: "too-many-in-flight",
+      }),
+      counter("flowd_firefly_not_sent_total", "Fireflies not sent, by reason", st.collectorUnresolved, {
+        reason: "collector-unresolved",
+      }),
+    ];
+  }
+
   async stop(): Promise<void> {
+    if (this.#collector instanceof BackgroundResolver) this.#collector.stop();
     // Ongoing fireflies already handed to the sockets finish first (sends complete or fail quickly).
     await Promise.all([...this.#inFlight]);
     for (const s of [this.#socket4, this.#socket6]) {
@@ -240,25 +327,6 @@ export class FireflyBackend implements Backend {
       } catch { /* already closed */ }
     }
     this.#socket4 = this.#socket6 = undefined;
-  }
-
-  async #collectorAddress(): Promise<IpAddress | undefined> {
-    const host = this.opts.config.collectorAddress;
-    const literal = IpAddress.tryParse(host);
-    if (literal) return literal;
-    const cached = this.#collector;
-    if (cached && Date.now() - cached.resolvedAt < COLLECTOR_DNS_TTL_MS) return cached.address;
-    try {
-      const { address } = await lookup(host);
-      this.#collector = { address: IpAddress.parse(address), resolvedAt: Date.now() };
-      return this.#collector.address;
-    } catch (err) {
-      this.#dnsFailLog.run((suppressed) =>
-        log.warn("cannot resolve the collector address", { host, err: errorMessage(err), suppressed })
-      );
-      // Keep using the last known address rather than losing fireflies to a DNS hiccup.
-      return cached?.address;
-    }
   }
 
   #send(bytes: Uint8Array, to: IpAddress, port: number, what: string): Promise<void> {

@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { clip } from "../core/clip.ts";
 import { IpAddress } from "../net/ip.ts";
+import { parsePrefix } from "../net/private_ranges.ts";
 import { Registry, RegistryError } from "../scitags/registry.ts";
 
 // ---- scalar helpers: one place for the wording of type errors ----
@@ -39,6 +40,19 @@ export function show(v: unknown): string {
 const ipLiteral = () =>
   str().refine((s) => IpAddress.tryParse(s) !== undefined, {
     error: (iss) => `expected an IPv4 or IPv6 address, got ${show(iss.input)}`,
+  });
+
+const addressPrefix = () =>
+  str().refine((s) => {
+    try {
+      parsePrefix(s);
+      return true;
+    } catch {
+      return false;
+    }
+  }, {
+    error: (iss) =>
+      `expected an address prefix such as 192.0.2.0/24 or 2001:db8::/32, got ${show(iss.input)}`,
   });
 
 const hostPort = () =>
@@ -131,6 +145,18 @@ export const FireflyPluginSchema = z.strictObject({
   /** Seconds; 0 means no read deadline. */
   deadline: uint(0xffff_ffff).default(0),
   hasSyslogHeader: bool().default(false),
+  /** Addition: the sources (address prefixes) whose fireflies are taken; default this host only. */
+  allowedSources: z.array(addressPrefix(), {
+    error: (i) => `expected a list of address prefixes, got ${show(i.input)}`,
+  })
+    .default(["127.0.0.0/8", "::1/128"]),
+  /** Addition: datagrams per second taken from one source address; 0 turns the limit off. */
+  rateLimit: z.number({ error: (i) => `expected datagrams per second, got ${show(i.input)}` })
+    .min(0, { error: (i) => `expected 0 or more datagrams per second, got ${show(i.input)}` })
+    .max(1_000_000, { error: (i) => `expected at most 1000000 datagrams per second, got ${show(i.input)}` })
+    .default(1000),
+  /** Addition: datagrams a quiet source may send at once before rateLimit applies. */
+  rateBurst: intRange(1, 1_000_000, "a number of datagrams").default(2000),
 });
 
 /** An experiment or activity: an id, or a SciTags registry name resolved when the file is loaded. */

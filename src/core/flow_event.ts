@@ -2,7 +2,7 @@
  * The flow event: the one value that crosses every seam between plugins, the core and backends.
  */
 import { type Endpoint, type Family, formatEndpoint } from "../net/ip.ts";
-import type { Micros } from "./time.ts";
+import { isWritableTime, type Micros } from "./time.ts";
 
 export type { Endpoint, Family } from "../net/ip.ts";
 
@@ -35,6 +35,17 @@ export interface FlowEvent {
   readonly endTime?: Micros;
   /** Goes into the firefly's `context.application`. */
   readonly application: string;
+  /**
+   * What a received firefly reported beyond the flow itself (XRootD's byte counts, a peer's TCP
+   * statistics), kept so that a relay sends it on; the core and other backends ignore it.
+   */
+  readonly relayed?: RelayedReport;
+}
+
+/** The optional blocks of a received firefly a relay passes on (schema v1.0.0 `usage` and `netlink`). */
+export interface RelayedReport {
+  readonly usage?: Readonly<{ received?: number; sent?: number }>;
+  readonly netlink?: Readonly<Record<string, unknown>>;
 }
 
 /** Largest experiment or activity id (both are unsigned 32-bit in the original). */
@@ -68,6 +79,14 @@ export function validateFlowEvent(e: FlowEvent): FlowEvent {
   for (const [name, v] of [["experimentId", e.experimentId], ["activityId", e.activityId]] as const) {
     if (!Number.isInteger(v) || v < 0 || v > MAX_ID) {
       throw new FlowEventError(name, `${name} ${v} is not an integer in 0..${MAX_ID}`);
+    }
+  }
+  for (const [name, v] of [["startTime", e.startTime], ["endTime", e.endTime]] as const) {
+    if (v !== undefined && !isWritableTime(v)) {
+      throw new FlowEventError(
+        name,
+        `${name} ${v} µs is outside the years 0000-9999 (UTC) a firefly can carry`,
+      );
     }
   }
   if (e.src.address.family !== e.dst.address.family) {

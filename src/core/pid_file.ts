@@ -53,7 +53,9 @@ export class PidFile {
       closeFd(fd);
       const other = (await Deno.readTextFile(path).catch(() => "")).trim();
       throw new StartupError(
-        `another flowd-go is running${other ? ` (pid ${clip(other, 20)})` : ""}: it holds the PID file ${path}`,
+        `another flowd-go is running${
+          other ? ` (pid ${clip(other, 20)})` : ""
+        }: it holds the PID file ${path}`,
       );
     }
     try {

@@ -17,8 +17,19 @@ export function microsFromDate(d: Date): Micros {
   return d.getTime() * 1000;
 }
 
+/** First and last microsecond a firefly can carry: RFC 3339 has four-digit years, 0000 to 9999 (UTC). */
+export const FIRST_WRITABLE_MICROS: Micros = new Date(0).setUTCFullYear(0, 0, 1) * 1000;
+export const LAST_WRITABLE_MICROS: Micros = new Date(0).setUTCFullYear(10000, 0, 1) * 1000 - 1;
+
+/** Whether a time can be written as an RFC 3339 date-time (a firefly's, an API answer's). */
+export function isWritableTime(us: Micros): boolean {
+  return Number.isFinite(us) && us >= FIRST_WRITABLE_MICROS && us <= LAST_WRITABLE_MICROS;
+}
+
 /** RFC 3339 in UTC with exactly six fractional digits and a numeric offset: 2021-09-22T11:12:27.808092+00:00. */
 export function formatMicrosUtc(us: Micros): string {
+  // Callers check with isWritableTime first; beyond it Date would write "+010000-..." and break the format.
+  if (!isWritableTime(us)) throw new RangeError(`time ${us} µs is outside the years 0000-9999`);
   const ms = Math.floor(us / 1000);
   const iso = new Date(ms).toISOString(); // 2021-09-22T11:12:27.808Z
   const frac = String(((us % 1_000_000) + 1_000_000) % 1_000_000).padStart(6, "0");
@@ -52,5 +63,7 @@ export function parseRfc3339Micros(text: string): Micros | undefined {
     ms -= (sign === "-" ? -1 : 1) * offsetMin * 60_000;
   }
   const micros = Number(((frac ?? "") + "000000").slice(0, 6));
-  return ms * 1000 + micros;
+  const us = ms * 1000 + micros;
+  // 9999-12-31T23:00:00-05:00 is in year 10000 in UTC, which no RFC 3339 date-time we write can hold.
+  return isWritableTime(us) ? us : undefined;
 }

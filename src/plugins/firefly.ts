@@ -12,6 +12,9 @@ import { ConfigError, errorMessage, StartupError } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
+import { parsePrefix } from "../net/private_ranges.ts";
+import { SourceGate } from "../net/source_gate.ts";
+import type { HealthMetric } from "../core/health.ts";
 import {
   FireflyParseError,
   type FireflyParseReason,
@@ -21,6 +24,11 @@ import {
 
 /** The original refused smaller buffers: a firefly with enrichment does not fit in less. */
 export const MIN_BUFFER_SIZE = 2048;
+
+/** The defaults of the configuration keys: this host only, 1,000 datagrams per second per source. */
+export const DEFAULT_ALLOWED_SOURCES = ["127.0.0.0/8", "::1/128"];
+const DEFAULT_RATE_LIMIT = 1000;
+const DEFAULT_RATE_BURST = 2000;
 
 /** Longest delay a timer takes; longer deadlines are checked in steps of this. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -37,10 +45,15 @@ export interface FireflyPluginOptions {
   deadline: number;
   /** True: every datagram must start with a syslog header. False: the header is optional. */
   hasSyslogHeader: boolean;
+  /** Address prefixes datagrams are taken from (default: loopback only). */
+  allowedSources?: readonly string[];
+  /** Datagrams per second per source address (0: no limit), and the burst a quiet source may send. */
+  rateLimit?: number;
+  rateBurst?: number;
 }
 
-/** Why a datagram gave no event: a parse reason, or larger than `bufferSize`. */
-export type FireflyRejectReason = FireflyParseReason | "oversize";
+/** Why a datagram gave no event: a parse reason, larger than `bufferSize`, or refused by the source gate. */
+export type FireflyRejectReason = FireflyParseReason | "oversize" | "source-not-allowed" | "rate-limited";
 
 /** Counters, for tests and diagnostics. */
 export interface FireflyPluginStats {
@@ -60,6 +73,8 @@ const log = logger("plugins", "firefly");
 
 function emptyRejected(): Record<FireflyRejectReason, number> {
   return {
+    "source-not-allowed": 0,
+    "rate-limited": 0,
     "oversize": 0,
     "encoding": 0,
     "syslog-header": 0,
@@ -81,6 +96,7 @@ export class FireflyPlugin implements Plugin {
     rejected: emptyRejected(),
   };
   readonly #address: IpAddress;
+  readonly #gate: SourceGate;
   readonly #rejectLogs = new Map<FireflyRejectReason, RateLimitedLog>();
   readonly #refuseLog = new RateLimitedLog();
   #socket: dgram.Socket | undefined;
@@ -98,6 +114,18 @@ export class FireflyPlugin implements Plugin {
       );
     }
     this.#address = address;
+    const allowed = (opts.allowedSources ?? DEFAULT_ALLOWED_SOURCES).map((p) => {
+      try {
+        return parsePrefix(p);
+      } catch (err) {
+        throw new ConfigError(`plugins.firefly.allowedSources: ${errorMessage(err)}`);
+      }
+    });
+    this.#gate = new SourceGate({
+      allowed,
+      ratePerSecond: opts.rateLimit ?? DEFAULT_RATE_LIMIT,
+      burst: opts.rateBurst ?? DEFAULT_RATE_BURST,
+    });
   }
 
   /** The port actually bound (useful with bindPort 0); only valid after start(). */
@@ -138,7 +166,14 @@ export class FireflyPlugin implements Plugin {
     log.info("listening for fireflies", {
       address: joinHostPort(this.#address.toString(), socket.address().port),
       bufferSize: this.opts.bufferSize,
+      allowedSources: (this.opts.allowedSources ?? DEFAULT_ALLOWED_SOURCES).join(","),
     });
+    if (!this.#gate.loopbackOnly) {
+      log.warn("the firefly listener takes datagrams from other hosts: it relays what they claim", {
+        allowedSources: (this.opts.allowedSources ?? DEFAULT_ALLOWED_SOURCES).join(","),
+        hint: "allow only the hosts that send fireflies (their addresses or prefixes)",
+      });
+    }
     if (this.opts.deadline > 0) {
       this.#lastReceive = performance.now();
       this.#armIdleTimer();
@@ -165,6 +200,14 @@ export class FireflyPlugin implements Plugin {
     if (this.opts.deadline > 0) this.#lastReceive = performance.now();
     // Only needed for log lines; built lazily so a busy relay does not pay for it per datagram.
     const from = () => joinHostPort(rinfo.address, rinfo.port);
+    const verdict = this.#gate.admit(rinfo.address);
+    if (verdict !== "pass") {
+      const why = verdict === "not-allowed"
+        ? "source address is not in allowedSources"
+        : `source sends more than rateLimit (${this.opts.rateLimit ?? DEFAULT_RATE_LIMIT}/s)`;
+      this.#reject(verdict === "not-allowed" ? "source-not-allowed" : "rate-limited", why, from, msg.length);
+      return;
+    }
     if (msg.length > this.opts.bufferSize) {
       this.#reject(
         "oversize",
@@ -205,6 +248,42 @@ export class FireflyPlugin implements Plugin {
         })
       );
     }
+  }
+
+  /** Datagrams received, events taken and refused, and datagrams rejected by reason. */
+  health(): HealthMetric[] {
+    const out: HealthMetric[] = [
+      {
+        name: "flowd_firefly_listener_datagrams_total",
+        help: "Datagrams the firefly listener received",
+        type: "counter",
+        value: this.stats.received,
+      },
+      {
+        name: "flowd_firefly_listener_events_total",
+        help: "Flow events the firefly listener produced, by outcome at the bus",
+        type: "counter",
+        labels: { outcome: "accepted" },
+        value: this.stats.accepted,
+      },
+      {
+        name: "flowd_firefly_listener_events_total",
+        help: "Flow events the firefly listener produced, by outcome at the bus",
+        type: "counter",
+        labels: { outcome: "refused" },
+        value: this.stats.refused,
+      },
+    ];
+    for (const [reason, value] of Object.entries(this.stats.rejected)) {
+      out.push({
+        name: "flowd_firefly_listener_rejected_total",
+        help: "Datagrams the firefly listener rejected, by reason",
+        type: "counter",
+        labels: { reason },
+        value,
+      });
+    }
+    return out;
   }
 
   #reject(reason: FireflyRejectReason, message: string, from: () => string, bytes: number): void {

@@ -9,6 +9,7 @@ import {
   FlowEventError,
   type FlowState,
   type Protocol,
+  type RelayedReport,
   validateFlowEvent,
 } from "../core/flow_event.ts";
 import { formatMicrosUtc, type Micros, nowMicros, parseRfc3339Micros } from "../core/time.ts";
@@ -159,15 +160,18 @@ export function buildFirefly(event: FlowEvent, opts: BuildFireflyOptions = {}): 
       application: event.application,
     },
   };
-  if (opts.usage) {
-    checkCount("usage.received", opts.usage.received);
-    checkCount("usage.sent", opts.usage.sent);
+  // What a relayed firefly carried goes on, unless this daemon measured the flow itself.
+  const given = opts.usage ?? event.relayed?.usage;
+  if (given) {
+    checkCount("usage.received", given.received);
+    checkCount("usage.sent", given.sent);
     const usage: FireflyUsage = {};
-    if (opts.usage.received !== undefined) usage.received = opts.usage.received;
-    if (opts.usage.sent !== undefined) usage.sent = opts.usage.sent;
+    if (given.received !== undefined) usage.received = given.received;
+    if (given.sent !== undefined) usage.sent = given.sent;
     doc.usage = usage;
   }
-  if (opts.netlink) doc.netlink = opts.netlink;
+  const netlink = opts.netlink ?? event.relayed?.netlink;
+  if (netlink) doc.netlink = { ...netlink };
   if (opts.skOps) doc.skOps = opts.skOps;
   return doc;
 }
@@ -416,7 +420,8 @@ function repairStartTime(value: unknown, header: SyslogHeader | undefined): stri
   if (!isObject(value) || !isObject(value["flow-lifecycle"])) return undefined;
   const lc = value["flow-lifecycle"];
   const start = lc["start-time"];
-  if (start !== undefined && start !== "") return undefined;
+  // flowd-go 2.4.2 writes "", the Python flowd 1.1.7 null (its named-pipe ends), flowd omits it on ongoing.
+  if (start !== undefined && start !== "" && start !== null) return undefined;
   const usable = (v: unknown): v is string => typeof v === "string" && parseFireflyTime(v) !== undefined;
   let fill: string;
   let from: string;
@@ -426,7 +431,8 @@ function repairStartTime(value: unknown, header: SyslogHeader | undefined): stri
     [fill, from] = [formatMicrosUtc(header.timestamp), "syslog timestamp"];
   } else [fill, from] = [formatMicrosUtc(nowMicros()), "receive time"];
   lc["start-time"] = fill;
-  return `flow-lifecycle.start-time: ${start === undefined ? "missing" : "empty"}, set from the ${from}`;
+  const was = start === undefined ? "missing" : start === null ? "null" : "empty";
+  return `flow-lifecycle.start-time: ${was}, set from the ${from}`;
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -502,6 +508,14 @@ export function parseFirefly(datagram: Uint8Array | string, opts: ParseFireflyOp
   return parsed;
 }
 
+/** The blocks of a received firefly that a relay sends on, when it has any. */
+function relayedOf(doc: FireflyDocument): { relayed?: RelayedReport } {
+  const relayed: { usage?: FireflyUsage; netlink?: Record<string, unknown> } = {};
+  if (doc.usage) relayed.usage = { ...doc.usage };
+  if (doc.netlink) relayed.netlink = structuredClone(doc.netlink);
+  return relayed.usage || relayed.netlink ? { relayed: Object.freeze(relayed) } : {};
+}
+
 /**
  * Turns a validated firefly into a flow event (family from `afi`; times parsed; application `""` when
  * absent). Throws `FireflyParseError` (reason `flow-event`) when the document's values cannot make an event,
@@ -529,6 +543,7 @@ export function fireflyToFlowEvent(doc: FireflyDocument): FlowEvent {
       startTime: time("start-time", lc["start-time"]),
       ...(lc["end-time"] !== undefined ? { endTime: time("end-time", lc["end-time"]) } : {}),
       application: doc.context.application ?? "",
+      ...relayedOf(doc),
     };
     return validateFlowEvent(event);
   } catch (err) {

@@ -77,7 +77,9 @@ backends:
       assert.equal(doc["flow-lifecycle"].state, sent["flow-lifecycle"].state);
       if (golden.expect.start) assert.equal(doc["flow-lifecycle"]["start-time"], utc(golden.expect.start));
       if (golden.expect.end) assert.equal(doc["flow-lifecycle"]["end-time"], utc(golden.expect.end));
-      assert.equal(doc.usage, undefined, "usage is not relayed (a flow event has no place for it)");
+      // What the sender reported goes on (XRootD's byte counts and rtt); nothing is made up.
+      assert.deepEqual(doc.usage, sent.usage, `${golden.name}: usage relayed as received`);
+      assert.deepEqual(doc.netlink, sent.netlink, `${golden.name}: netlink relayed as received`);
     });
     // flowd-go 2.4.2's end came with "start-time": ""; the relay supplies the start it saw earlier.
     assert.equal(out[4]["flow-lifecycle"]["start-time"], utc(FLOWD_GO_START.expect.start!));

@@ -53,6 +53,9 @@ enrichers: {netlink: {}, skops: {}}
     bufferSize: 4096,
     deadline: 0,
     hasSyslogHeader: false,
+    allowedSources: ["127.0.0.0/8", "::1/128"],
+    rateLimit: 1000,
+    rateBurst: 2000,
   });
   assert.deepEqual(config.plugins.perfsonar, { experimentId: 0, activityId: 0 });
   assert.deepEqual(config.plugins.iperf3, {
