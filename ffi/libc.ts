@@ -10,6 +10,8 @@ const symbols = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  // ioctl is variadic; FIONREAD's one argument is a pointer, passed in the first variadic register.
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   getpwnam: { parameters: ["buffer"], result: "pointer" },
   getgrnam: { parameters: ["buffer"], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
@@ -93,6 +95,17 @@ export function writeFd(fd: number, data: Uint8Array<ArrayBuffer>): void {
     if (n < 0) throw new LibcError("write", lastErrno(), `cannot write to fd ${fd}`);
     off += n;
   }
+}
+
+const FIONREAD = 0x541b;
+
+/** Bytes waiting to be read in a pipe or FIFO, through either of its ends (ioctl FIONREAD). */
+export function pendingBytes(fd: number): number {
+  const out = new Uint8Array(4);
+  if (libc().ioctl(fd, BigInt(FIONREAD), out) !== 0) {
+    throw new LibcError("ioctl", lastErrno(), `cannot query fd ${fd}`);
+  }
+  return new DataView(out.buffer).getInt32(0, true);
 }
 
 /** Truncates an open file. */

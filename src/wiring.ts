@@ -1,24 +1,19 @@
 /**
- * Builds the components a configuration asks for, in the original's order: plugins api → firefly →
+ * The components a configuration asks for, as specs in the original's order: plugins api → firefly →
  * namedPipe → perfsonar → iperf3; backends marker → firefly → prometheus; enrichers skops → netlink.
+ *
+ * A spec names its slot (the configuration section), carries the options the component is built from
+ * (their JSON is the fingerprint a reload compares, so an unchanged component keeps running) and imports
+ * the component's module only when it is created: a command or a configuration pays for what it uses.
  */
 import type { Config } from "./config/schema.ts";
-import type { Components } from "./core/supervisor.ts";
-import type { Backend, Enricher, Plugin } from "./core/component.ts";
-import { ApiPlugin } from "./plugins/api.ts";
-import { NamedPipePlugin } from "./plugins/named_pipe.ts";
-import { FireflyPlugin } from "./plugins/firefly.ts";
-import { FireflyBackend } from "./backends/firefly.ts";
-import { MarkerBackend } from "./backends/marker/backend.ts";
-import { PerfsonarPlugin } from "./plugins/perfsonar.ts";
-import { PrometheusBackend } from "./backends/prometheus.ts";
-import { Iperf3Plugin } from "./plugins/iperf3.ts";
-import { NetlinkEnricher } from "./enrichers/netlink.ts";
-import { SkopsEnricher } from "./enrichers/skops.ts";
+import type { ComponentSpec } from "./core/component.ts";
 import { APPLICATION_NAME, VERSION } from "./version.ts";
 import { Registry } from "./scitags/registry.ts";
 import { registryIdResolver } from "./plugins/pipe_line.ts";
 import type { HealthSource } from "./core/health.ts";
+
+export type { ComponentSpec } from "./core/component.ts";
 
 /** Facts about the host the components need. */
 export interface HostFacts {
@@ -36,70 +31,129 @@ export function resolvePath(config: Config, path: string): string {
   return `${base.replace(/\/+$/, "")}/${path}`;
 }
 
-/** Creates (without starting) every enabled component. */
-export function buildComponents(config: Config, host: HostFacts): Components {
-  const plugins: Plugin[] = [];
-  const backends: Backend[] = [];
-  const enrichers: Enricher[] = [];
+/** The specs of every enabled component, in start order within each kind. */
+export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[] {
+  const specs: ComponentSpec[] = [];
   const p = config.plugins, b = config.backends, e = config.enrichers;
   const registry = host.registry ?? (() => Registry.embedded());
   const resolveId = registryIdResolver(registry);
 
   if (p.api) {
-    plugins.push(
-      new ApiPlugin({
-        bindAddress: p.api.bindAddress,
-        bindPort: p.api.bindPort,
-        application: APPLICATION_NAME,
-        resolveId,
-        enableDummyEndpoints: p.api.enableDummyEndpoints,
-        tokenFile: p.api.tokenFile === undefined ? undefined : resolvePath(config, p.api.tokenFile),
-        limits: {
-          maxConnections: p.api.maxConnections,
-          headerTimeoutMs: p.api.headerTimeout * 1000,
-          bodyTimeoutMs: p.api.bodyTimeout * 1000,
-          idleTimeoutMs: p.api.idleTimeout * 1000,
-        },
-      }),
-    );
+    const options = {
+      bindAddress: p.api.bindAddress,
+      bindPort: p.api.bindPort,
+      application: APPLICATION_NAME,
+      resolveId,
+      enableDummyEndpoints: p.api.enableDummyEndpoints,
+      tokenFile: p.api.tokenFile === undefined ? undefined : resolvePath(config, p.api.tokenFile),
+      limits: {
+        maxConnections: p.api.maxConnections,
+        headerTimeoutMs: p.api.headerTimeout * 1000,
+        bodyTimeoutMs: p.api.bodyTimeout * 1000,
+        idleTimeoutMs: p.api.idleTimeout * 1000,
+      },
+    };
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.api",
+      options,
+      create: async () => new (await import("./plugins/api.ts")).ApiPlugin(options),
+    });
   }
-  if (p.firefly) plugins.push(new FireflyPlugin(p.firefly));
+  if (p.firefly) {
+    const options = p.firefly;
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.firefly",
+      options,
+      create: async () => new (await import("./plugins/firefly.ts")).FireflyPlugin(options),
+    });
+  }
   if (p.namedPipe) {
-    plugins.push(
-      new NamedPipePlugin({
-        pipePath: resolvePath(config, p.namedPipe.pipePath),
-        buffSize: p.namedPipe.buffSize,
-        pipeMode: p.namedPipe.pipeMode,
-        pipeOwner: p.namedPipe.pipeOwner,
-        pipeGroup: p.namedPipe.pipeGroup,
-        application: APPLICATION_NAME,
-        resolveId,
-      }),
-    );
+    const options = {
+      pipePath: resolvePath(config, p.namedPipe.pipePath),
+      buffSize: p.namedPipe.buffSize,
+      pipeMode: p.namedPipe.pipeMode,
+      pipeOwner: p.namedPipe.pipeOwner,
+      pipeGroup: p.namedPipe.pipeGroup,
+      application: APPLICATION_NAME,
+      resolveId,
+    };
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.namedPipe",
+      options,
+      create: async () => new (await import("./plugins/named_pipe.ts")).NamedPipePlugin(options),
+    });
   }
   if (p.perfsonar) {
-    plugins.push(
-      new PerfsonarPlugin({
-        experimentId: p.perfsonar.experimentId,
-        activityId: p.perfsonar.activityId,
-        application: APPLICATION_NAME,
-      }),
-    );
+    const options = {
+      experimentId: p.perfsonar.experimentId,
+      activityId: p.perfsonar.activityId,
+      application: APPLICATION_NAME,
+    };
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.perfsonar",
+      options,
+      create: async () => new (await import("./plugins/perfsonar.ts")).PerfsonarPlugin(options),
+    });
   }
-  if (p.iperf3) plugins.push(new Iperf3Plugin({ config: p.iperf3, application: APPLICATION_NAME }));
+  if (p.iperf3) {
+    const options = { config: p.iperf3, application: APPLICATION_NAME };
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.iperf3",
+      options,
+      create: async () => new (await import("./plugins/iperf3.ts")).Iperf3Plugin(options),
+    });
+  }
 
-  if (b.marker) backends.push(new MarkerBackend({ config: b.marker }));
+  if (b.marker) {
+    const options = { config: b.marker };
+    specs.push({
+      kind: "backend",
+      slot: "backends.marker",
+      options,
+      create: async () => new (await import("./backends/marker/backend.ts")).MarkerBackend(options),
+    });
+  }
   if (b.firefly) {
-    backends.push(
-      new FireflyBackend({ config: b.firefly, hostname: host.hostname, appName: APPLICATION_NAME }),
-    );
+    const options = { config: b.firefly, hostname: host.hostname, appName: APPLICATION_NAME };
+    specs.push({
+      kind: "backend",
+      slot: "backends.firefly",
+      options,
+      create: async () => new (await import("./backends/firefly.ts")).FireflyBackend(options),
+    });
   }
   if (b.prometheus) {
-    backends.push(new PrometheusBackend({ config: b.prometheus, version: VERSION, health: host.health }));
+    const options = { config: b.prometheus, version: VERSION, health: host.health };
+    specs.push({
+      kind: "backend",
+      slot: "backends.prometheus",
+      options,
+      create: async () => new (await import("./backends/prometheus.ts")).PrometheusBackend(options),
+    });
   }
 
-  if (e?.skops) enrichers.push(new SkopsEnricher({ config: e.skops, periodMs: e.period }));
-  if (e?.netlink) enrichers.push(new NetlinkEnricher({ config: e.netlink, periodMs: e.period }));
-
-  return { plugins, backends, enrichers };
+  if (e?.skops) {
+    const options = { config: e.skops, periodMs: e.period };
+    specs.push({
+      kind: "enricher",
+      slot: "enrichers.skops",
+      options,
+      create: async () => new (await import("./enrichers/skops.ts")).SkopsEnricher(options),
+    });
+  }
+  if (e?.netlink) {
+    const options = { config: e.netlink, periodMs: e.period };
+    specs.push({
+      kind: "enricher",
+      slot: "enrichers.netlink",
+      options,
+      create: async () => new (await import("./enrichers/netlink.ts")).NetlinkEnricher(options),
+    });
+  }
+  return specs;
 }

@@ -64,6 +64,7 @@ async function exposition(e: Endpoint, health: HealthSource | undefined): Promis
 /** The prometheus backend: one registry and HTTP server per enricher flavour. */
 export class PrometheusBackend implements Backend {
   readonly name = "prometheus";
+  readonly replayOpenFlows = true;
   readonly #endpoints = new Map<Flavour, Endpoint>();
   readonly #log: Logger;
   #counts: FlowCounts | undefined;

@@ -5,22 +5,18 @@
  */
 import type { Config } from "../config/schema.ts";
 import type { LoadedConfig } from "../config/load.ts";
-import { EventBus } from "../core/bus.ts";
 import { errorMessage, StartupError } from "../core/errors.ts";
 import { logger } from "../core/log.ts";
 import { PidFile } from "../core/pid_file.ts";
-import { type StopBudget, Supervisor } from "../core/supervisor.ts";
-import { buildComponents, resolvePath } from "../wiring.ts";
-import { type RegistrySource, registrySourceFor } from "../scitags/registry_source.ts";
+import type { StopBudget } from "../core/supervisor.ts";
+import { resolvePath } from "../wiring.ts";
+import { Daemon, type ReloadOutcome } from "../daemon.ts";
 import { loadCliConfig } from "./load.ts";
 import type { CliArgs } from "./args.ts";
 import { VERSION } from "../version.ts";
 
 const log = logger("run");
 
-/** Per-backend queue length and flows remembered. */
-const BUS_QUEUE_CAPACITY = 10_000;
-const FLOW_TABLE_CAPACITY = 1_000_000;
 const STOP_BUDGET: StopBudget = { drainMs: 3_000, componentMs: 5_000 };
 /** Past this, a stop that hangs is abandoned and the process exits anyway. */
 const HARD_STOP_MS = 20_000;
@@ -29,48 +25,6 @@ const HARD_STOP_MS = 20_000;
 export function reportConfig(loaded: LoadedConfig): void {
   for (const w of loaded.warnings) log.warn(w);
   log.debug("configuration parsed", { source: loaded.source, config: JSON.stringify(loaded.config) });
-}
-
-/** One running set of components, and the registry their names resolve with. */
-interface Instance {
-  readonly supervisor: Supervisor;
-  readonly registry: RegistrySource;
-}
-
-async function stopInstance(instance: Instance, budget: StopBudget): Promise<boolean> {
-  const clean = await instance.supervisor.stop(budget);
-  await instance.registry.stop();
-  return clean;
-}
-
-async function startInstance(config: Config): Promise<Instance> {
-  // Refreshing (when configured) runs in the background: names resolve with the cached or embedded copy meanwhile.
-  const registry = registrySourceFor(config);
-  registry.start();
-  // The prometheus backend reads the supervisor's health metrics at scrape time, once it exists.
-  let healthOf: Supervisor | undefined;
-  let supervisor: Supervisor;
-  try {
-    const components = buildComponents(config, {
-      hostname: Deno.hostname(),
-      registry: () => registry.current(),
-      health: () => healthOf?.health() ?? [],
-    });
-    const bus = new EventBus({ queueCapacity: BUS_QUEUE_CAPACITY, flowTableCapacity: FLOW_TABLE_CAPACITY });
-    supervisor = healthOf = new Supervisor(components, bus);
-    await supervisor.start();
-  } catch (err) {
-    await registry.stop();
-    throw err;
-  }
-  const components = supervisor.components;
-  log.info("let's go!", {
-    version: VERSION,
-    nPlugins: components.plugins.length,
-    nBackends: components.backends.length,
-    nEnrichers: components.enrichers.length,
-  });
-  return { supervisor, registry };
 }
 
 type Signal = "SIGTERM" | "SIGINT" | "SIGHUP";
@@ -109,18 +63,17 @@ class SignalInbox {
 export async function runCommand(args: CliArgs): Promise<number> {
   const loaded = await loadCliConfig(args);
   reportConfig(loaded);
-  let config = loaded.config;
-  await ensureWorkDir(config);
+  await ensureWorkDir(loaded.config);
+  const config = loaded.config;
   const pidFile = config.pidPath ? await PidFile.acquire(resolvePath(config, config.pidPath)) : undefined;
   // Signals are caught before anything starts so an early SIGTERM still cleans up.
   const inbox = new SignalInbox(["SIGTERM", "SIGINT", "SIGHUP"]);
   try {
-    let instance = await startInstance(config);
+    const daemon = await Daemon.start(config);
+    announce(daemon);
     let signal: Signal;
     while ((signal = await inbox.next()) === "SIGHUP") {
-      const reloaded = await reload(args, config, instance);
-      instance = reloaded.instance;
-      config = reloaded.config;
+      reportReload(await reload(args, daemon));
     }
     log.info("received signal, stopping", { signal });
     inbox.onUrgent = (s) => {
@@ -133,7 +86,7 @@ export async function runCommand(args: CliArgs): Promise<number> {
       pidFile?.release();
       Deno.exit(1);
     }, HARD_STOP_MS);
-    const clean = await stopInstance(instance, STOP_BUDGET);
+    const clean = await daemon.stop(STOP_BUDGET);
     clearTimeout(watchdog);
     log.info(clean ? "stopped" : "stopped, with errors (see above)");
     return clean ? 0 : 1;
@@ -141,6 +94,16 @@ export async function runCommand(args: CliArgs): Promise<number> {
     inbox.close();
     pidFile?.release();
   }
+}
+
+function announce(daemon: Daemon): void {
+  const c = daemon.supervisor.components;
+  log.info("let's go!", {
+    version: VERSION,
+    nPlugins: c.plugins.length,
+    nBackends: c.backends.length,
+    nEnrichers: c.enrichers.length,
+  });
 }
 
 async function ensureWorkDir(config: Config): Promise<void> {
@@ -153,34 +116,43 @@ async function ensureWorkDir(config: Config): Promise<void> {
   }
 }
 
-/** SIGHUP: load the configuration again and restart the components with it, keeping the old one on failure. */
-async function reload(
-  args: CliArgs,
-  current: Config,
-  running: Instance,
-): Promise<{ instance: Instance; config: Config }> {
+/**
+ * SIGHUP: load the configuration again and bring the running components to it. Unchanged components keep
+ * running; a configuration that fails to load or to start is refused and the running one kept as it was.
+ */
+async function reload(args: CliArgs, daemon: Daemon): Promise<ReloadOutcome> {
   log.info("SIGHUP: reloading the configuration", { source: args.conf });
   let next: LoadedConfig;
   try {
     next = await loadCliConfig(args);
   } catch (err) {
-    log.error("configuration not reloaded, keeping the running one", { err: errorMessage(err) });
-    return { instance: running, config: current };
+    return { ok: false, reason: errorMessage(err) };
   }
   reportConfig(next);
+  const current = daemon.config;
   for (const key of ["pidPath", "workDir"] as const) {
     if (next.config[key] !== current[key]) {
       log.warn(`${key} changes take effect only after a restart`, { key });
     }
   }
-  const effective = { ...next.config, pidPath: current.pidPath, workDir: current.workDir };
-  await stopInstance(running, STOP_BUDGET);
-  try {
-    return { instance: await startInstance(effective), config: effective };
-  } catch (err) {
-    log.error("the reloaded configuration failed to start; going back to the previous one", {
-      err: errorMessage(err),
-    });
-    return { instance: await startInstance(current), config: current };
+  return await daemon.reload(
+    { ...next.config, pidPath: current.pidPath, workDir: current.workDir },
+    STOP_BUDGET,
+  );
+}
+
+/** The one place a reload's outcome is known: logged (and, under systemd, reported). */
+function reportReload(outcome: ReloadOutcome): void {
+  if (!outcome.ok) {
+    log.error("configuration not reloaded, keeping the running one", { err: outcome.reason });
+    return;
   }
+  const r = outcome.report;
+  log.info("configuration reloaded", {
+    kept: r.kept.join(",") || "-",
+    reconfigured: r.reconfigured.join(",") || "-",
+    replaced: r.replaced.join(",") || "-",
+    added: r.added.join(",") || "-",
+    removed: r.removed.join(",") || "-",
+  });
 }

@@ -75,13 +75,57 @@ export class EventBus implements EventSink, EnrichmentSink {
   /** Adds a backend and starts its consumer; events emitted from now on reach it. */
   attachBackend(backend: Backend): void {
     const lane = new BackendLane(backend, this.#capacity);
-    lane.done = this.#consume(lane);
+    lane.done = this.#consume(lane, []);
     this.#lanes.push(lane);
+  }
+
+  /**
+   * Adds a backend during a reload. One that keeps per-flow state (`replayOpenFlows`) first gets the
+   * start of every flow open now, so a replaced marker goes on marking them; then the events from now on.
+   */
+  attachBackendToOpenFlows(backend: Backend): void {
+    const lane = new BackendLane(backend, this.#capacity);
+    const open = backend.replayOpenFlows ? [...this.#flows.values()].map((f) => f.start) : [];
+    lane.done = this.#consume(lane, open);
+    this.#lanes.push(lane);
+  }
+
+  /**
+   * Removes a backend (a reload replaced or dropped it): it gets no new events and has `timeoutMs` to
+   * finish its queue. Returns how many queued events it abandoned.
+   */
+  async detachBackend(backend: Backend, timeoutMs: number): Promise<number> {
+    const i = this.#lanes.findIndex((l) => l.backend === backend);
+    if (i < 0) return 0;
+    const [lane] = this.#lanes.splice(i, 1);
+    lane!.queue.close();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      lane!.done.then(() => "drained" as const),
+      new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), timeoutMs)),
+    ]);
+    clearTimeout(timer);
+    if (outcome === "drained") return 0;
+    const abandoned = lane!.queue.clear();
+    log.warn("a removed backend did not finish its queue in time", { backend: backend.name, abandoned });
+    return abandoned;
+  }
+
+  /** Removes an enricher: it is told about no further flows. */
+  detachEnricher(enricher: Enricher): void {
+    const i = this.#enrichers.indexOf(enricher);
+    if (i >= 0) this.#enrichers.splice(i, 1);
   }
 
   /** Adds an enricher: it is told about flows that start and end from now on. */
   attachEnricher(enricher: Enricher): void {
     this.#enrichers.push(enricher);
+  }
+
+  /** Adds an enricher during a reload: it is also told about every flow open now. */
+  attachEnricherToOpenFlows(enricher: Enricher): void {
+    this.#enrichers.push(enricher);
+    for (const open of this.#flows.values()) this.#tell(enricher, "watch", open.start);
   }
 
   /** Flows started and not yet ended. */
@@ -263,22 +307,27 @@ export class EventBus implements EventSink, EnrichmentSink {
     }
   }
 
-  async #consume(lane: BackendLane): Promise<void> {
+  async #consume(lane: BackendLane, replay: readonly FlowEvent[]): Promise<void> {
+    for (const ev of replay) await this.#deliver(lane, ev);
     for (let ev = await lane.queue.take(); ev !== undefined; ev = await lane.queue.take()) {
-      try {
-        await lane.backend.handle(ev);
-        lane.stats.handled++;
-      } catch (err) {
-        lane.stats.failed++;
-        lane.failLog.run((suppressed) =>
-          log.error("backend failed to handle an event", {
-            backend: lane.backend.name,
-            flow: describeFlow(ev),
-            err: errorMessage(err),
-            suppressed,
-          })
-        );
-      }
+      await this.#deliver(lane, ev);
+    }
+  }
+
+  async #deliver(lane: BackendLane, ev: FlowEvent): Promise<void> {
+    try {
+      await lane.backend.handle(ev);
+      lane.stats.handled++;
+    } catch (err) {
+      lane.stats.failed++;
+      lane.failLog.run((suppressed) =>
+        log.error("backend failed to handle an event", {
+          backend: lane.backend.name,
+          flow: describeFlow(ev),
+          err: errorMessage(err),
+          suppressed,
+        })
+      );
     }
   }
 }

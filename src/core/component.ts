@@ -28,11 +28,22 @@ export interface Plugin {
   stop(): Promise<void>;
   /** Counters about itself (inputs rejected by reason, ...), read at scrape time. */
   health?(): HealthMetric[];
+  /**
+   * On a reload whose settings for this plugin changed: applies `options` (what its constructor took)
+   * in place and returns true, or returns false to be replaced by a new instance. Lets the named pipe
+   * keep its FIFO open across a change of mode or buffer size.
+   */
+  reconfigure?(options: object): Promise<boolean>;
 }
 
 /** A sink of flow events (marker, firefly, prometheus). */
 export interface Backend {
   readonly name: string;
+  /**
+   * True for a backend that keeps per-flow state (the marker's map, the metrics' open flows): when a
+   * reload brings a new instance in, it is first handed the start of every flow open at that moment.
+   */
+  readonly replayOpenFlows?: boolean;
   start(): Promise<void>;
   /**
    * Acts on one event. Called by the core one event at a time, in order, from this backend's own queue.
@@ -82,3 +93,9 @@ export interface Enricher {
   /** Counters about itself, read at scrape time. */
   health?(): HealthMetric[];
 }
+
+/** How to make one component from the configuration, and the settings that identify it (see wiring.ts). */
+export type ComponentSpec =
+  | { kind: "plugin"; slot: string; options: object; create(): Promise<Plugin> }
+  | { kind: "backend"; slot: string; options: object; create(): Promise<Backend> }
+  | { kind: "enricher"; slot: string; options: object; create(): Promise<Enricher> };

@@ -4,27 +4,32 @@
  *
  * The FIFO is opened read-only and read until every writer has closed it (EOF), then opened again.
  * EOF is what tells a final line without a newline is complete, so it is never lost; writers that
- * open and close repeatedly each get their turn.
+ * open and close repeatedly each get their turn. Lines two writers glued together (the second opened
+ * before the first one's EOF was seen) are split apart again (`splitGluedLine`).
+ *
+ * The FIFO outlives reloads that keep its path (settings change in place). A stop removes the path first,
+ * so no new writer can open it, and reads on until the writers that have it open are done (EOF), within
+ * a bound: every line written before the stop is read.
  */
 import {
   closeFd,
-  ENXIO,
   gidOf,
-  LibcError,
   mkfifo,
   O_CLOEXEC,
   O_NONBLOCK,
   O_WRONLY,
   openFd,
+  pendingBytes,
   uidOf,
-  writeFd,
 } from "../../ffi/libc.ts";
 import type { EventSink, Plugin } from "../core/component.ts";
 import { errorMessage, StartupError } from "../core/errors.ts";
 import { describeFlow } from "../core/flow_event.ts";
+import type { HealthMetric } from "../core/health.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
-import { type IdResolver, LineSplitter, parsePipeLine } from "./pipe_line.ts";
+import { readBoundedTextFileSync } from "../core/bounded_file.ts";
+import { type IdResolver, LineSplitter, parsePipeLine, splitGluedLine } from "./pipe_line.ts";
 
 /** What the plugin needs from its configuration section (paths already resolved). */
 export interface NamedPipeOptions {
@@ -44,55 +49,128 @@ export interface NamedPipeStats {
   linesAccepted: number;
   linesRejected: number;
   eventsRefused: number;
+  /** Lines recovered from two writers' lines glued together. */
+  linesUnglued: number;
 }
+
+/** How long a stop waits for the reader to reach its token before giving up on what is left. */
+const STOP_DRAIN_MS = 2000;
+/** A stale regular file at the pipe's path is inspected up to this size. */
+const MAX_STALE_FILE_BYTES = 1 << 20;
 
 const log = logger("plugins", "namedPipe");
 
 export class NamedPipePlugin implements Plugin {
   readonly name = "namedPipe";
-  readonly stats: NamedPipeStats = { linesAccepted: 0, linesRejected: 0, eventsRefused: 0 };
+  readonly stats: NamedPipeStats = { linesAccepted: 0, linesRejected: 0, eventsRefused: 0, linesUnglued: 0 };
+  #opts: NamedPipeOptions;
+  #buf: Uint8Array;
   #reader: Promise<void> | undefined;
   #stopping = false;
+  /** True while the reader waits in read(): what it got so far is handled. */
+  #awaitingData = false;
   #created = false;
   #badLineLog = new RateLimitedLog(5_000);
+  #refusedLog = new RateLimitedLog();
 
-  constructor(private readonly opts: NamedPipeOptions) {}
+  constructor(opts: NamedPipeOptions) {
+    this.#opts = opts;
+    this.#buf = new Uint8Array(opts.buffSize);
+  }
 
   async start(sink: EventSink): Promise<void> {
-    const path = this.opts.pipePath;
+    const path = this.#opts.pipePath;
     await this.#createFifo(path);
-    await this.#applyPermissions(path);
+    await this.#applyPermissions(path, true);
     this.#created = true;
-    log.info("listening on the named pipe", { path, mode: this.opts.pipeMode });
+    log.info("listening on the named pipe", { path, mode: this.#opts.pipeMode });
     this.#reader = this.#readLoop(sink);
   }
 
+  /** Same path: mode, owner, group and buffer size change on the open FIFO. Another path: replaced. */
+  async reconfigure(options: object): Promise<boolean> {
+    const next = options as NamedPipeOptions;
+    if (next.pipePath !== this.#opts.pipePath || !this.#created) return false;
+    const previous = this.#opts;
+    this.#opts = next;
+    try {
+      await this.#applyPermissions(next.pipePath, false);
+    } catch (err) {
+      this.#opts = previous;
+      throw err;
+    }
+    if (next.buffSize !== previous.buffSize) this.#buf = new Uint8Array(next.buffSize);
+    log.info("named pipe settings changed in place", { path: next.pipePath, mode: next.pipeMode });
+    return true;
+  }
+
   async stop(): Promise<void> {
-    this.#stopping = true;
-    if (this.#reader) {
-      let finished = false;
-      const reader = this.#reader.finally(() => finished = true);
-      // Wake the reader: it is blocked in open() waiting for a writer, or in read() waiting for data.
-      const deadline = performance.now() + 2000;
-      while (!finished && performance.now() < deadline) {
-        this.#poke();
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([reader, new Promise((r) => timer = setTimeout(r, 25))]);
-        clearTimeout(timer);
-      }
-      if (!finished) log.warn("the named pipe reader did not stop in time", { path: this.opts.pipePath });
-      this.#reader = undefined;
+    const path = this.#opts.pipePath;
+    this.#stopping = true; // from now on the reader opens no further session
+    // A writer end of our own, opened while a reader holds the FIFO: it completes a reader's pending open,
+    // and tells how much is still in the pipe. Closed last, so the reader then sees EOF once the other
+    // writers are done.
+    let fd: number | undefined;
+    try {
+      fd = openFd(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    } catch (err) {
+      log.debug("cannot open the named pipe to stop its reader", { err: errorMessage(err) });
     }
     if (this.#created) {
       try {
-        await Deno.remove(this.opts.pipePath);
+        await Deno.remove(path);
       } catch (err) {
         if (!(err instanceof Deno.errors.NotFound)) {
-          log.warn("cannot remove the named pipe", { path: this.opts.pipePath, err: errorMessage(err) });
+          log.warn("cannot remove the named pipe", { path, err: errorMessage(err) });
         }
       }
       this.#created = false;
     }
+    if (this.#reader) {
+      // Done when the reader is waiting for more and nothing is left in the pipe: every line written
+      // before the stop has been handled. A writer that keeps the FIFO open is not waited for beyond that.
+      let finished = false;
+      const reader = this.#reader.finally(() => finished = true);
+      const deadline = performance.now() + STOP_DRAIN_MS;
+      let drained = false;
+      while (!finished && !drained && performance.now() < deadline) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([reader, new Promise((r) => timer = setTimeout(r, 10))]);
+        clearTimeout(timer);
+        drained = fd !== undefined && this.#awaitingData && pendingBytes(fd) === 0;
+      }
+      if (!finished && !drained) {
+        log.warn("the named pipe reader did not finish in time; lines still in the pipe are lost", {
+          path,
+          waitedMs: STOP_DRAIN_MS,
+        });
+      }
+      this.#reader = undefined;
+    }
+    if (fd !== undefined) closeFd(fd);
+  }
+
+  /** Lines accepted and rejected, events the bus refused, lines split apart, as health metrics. */
+  health(): HealthMetric[] {
+    const s = this.stats;
+    const lines = (outcome: string, value: number): HealthMetric => ({
+      name: "flowd_named_pipe_lines_total",
+      help: "Lines read from the named pipe, by outcome",
+      type: "counter",
+      labels: { outcome },
+      value,
+    });
+    return [
+      lines("accepted", s.linesAccepted),
+      lines("rejected", s.linesRejected),
+      lines("unglued", s.linesUnglued),
+      {
+        name: "flowd_named_pipe_events_refused_total",
+        help: "Events from the named pipe that the bus refused (every backend queue full, stopping)",
+        type: "counter",
+        value: s.eventsRefused,
+      },
+    ];
   }
 
   async #createFifo(path: string): Promise<void> {
@@ -104,10 +182,19 @@ export class NamedPipePlugin implements Plugin {
         throw new StartupError(`namedPipe: cannot inspect ${path}: ${errorMessage(err)}`);
       }
     }
-    if (info) {
-      if (!info.isFifo) throw new StartupError(`namedPipe: ${path} exists and is not a named pipe (FIFO)`);
+    if (info?.isFifo) {
       log.debug("reusing the existing named pipe", { path });
       return;
+    }
+    if (info?.isFile) {
+      await this.#moveStaleFile(path, info);
+    } else if (info) {
+      throw new StartupError(
+        `namedPipe: ${path} exists and is ${
+          info.isSymlink ? "a symbolic link" : info.isDirectory ? "a directory" : "not a file"
+        }, ` +
+          `not a named pipe: remove it (flowd-go creates the FIFO itself) or set pipePath elsewhere`,
+      );
     }
     const dir = path.slice(0, path.lastIndexOf("/"));
     if (dir) {
@@ -124,14 +211,56 @@ export class NamedPipePlugin implements Plugin {
     }
   }
 
-  async #applyPermissions(path: string): Promise<void> {
-    const uid = this.#resolveId("pipeOwner", this.opts.pipeOwner, uidOf, "user");
-    const gid = this.#resolveId("pipeGroup", this.opts.pipeGroup, gidOf, "group");
+  /**
+   * A regular file where the FIFO belongs: a writer's `echo ... > np` made it while no FIFO was there. An
+   * empty one is removed; one holding only pipe lines is moved aside (those flows are stale by now) with a
+   * warning saying where; anything else is refused, since it may be someone's data.
+   */
+  async #moveStaleFile(path: string, info: Deno.FileInfo): Promise<void> {
+    if (info.size === 0) {
+      await Deno.remove(path);
+      log.warn("removed an empty regular file where the named pipe belongs", { path });
+      return;
+    }
+    const refuse = (why: string) =>
+      new StartupError(
+        `namedPipe: ${path} is a regular file (${info.size} bytes) ${why}, not a named pipe: ` +
+          `move it away or set pipePath elsewhere`,
+      );
+    let text: string;
+    try {
+      text = readBoundedTextFileSync(path, MAX_STALE_FILE_BYTES, "the file at pipePath");
+    } catch (err) {
+      throw refuse(`that cannot be read as pipe lines (${errorMessage(err)})`);
+    }
+    const lines = text.split("\n").filter((l) => l.trim() !== "");
+    const ctx = { now: 0, application: "", resolveId: this.#opts.resolveId };
+    const parses = (l: string) => {
+      try {
+        return parsePipeLine(l, ctx) !== undefined;
+      } catch {
+        return false;
+      }
+    };
+    if (!lines.every(parses)) throw refuse("holding more than pipe lines");
+    const aside = `${path}.stale-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    await Deno.rename(path, aside);
+    log.warn("moved a stale regular file away from the named pipe's path", {
+      path,
+      movedTo: aside,
+      lines: lines.length,
+      why: "a writer wrote to the path while no FIFO was there; those flow events were not read",
+    });
+  }
+
+  async #applyPermissions(path: string, removeOnFailure: boolean): Promise<void> {
+    const uid = this.#resolveId("pipeOwner", this.#opts.pipeOwner, uidOf, "user");
+    const gid = this.#resolveId("pipeGroup", this.#opts.pipeGroup, gidOf, "group");
     try {
       if (uid !== null || gid !== null) await Deno.chown(path, uid, gid);
-      await Deno.chmod(path, parseInt(this.opts.pipeMode, 8));
+      await Deno.chmod(path, parseInt(this.#opts.pipeMode, 8));
     } catch (err) {
-      await Deno.remove(path).catch(() => {});
+      if (removeOnFailure) await Deno.remove(path).catch(() => {});
       throw new StartupError(`namedPipe: cannot set the owner or mode of ${path}: ${errorMessage(err)}`);
     }
   }
@@ -156,30 +285,31 @@ export class NamedPipePlugin implements Plugin {
    * readers; a writer that opens just as a session ends would otherwise get EPIPE and lose its line.
    */
   async #readLoop(sink: EventSink): Promise<void> {
-    const buf = new Uint8Array(this.opts.buffSize);
-    let next = this.#openReader();
-    while (!this.#stopping) {
+    let next: Promise<Deno.FsFile | undefined> | undefined = this.#openReader();
+    while (next) {
       const file = await next;
       if (!file) return;
-      next = this.#openReader(); // registered as a reader at once, even while it waits for a writer
+      // Registered as a reader at once, even while it waits for a writer; none once the stop has begun.
+      next = this.#stopping ? undefined : this.#openReader();
       try {
-        await this.#readSession(file, buf, sink);
+        await this.#readSession(file, sink);
       } finally {
         file.close();
       }
+      if (this.#stopping) break;
     }
-    // stop() keeps poking the FIFO until this returns, which completes the pending open.
+    // The stop's own writer end completed a pending open; close what it opened.
     (await next)?.close();
   }
 
   /** Opens the FIFO for reading; the open waits (off the event loop) until a writer appears. */
   async #openReader(): Promise<Deno.FsFile | undefined> {
     try {
-      return await Deno.open(this.opts.pipePath, { read: true });
+      return await Deno.open(this.#opts.pipePath, { read: true });
     } catch (err) {
       if (!this.#stopping) {
         log.error("cannot open the named pipe; it will no longer be read", {
-          path: this.opts.pipePath,
+          path: this.#opts.pipePath,
           err: errorMessage(err),
         });
       }
@@ -188,33 +318,43 @@ export class NamedPipePlugin implements Plugin {
   }
 
   /** Reads lines until every writer has closed the FIFO; the last line needs no newline. */
-  async #readSession(file: Deno.FsFile, buf: Uint8Array, sink: EventSink): Promise<void> {
+  async #readSession(file: Deno.FsFile, sink: EventSink): Promise<void> {
     const splitter = new LineSplitter();
     try {
       for (;;) {
-        const n = await file.read(buf);
+        const buf = this.#buf;
+        this.#awaitingData = true;
+        const n = await file.read(buf).finally(() => this.#awaitingData = false);
         if (n === null) break;
         const { lines, discarded } = splitter.push(buf.subarray(0, n));
         if (discarded) this.#rejected(`line longer than ${splitter.maxLineLength} bytes`, "", discarded);
         for (const line of lines) this.#handleLine(line, sink);
-        if (this.#stopping) break;
       }
       const last = splitter.flush();
       if (last !== undefined) this.#handleLine(last, sink);
     } catch (err) {
-      log.error("error reading the named pipe", { path: this.opts.pipePath, err: errorMessage(err) });
+      log.error("error reading the named pipe", { path: this.#opts.pipePath, err: errorMessage(err) });
     }
   }
 
   #handleLine(line: string, sink: EventSink): void {
+    const ctx = { now: nowMicros(), application: this.#opts.application, resolveId: this.#opts.resolveId };
     let event;
     try {
-      event = parsePipeLine(line, {
-        now: nowMicros(),
-        application: this.opts.application,
-        resolveId: this.opts.resolveId,
-      });
+      event = parsePipeLine(line, ctx);
     } catch (err) {
+      const pieces = splitGluedLine(line, (candidate) => {
+        try {
+          return parsePipeLine(candidate, ctx) !== undefined;
+        } catch {
+          return false;
+        }
+      });
+      if (pieces) {
+        this.stats.linesUnglued += pieces.length;
+        for (const piece of pieces) this.#handleLine(piece, sink);
+        return;
+      }
       this.#rejected(errorMessage(err), line, 1);
       return;
     }
@@ -223,12 +363,16 @@ export class NamedPipePlugin implements Plugin {
     const result = sink.emit(event);
     if (!result.accepted) {
       this.stats.eventsRefused++;
-      log.warn("flow event from the named pipe was refused", {
-        reason: result.reason,
-        flow: describeFlow(event),
-      });
+      this.#refusedLog.run((suppressed) =>
+        log.warn("flow event from the named pipe was refused", {
+          reason: result.reason,
+          flow: describeFlow(event),
+          refusedTotal: this.stats.eventsRefused,
+          suppressed,
+        })
+      );
     } else {
-      log.debug("flow event from the named pipe", { flow: describeFlow(event) });
+      log.debug("flow event from the named pipe", () => ({ flow: describeFlow(event) }));
     }
   }
 
@@ -237,28 +381,10 @@ export class NamedPipePlugin implements Plugin {
     this.#badLineLog.run((suppressed) =>
       log.warn("ignoring a bad line from the named pipe", {
         reason,
-        line: line.length > 200 ? line.slice(0, 200) + "..." : line,
+        line,
         rejectedTotal: this.stats.linesRejected,
         suppressed,
       })
     );
-  }
-
-  /** Opens the FIFO for writing without blocking and writes a newline, waking a blocked reader. */
-  #poke(): void {
-    let fd: number;
-    try {
-      fd = openFd(this.opts.pipePath, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    } catch (err) {
-      // ENXIO: no reader has it open right now (between two opens); the caller retries.
-      if (!(err instanceof LibcError && err.errno === ENXIO)) {
-        log.debug("cannot open the named pipe to wake its reader", { err: errorMessage(err) });
-      }
-      return;
-    }
-    try {
-      writeFd(fd, new TextEncoder().encode("\n"));
-    } catch { /* a full pipe wakes the reader anyway */ }
-    closeFd(fd);
   }
 }

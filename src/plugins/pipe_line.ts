@@ -166,3 +166,28 @@ export class LineSplitter {
     return rest.length > 0 && !wasOverlong ? rest : undefined;
   }
 }
+
+/** Split points tried per bad line, at most (each costs one parse). */
+const MAX_GLUE_SPLITS = 8;
+
+/**
+ * Splits a line that does not parse into the lines it was glued from, or returns undefined.
+ *
+ * A FIFO reader cannot see where one writer's data ends when the next writer opens before the first
+ * one's close is noticed: a last line without newline then runs into the next writer's line
+ * ("... 2 9start tcp ..."). A line is split before a `start`/`end` keyword only where the rest parses as a
+ * line of its own; the part before it stands alone (valid or not). A line that parses whole is never split.
+ */
+export function splitGluedLine(line: string, parses: (candidate: string) => boolean): string[] | undefined {
+  const keyword = /(?:start|end)\s/gi;
+  let tried = 0;
+  for (let m = keyword.exec(line); m !== null && tried < MAX_GLUE_SPLITS; m = keyword.exec(line)) {
+    if (m.index === 0) continue;
+    tried++;
+    const rest = line.slice(m.index);
+    if (!parses(rest)) continue;
+    const head = line.slice(0, m.index);
+    return [...(parses(head) ? [head] : splitGluedLine(head, parses) ?? [head]), rest];
+  }
+  return undefined;
+}

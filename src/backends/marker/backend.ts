@@ -57,6 +57,7 @@ function isWildcard(e: FlowEvent): boolean {
 
 export class MarkerBackend implements Backend {
   readonly name = "marker";
+  readonly replayOpenFlows = true;
   readonly stats: MarkerBackendStats = { inserted: 0, deleted: 0, skippedIpv4: 0, failed: 0 };
   #program: MarkerProgram | undefined;
   #hooks: MarkerHooks | undefined;
