@@ -51,8 +51,10 @@ struct ipv6_with_options {
 
 const volatile struct marker_config marker_cfg SEC(".rodata.config") = {};
 
+/* A plain hash, not an LRU one: the kernel never drops a flow behind user space's back (an LRU map evicts
+ * silently, even before it is full); user space sizes it (maxFlows) and decides what goes when it is full. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MARKER_MAX_FLOWS);
 	__type(key, struct flow_key);
 	__type(value, marker_tag_t);

@@ -146,8 +146,15 @@ export const Errno = {
   ENODEV: 19,
   EINVAL: 22,
   ENOSPC: 28,
+  ENOMEM: 12,
   EOPNOTSUPP: 95,
 } as const;
+
+/** The symbolic name of an errno for labels and messages ("E2BIG"), or "errno N" when it is not one above. */
+export function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(Errno)) if (value === errno) return name;
+  return `errno ${errno}`;
+}
 
 /** Runs a libbpf call while collecting its warnings; returns the result and the warnings. */
 function withCapture<T>(fn: () => T): { result: T; warnings: string[] } {

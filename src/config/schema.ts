@@ -287,6 +287,9 @@ export const MARKING_STRATEGIES = ["label", "hopByHop", "destination", "hopByHop
 export const ATTACH_MODES = ["auto", "tcx", "tc"] as const;
 export const ENRICHMENT_MODES = ["lean", "compatible", "full"] as const;
 
+/** `backends.marker.whenFull`: make room by forgetting the oldest-started flow, or leave the new one unmarked. */
+export const WHEN_FULL_POLICIES = ["evictOldest", "refuse"] as const;
+
 export const MarkerSchema = z.strictObject({
   targetInterfaces: z.array(str().min(1)).default(["lo"]),
   discoverInterfaces: bool().default(false),
@@ -297,6 +300,10 @@ export const MarkerSchema = z.strictObject({
   matchAll: bool().default(false),
   /** Addition: TCX links where the kernel has them (auto), or force one kind of hook. */
   attachMode: choice(ATTACH_MODES).default("auto"),
+  /** Addition: flows the kernel map holds (about 100 bytes of kernel memory each). */
+  maxFlows: intRange(1, 10_000_000, "a number of flows").default(100_000),
+  /** Addition: what happens to a new flow when the map is full. */
+  whenFull: choice(WHEN_FULL_POLICIES).default("evictOldest"),
 });
 
 export const StunSchema = z.strictObject({

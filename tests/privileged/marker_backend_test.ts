@@ -78,7 +78,16 @@ privilegedTest(
       await backend.handle(event("end", net.ip6A, 40000, net.ip6B, 5201));
       assert.equal(program.flowTag(start), undefined, "end deletes the entry");
       await backend.handle(event("end", net.ip6A, 40000, net.ip6B, 5201));
-      assert.deepEqual(backend.stats, { inserted: 1, deleted: 1, skippedIpv4: 2, failed: 0 });
+      assert.deepEqual(backend.stats, {
+        inserted: 1,
+        deleted: 1,
+        skippedIpv4: 2,
+        failed: 0,
+        evicted: 0,
+        refused: 0,
+        endsNotMarked: 1,
+        failedByErrno: {},
+      });
 
       await backend.stop();
       assert.deepEqual(

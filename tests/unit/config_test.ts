@@ -80,6 +80,8 @@ enrichers: {netlink: {}, skops: {}}
     debugMode: false,
     matchAll: true,
     attachMode: "auto",
+    maxFlows: 100_000,
+    whenFull: "evictOldest",
   });
   assert.deepEqual(config.backends.firefly, {
     destinationPort: 10514,

@@ -15,23 +15,29 @@ import { flowTag, formatTag, tagTruncation } from "./flow_tag.ts";
 import { MarkerHooks } from "./hooks.ts";
 import { MarkerProgram } from "./program.ts";
 import { DEFAULT_LEDGER_PATH, QdiscLedger } from "./qdisc_ledger.ts";
+import { MarkedFlows } from "./marked_flows.ts";
+import { DEFAULT_MAX_FLOWS } from "./layout.ts";
+import type { HealthMetric } from "../../core/health.ts";
+import { errnoName, LibbpfError } from "../../../ffi/libbpf.ts";
 
 const log = logger("backends", "marker");
 
 /** What the backend is built from. */
 export interface MarkerBackendOptions {
   /** The `backends.marker` configuration section. */
-  config: Pick<
-    MarkerConfig,
-    | "targetInterfaces"
-    | "discoverInterfaces"
-    | "removeQdisc"
-    | "programPath"
-    | "markingStrategy"
-    | "debugMode"
-    | "matchAll"
-    | "attachMode"
-  >;
+  config:
+    & Pick<
+      MarkerConfig,
+      | "targetInterfaces"
+      | "discoverInterfaces"
+      | "removeQdisc"
+      | "programPath"
+      | "markingStrategy"
+      | "debugMode"
+      | "matchAll"
+      | "attachMode"
+    >
+    & Partial<Pick<MarkerConfig, "maxFlows" | "whenFull">>;
   /** File recording the clsact qdiscs the marker created (default /run/flowd-go/marker-qdiscs.json). */
   ledgerPath?: string;
   /** How often to look for interfaces that vanished or came back (ms; default 5000, 0 = never). */
@@ -48,6 +54,14 @@ export interface MarkerBackendStats {
   deleted: number;
   skippedIpv4: number;
   failed: number;
+  /** Flows taken out of a full map to make room for a newer one (whenFull: evictOldest). */
+  evicted: number;
+  /** Flows left unmarked because the map was full (whenFull: refuse). */
+  refused: number;
+  /** Ends of flows not in the map (never started here, or evicted earlier). */
+  endsNotMarked: number;
+  /** Failed map updates by errno name, e.g. E2BIG. */
+  failedByErrno: Record<string, number>;
 }
 
 function isWildcard(e: FlowEvent): boolean {
@@ -58,8 +72,19 @@ function isWildcard(e: FlowEvent): boolean {
 export class MarkerBackend implements Backend {
   readonly name = "marker";
   readonly replayOpenFlows = true;
-  readonly stats: MarkerBackendStats = { inserted: 0, deleted: 0, skippedIpv4: 0, failed: 0 };
+  readonly stats: MarkerBackendStats = {
+    inserted: 0,
+    deleted: 0,
+    skippedIpv4: 0,
+    failed: 0,
+    evicted: 0,
+    refused: 0,
+    endsNotMarked: 0,
+    failedByErrno: {},
+  };
   #program: MarkerProgram | undefined;
+  #marked: MarkedFlows | undefined;
+  #fullLog = new RateLimitedLog();
   #hooks: MarkerHooks | undefined;
   #failLog = new RateLimitedLog();
   #truncationLog = new RateLimitedLog(60_000);
@@ -85,7 +110,9 @@ export class MarkerBackend implements Backend {
         matchAll: c.matchAll,
         debug: c.debugMode,
         programPath: c.programPath || undefined,
+        maxFlows: c.maxFlows ?? DEFAULT_MAX_FLOWS,
       });
+      this.#marked = new MarkedFlows(this.#program.maxFlows, c.whenFull ?? "evictOldest");
       this.#hooks = new MarkerHooks(this.#program, {
         mode: c.attachMode,
         removeQdisc: c.removeQdisc,
@@ -98,6 +125,8 @@ export class MarkerBackend implements Backend {
       log.info("marker ready", {
         strategy: c.markingStrategy,
         matchAll: c.matchAll,
+        maxFlows: this.#program.maxFlows,
+        whenFull: c.whenFull ?? "evictOldest",
         interfaces: interfaces.join(",") || "(none)",
       });
     } catch (err) {
@@ -119,6 +148,9 @@ export class MarkerBackend implements Backend {
       else this.#handleFlow(program, event);
     } catch (err) {
       this.stats.failed++;
+      const errno = err instanceof LibbpfError ? errnoName(err.errno) : "other";
+      this.stats.failedByErrno[errno] = (this.stats.failedByErrno[errno] ?? 0) + 1;
+      if (event.state === "start") this.#marked?.forget(event);
       this.#failLog.run((suppressed) =>
         log.error("cannot update the marker's map", {
           flow: describeFlow(event),
@@ -164,19 +196,86 @@ export class MarkerBackend implements Backend {
   }
 
   #handleFlow(program: MarkerProgram, event: FlowEvent): void {
+    const marked = this.#marked!;
     if (event.state === "start") {
+      const admission = marked.admit(event);
+      if (admission.kind === "refuse") {
+        this.stats.refused++;
+        this.#reportFull("the marker's flow map is full; a new flow is left unmarked (whenFull: refuse)");
+        return;
+      }
+      if (admission.kind === "evict") {
+        program.deleteFlow(admission.victim);
+        this.stats.evicted++;
+        this.#reportFull("the marker's flow map is full; the oldest-started flow is no longer marked");
+      }
       const tag = this.#tag(program, event);
       program.setFlow(event, tag);
-      this.stats.inserted++;
-      log.debug("marking flow", { flow: describeFlow(event), tag: formatTag(program.strategy, tag) });
+      if (admission.kind !== "again") this.stats.inserted++;
+      log.debug("marking flow", () => ({ flow: describeFlow(event), tag: formatTag(program.strategy, tag) }));
     } else if (event.state === "end") {
-      if (program.deleteFlow(event)) {
+      const known = marked.forget(event);
+      if (known && program.deleteFlow(event)) {
         this.stats.deleted++;
-        log.debug("stopped marking flow", { flow: describeFlow(event) });
+        log.debug("stopped marking flow", () => ({ flow: describeFlow(event) }));
       } else {
-        log.debug("end of a flow that was not being marked", { flow: describeFlow(event) });
+        this.stats.endsNotMarked++;
+        log.debug("end of a flow that was not being marked", () => ({ flow: describeFlow(event) }));
       }
     }
+  }
+
+  #reportFull(message: string): void {
+    this.#fullLog.run((suppressed) =>
+      log.warn(message, {
+        maxFlows: this.#marked!.capacity,
+        evictedTotal: this.stats.evicted,
+        refusedTotal: this.stats.refused,
+        hint: "raise backends.marker.maxFlows, or look for a plugin whose flows never end",
+        suppressed,
+      })
+    );
+  }
+
+  /** Flows in the map, evictions, refusals and failed updates, as health metrics. */
+  health(): HealthMetric[] {
+    const s = this.stats;
+    const out: HealthMetric[] = [
+      {
+        name: "flowd_marker_flows",
+        help: "Flows in the marker's kernel map",
+        type: "gauge",
+        value: this.#marked?.size ?? 0,
+      },
+      {
+        name: "flowd_marker_flows_capacity",
+        help: "Flows the marker's kernel map holds at most (backends.marker.maxFlows)",
+        type: "gauge",
+        value: this.#marked?.capacity ?? 0,
+      },
+      {
+        name: "flowd_marker_flows_evicted_total",
+        help: "Flows taken out of the full map for newer ones (whenFull: evictOldest)",
+        type: "counter",
+        value: s.evicted,
+      },
+      {
+        name: "flowd_marker_flows_refused_total",
+        help: "Flows left unmarked because the map was full (whenFull: refuse)",
+        type: "counter",
+        value: s.refused,
+      },
+    ];
+    for (const [errno, value] of Object.entries(s.failedByErrno)) {
+      out.push({
+        name: "flowd_marker_map_update_failures_total",
+        help: "Map updates the kernel refused, by errno",
+        type: "counter",
+        labels: { errno },
+        value,
+      });
+    }
+    return out;
   }
 
   #handleMatchAll(program: MarkerProgram, event: FlowEvent): void {

@@ -53,7 +53,7 @@ export interface MarkerProgramOptions {
   programPath?: string;
   /** The object's bytes, bypassing both files (tests, embedded packaging). */
   objectBytes?: Uint8Array;
-  /** Capacity of the flow map (default 100000); the least recently used flows go first when full. */
+  /** Capacity of the flow map (default 100000); the backend decides what goes when it is full. */
   maxFlows?: number;
 }
 
@@ -70,8 +70,8 @@ export interface FlowEntry {
   readonly tag: number;
 }
 
-/** Flow map size when match-all makes it unused (an LRU map still wants room for every CPU). */
-const MATCH_ALL_FLOW_CAPACITY = 1024;
+/** Flow map size when match-all makes it unused. */
+const MATCH_ALL_FLOW_CAPACITY = 1;
 
 /** The marker object(s) loaded into the kernel, with their shared maps. */
 export class MarkerProgram implements Disposable {
@@ -122,6 +122,11 @@ export class MarkerProgram implements Disposable {
   /** The program fd for interfaces with this link layer, loading that instance if needed. */
   programFd(linkLayer: LinkLayer): number {
     return this.#instance(linkLayer).progFd;
+  }
+
+  /** Entries the flow map holds at most. */
+  get maxFlows(): number {
+    return this.#maxFlows;
   }
 
   /** The kernel id of the program for this link layer, loading that instance if needed. */
