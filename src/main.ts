@@ -44,6 +44,8 @@ export async function main(argv: string[]): Promise<number> {
         return await confCommand(args);
       case "run":
         return await runCommand(args);
+      case "reload":
+        return await (await import("./cli/reload.ts")).reloadCommand(args);
       case "marker clean":
         return await markerCleanCommand(args);
       case "stun sample":

@@ -1,6 +1,6 @@
 /**
  * Command-line parsing, compatible with the original:
- * `flowd-go [-h|--help] [--conf PATH] [--log-level LEVEL] [--log-time] run|version|conf|marker clean|stun sample|help`.
+ * `flowd-go [-h|--help] [--conf PATH] [--log-level LEVEL] [--log-time] run|version|conf|reload|marker clean|stun sample|help`.
  * Global flags may come before or after the command.
  */
 import { parseArgs } from "node:util";
@@ -10,7 +10,7 @@ import { DEFAULT_CONFIG_PATH } from "../config/load.ts";
 import { splitHostPort } from "../net/ip.ts";
 
 /** The commands, as word paths. */
-export const COMMANDS = ["run", "version", "conf", "marker clean", "stun sample", "help"] as const;
+export const COMMANDS = ["run", "version", "conf", "reload", "marker clean", "stun sample", "help"] as const;
 export type Command = typeof COMMANDS[number] | "none";
 
 /** Parsed command line. */
@@ -34,6 +34,8 @@ export interface CliArgs {
   targetInterfaces: string[];
   /** `marker clean --remove-qdisc` (default true). */
   removeQdisc: boolean;
+  /** `reload --pid`: the daemon to signal (default: the PID file's). */
+  pid?: number;
 }
 
 /** Groups of commands: the first word of a two-word command and its second words. */
@@ -74,6 +76,7 @@ export function parseCli(argv: string[]): CliArgs {
         format: { type: "string" },
         "stun-server": { type: "string", multiple: true },
         "http-server": { type: "string", multiple: true },
+        pid: { type: "string" },
       },
     });
   } catch (err) {
@@ -139,6 +142,14 @@ export function parseCli(argv: string[]): CliArgs {
     if (!/^[^\s/]{1,15}$/.test(name)) throw new UsageError(`invalid --target-interface "${name}"`);
   }
   if (values.conf === "") throw new UsageError("--conf needs a path");
+  let pid: number | undefined;
+  if (values.pid !== undefined) {
+    if (command !== "reload") throw new UsageError(`--pid only applies to "reload"`);
+    if (!/^[1-9]\d{0,9}$/.test(values.pid)) {
+      throw new UsageError(`invalid --pid "${values.pid}" (a process id)`);
+    }
+    pid = Number(values.pid);
+  }
   return {
     command,
     rest,
@@ -152,6 +163,7 @@ export function parseCli(argv: string[]): CliArgs {
     httpServers,
     targetInterfaces,
     removeQdisc: !values["no-remove-qdisc"],
+    ...(pid !== undefined ? { pid } : {}),
   };
 }
 

@@ -20,6 +20,7 @@ Usage:
 Commands:
   run          start the daemon (stops on SIGTERM or SIGINT, reloads its configuration on SIGHUP)
   conf         print the effective configuration, defaults included
+  reload       make the running daemon reload its configuration, and say whether it did
   marker clean remove flowd-go's eBPF marking hooks from the interfaces (after a crash; run at service stop)
   stun sample  show the private-to-public address mapping fireflies would use, and how it was found
   version      print the version and the commit it was built from
@@ -36,6 +37,18 @@ const PER_COMMAND: Record<string, string> = {
 Starts the daemon with the configuration given by --conf. It runs until SIGTERM or SIGINT, and
 re-reads its configuration on SIGHUP (a configuration that does not load is reported and ignored).
 Exits non-zero if it cannot start.
+
+${FLAGS}
+`,
+  reload: `Usage: flowd-go [flags] reload [--pid PID]
+
+Sends SIGHUP to the running daemon (the PID given, else the one in its PID file) and waits for the outcome
+of that reload, which the daemon records next to its PID file (<pidPath>.reload). Prints it; exits 0 when
+the new configuration was applied, 1 when it was refused (the daemon keeps running with the previous one)
+or no outcome came within 60 s. The systemd unit's ExecReload, so that systemctl reload fails for a
+configuration that cannot be applied.
+
+  --pid PID    the daemon's process id (the unit passes $MAINPID)
 
 ${FLAGS}
 `,

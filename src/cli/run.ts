@@ -11,6 +11,8 @@ import { PidFile } from "../core/pid_file.ts";
 import type { StopBudget } from "../core/supervisor.ts";
 import { resolvePath } from "../wiring.ts";
 import { Daemon, type ReloadOutcome } from "../daemon.ts";
+import { SystemdNotifier } from "../core/sd_notify.ts";
+import { reloadStatusPath, ReloadStatusWriter } from "../core/reload_status.ts";
 import { loadCliConfig } from "./load.ts";
 import type { CliArgs } from "./args.ts";
 import { VERSION } from "../version.ts";
@@ -18,6 +20,8 @@ import { VERSION } from "../version.ts";
 const log = logger("run");
 
 const STOP_BUDGET: StopBudget = { drainMs: 3_000, componentMs: 5_000 };
+/** Exit status of a crash (sysexits' EX_SOFTWARE); 1 stays "could not start". */
+export const CRASH_EXIT_STATUS = 70;
 /** Past this, a stop that hangs is abandoned and the process exits anyway. */
 const HARD_STOP_MS = 20_000;
 
@@ -68,14 +72,36 @@ export async function runCommand(args: CliArgs): Promise<number> {
   const pidFile = config.pidPath ? await PidFile.acquire(resolvePath(config, config.pidPath)) : undefined;
   // Signals are caught before anything starts so an early SIGTERM still cleans up.
   const inbox = new SignalInbox(["SIGTERM", "SIGINT", "SIGHUP"]);
+  // A bug that escapes every handler ends the daemon with its own status (EX_SOFTWARE), which the unit
+  // restarts, unlike status 1 (a configuration or environment that cannot start, which a restart won't fix).
+  const crash = (what: string, err: unknown) => {
+    log.error(`flowd-go crashed: ${what}`, { err: errorMessage(err) });
+    pidFile?.release();
+    Deno.exit(CRASH_EXIT_STATUS);
+  };
+  globalThis.addEventListener("unhandledrejection", (e) => crash("unhandled promise rejection", e.reason));
+  globalThis.addEventListener("error", (e) => crash("uncaught exception", e.error));
+  const systemd = new SystemdNotifier();
+  const reloadStatus = pidFile ? new ReloadStatusWriter(reloadStatusPath(pidFile.path)) : undefined;
   try {
     const daemon = await Daemon.start(config);
     announce(daemon);
+    reloadStatus?.started();
+    systemd.ready(describeRunning(daemon));
     let signal: Signal;
     while ((signal = await inbox.next()) === "SIGHUP") {
-      reportReload(await reload(args, daemon));
+      systemd.reloading();
+      const outcome = await reload(args, daemon);
+      reportReload(outcome);
+      reloadStatus?.reloaded(outcome.ok, outcome.ok ? describeRunning(daemon) : outcome.reason);
+      systemd.reloaded(
+        outcome.ok
+          ? describeRunning(daemon)
+          : `${describeRunning(daemon)}; reload refused: ${outcome.reason}`,
+      );
     }
     log.info("received signal, stopping", { signal });
+    systemd.stopping();
     inbox.onUrgent = (s) => {
       log.error("second signal during shutdown, exiting now", { signal: s });
       pidFile?.release();
@@ -92,8 +118,16 @@ export async function runCommand(args: CliArgs): Promise<number> {
     return clean ? 0 : 1;
   } finally {
     inbox.close();
+    reloadStatus?.remove();
     pidFile?.release();
   }
+}
+
+/** One line for `systemctl status`: what runs. */
+function describeRunning(daemon: Daemon): string {
+  const c = daemon.supervisor.components;
+  const names = [...c.plugins, ...c.backends, ...c.enrichers].map((p) => p.name).join(", ");
+  return `running: ${c.plugins.length} plugins, ${c.backends.length} backends, ${c.enrichers.length} enrichers (${names})`;
 }
 
 function announce(daemon: Daemon): void {
