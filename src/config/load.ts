@@ -76,9 +76,13 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
       `${source}: the configuration has more than ${MAX_CONFIG_ENTRIES} keys and list items (about ${separators})`,
     );
   }
+  if (flowNestingDepth(text) > MAX_CONFIG_DEPTH) {
+    // Refused before parsing: the parser spends half a second on tens of thousands of "[" before it fails.
+    throw new ConfigError(`${source}: the configuration nests more than ${MAX_CONFIG_DEPTH} levels deep`);
+  }
   const lineCounter = new LineCounter();
   // Duplicate keys are found below, in linear time (the parser's own check is quadratic in the keys).
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: false, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: false, prettyErrors: false, logLevel: "error" });
   const lineOf = (offset: number | undefined) =>
     offset === undefined ? undefined : lineCounter.linePos(offset).line;
   const at = (line: number | undefined) => line === undefined ? source : `${source}:${line}`;
@@ -131,6 +135,27 @@ export function parseConfig(text: string, source: string, opts: ParseOptions = {
 
   const warnings = applyCrossSectionRules(parsed.data);
   return { config: parsed.data, source, warnings };
+}
+
+/** The deepest nesting of YAML flow collections ([...] and {...}) outside quotes and comments, roughly. */
+function flowNestingDepth(text: string): number {
+  let depth = 0, deepest = 0;
+  let quote: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quote) {
+      if (c === "\\" && quote === '"') i++;
+      else if (c === quote) quote = undefined;
+      continue;
+    }
+    if (c === '"' || c === "'") quote = c;
+    else if (c === "#" && (i === 0 || /\s/.test(text[i - 1]!))) {
+      const end = text.indexOf("\n", i);
+      i = end < 0 ? text.length : end;
+    } else if (c === "[" || c === "{") deepest = Math.max(deepest, ++depth);
+    else if ((c === "]" || c === "}") && depth > 0) depth--;
+  }
+  return deepest;
 }
 
 /** The pairs of each YAML mapping by key text, built once so that finding a key's line is O(1). */

@@ -6,6 +6,7 @@
  * body to a zero-valued event without checking it (§11.3 item 21): required fields, enum values, id ranges,
  * address families and timestamps are checked, and every rejection names the offending key.
  */
+import { clip, quoted } from "../core/clip.ts";
 import {
   type FlowEvent,
   type FlowState,
@@ -121,11 +122,17 @@ function canonicalKeys(body: Record<string, unknown>): Map<Field, unknown> {
   for (const [key, value] of Object.entries(body)) {
     const field = CANONICAL.get(key.toLowerCase());
     if (field === undefined) {
-      throw new ApiFlowError(key, `unknown key "${key}"; the keys are ${FIELDS.join(", ")}`);
+      throw new ApiFlowError(
+        clip(key, 100),
+        `unknown key ${quoted(key, 100)}; the keys are ${FIELDS.join(", ")}`,
+      );
     }
     const earlier = spelled.get(field);
     if (earlier !== undefined) {
-      throw new ApiFlowError(field, `${field} is given twice, as "${earlier}" and as "${key}"`);
+      throw new ApiFlowError(
+        field,
+        `${field} is given twice, as ${quoted(earlier, 100)} and as ${quoted(key, 100)}`,
+      );
     }
     spelled.set(field, key);
     // null stands for "not given", as it did for the original's Go decoder.

@@ -92,7 +92,7 @@ export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | u
     throw new PipeLineError(
       state === "ongoing"
         ? `state "ongoing" is not accepted from the named pipe (use start or end)`
-        : `state "${stateText}" is not start or end`,
+        : `state ${quoted(stateText)} is not start or end`,
     );
   }
   const protocol = protoText.toLowerCase();
