@@ -10,6 +10,7 @@ import { isRoot } from "../helpers/privileged.ts";
 import { freePort, superviseProcess, udpReceiver } from "../helpers/daemon.ts";
 import { createVethPair } from "../helpers/netns.ts";
 import { createTestCgroup } from "../helpers/cgroup.ts";
+import { checkInBootedDebian } from "./booted_unit_checks.ts";
 import {
   allowedSyscalls,
   createUnitSandbox,
@@ -696,6 +697,20 @@ backends:
           assert.match(direct.stderr, /DENORT_BIN points at the deno CLI, not at the denort runtime/);
         },
       );
+
+      // The same RPM under a real systemd: a booted Debian 12 machine (tests/e2e/booted_unit_checks.ts).
+      const bootTools = ["debootstrap", "systemd-nspawn", "nsenter", "tcpdump", "tshark"].filter((c) =>
+        !onPath(c)
+      );
+      if (!isRoot || bootTools.length) {
+        console.error(
+          `SKIPPED (${
+            isRoot ? `needs ${bootTools.join(", ")}` : "needs root"
+          }): the RPM in a booted Debian 12`,
+        );
+      } else {
+        await checkInBootedDebian(t, rpmFile, `${scratch}/booted`);
+      }
     } finally {
       await Deno.remove(scratch, { recursive: true });
     }
