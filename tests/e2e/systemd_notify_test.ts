@@ -6,9 +6,10 @@
 import assert from "node:assert/strict";
 import { SystemdNotifier } from "../../src/core/sd_notify.ts";
 import { flowdCommand, freePort, runFlowd, startDaemon, superviseProcess } from "../helpers/daemon.ts";
+import { type LineProcess, spawnLines } from "../helpers/process_lines.ts";
 
 /** A python3 AF_UNIX datagram socket printing each message on one line (newlines as "|"). */
-async function notifySocket(name: string) {
+async function notifySocket(name: string): Promise<LineProcess> {
   const code = `import socket,sys
 s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
 name=sys.argv[1]
@@ -17,37 +18,9 @@ print("ready",flush=True)
 while True:
     print(s.recv(4096).decode().rstrip("\\n").replace("\\n","|"),flush=True)
 `;
-  const p = new Deno.Command("python3", { args: ["-c", code, name], stdout: "piped", stderr: "inherit" })
-    .spawn();
-  const lines: string[] = [];
-  const pump = (async () => {
-    let buf = "";
-    for await (const chunk of p.stdout.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      const parts = buf.split("\n");
-      buf = parts.pop()!;
-      lines.push(...parts);
-    }
-  })();
-  const waitFor = async (re: RegExp, what: string, ms = 10_000) => {
-    const end = performance.now() + ms;
-    for (;;) {
-      const hit = lines.find((l) => re.test(l));
-      if (hit) return hit;
-      if (performance.now() > end) throw new Error(`timed out waiting for ${what}: ${lines.join(" / ")}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  };
-  await waitFor(/^ready$/, "the notify socket");
-  return {
-    lines,
-    waitFor,
-    async [Symbol.asyncDispose]() {
-      p.kill("SIGKILL");
-      await p.status;
-      await pump;
-    },
-  };
+  const p = spawnLines("python3", ["-c", code, name]);
+  await p.waitFor(/^ready$/, "the notify socket");
+  return p;
 }
 
 Deno.test("sd_notify: messages reach a path socket and an abstract one, one datagram each", async () => {

@@ -7,9 +7,10 @@ import assert from "node:assert/strict";
 import { privilegedTest } from "../helpers/privileged.ts";
 import { startDaemon } from "../helpers/daemon.ts";
 import { sh } from "../helpers/netns.ts";
+import { type LineProcess, spawnLines } from "../helpers/process_lines.ts";
 
 /** A python3 UDP socket in `ns` on 127.0.0.1:`port`: prints each datagram (or swallows them all). */
-function udpProcess(ns: string, port: number, print: boolean): Deno.ChildProcess {
+function udpProcess(ns: string, port: number, print: boolean): LineProcess {
   const code = `import socket,sys
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
 s.bind(("127.0.0.1",${port}))
@@ -22,36 +23,7 @@ while True:
       : "pass"
   }
 `;
-  return new Deno.Command("ip", {
-    args: ["netns", "exec", ns, "python3", "-c", code],
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-}
-
-/** Lines a process prints, as they come. */
-function lineReader(p: Deno.ChildProcess) {
-  const lines: string[] = [];
-  const done = (async () => {
-    let buf = "";
-    for await (const chunk of p.stdout.pipeThrough(new TextDecoderStream())) {
-      buf += chunk;
-      const parts = buf.split("\n");
-      buf = parts.pop()!;
-      lines.push(...parts);
-    }
-  })();
-  return {
-    lines,
-    async waitFor(pred: (ls: string[]) => boolean, what: string, ms = 5000) {
-      const end = performance.now() + ms;
-      while (!pred(lines)) {
-        if (performance.now() > end) throw new Error(`timed out waiting for ${what}: ${lines.join(" | ")}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
-    done,
-  };
+  return spawnLines("ip", ["netns", "exec", ns, "python3", "-c", code]);
 }
 
 privilegedTest(
@@ -60,7 +32,7 @@ privilegedTest(
     const ns = `fgdns${Deno.pid % 100000}`;
     const etc = `/etc/netns/${ns}`;
     const dir = await Deno.makeTempDir({ prefix: "flowd-go-dns-" });
-    const procs: Deno.ChildProcess[] = [];
+    const procs: LineProcess[] = [];
     await sh(["ip", "netns", "add", ns]);
     try {
       await sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -70,9 +42,8 @@ privilegedTest(
       const swallower = udpProcess(ns, 53, false);
       const peer = udpProcess(ns, 10514, true);
       procs.push(swallower, peer);
-      const swallowerOut = lineReader(swallower), peerOut = lineReader(peer);
-      await swallowerOut.waitFor((l) => l.includes("ready"), "the silent DNS server");
-      await peerOut.waitFor((l) => l.includes("ready"), "the peer's firefly receiver");
+      await swallower.waitFor(/^ready$/, "the silent DNS server");
+      await peer.waitFor(/^ready$/, "the peer's firefly receiver");
 
       const conf = `${dir}/conf.yaml`;
       await Deno.writeTextFile(
@@ -99,10 +70,14 @@ backends:
       );
       const t1 = performance.now();
       await Deno.writeTextFile(`${dir}/np`, lines.join(""));
-      await peerOut.waitFor(
-        (l) => l.filter((x) => x.includes("firefly-json")).length === 20,
+      const until = performance.now() + 3000;
+      while (peer.lines.filter((x) => x.includes("firefly-json")).length < 20 && performance.now() < until) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(
+        peer.lines.filter((x) => x.includes("firefly-json")).length,
+        20,
         "20 fireflies at the peer",
-        3000,
       );
       const deliveredMs = performance.now() - t1;
       const t2 = performance.now();
@@ -122,12 +97,7 @@ backends:
         "fireflies meant for the unresolved collector are reported",
       );
     } finally {
-      for (const p of procs) {
-        try {
-          p.kill("SIGKILL");
-        } catch { /* gone */ }
-        await p.status;
-      }
+      for (const p of procs) await p[Symbol.asyncDispose]();
       await sh(["ip", "netns", "del", ns], { check: false });
       await Deno.remove(etc, { recursive: true }).catch(() => {});
       await Deno.remove(dir, { recursive: true });
