@@ -263,7 +263,7 @@ export class FireflyBackend implements Backend {
     if (c.sendToDestination) {
       if (event.dst.address.isUnspecified() || c.destinationPort === 0) {
         this.stats.skipped++;
-        log.debug("no peer to send the firefly to", { flow: describeFlow(event) });
+        log.debug("no peer to send the firefly to", () => ({ flow: describeFlow(event) }));
       } else {
         sends.push(this.#send(bytes, event.dst.address, c.destinationPort, "peer"));
       }
@@ -286,7 +286,7 @@ export class FireflyBackend implements Backend {
       }
     }
     await Promise.all(sends);
-    log.debug("firefly sent", { flow: describeFlow(event), bytes: bytes.length });
+    log.debug("firefly sent", () => ({ flow: describeFlow(event), bytes: bytes.length }));
   }
 
   /** Fireflies sent, failed, skipped, refused by the validator, and not sent for want of a collector address. */

@@ -142,7 +142,7 @@ export class EventBus implements EventSink, EnrichmentSink {
     if (this.#closed) return { accepted: false, reason: "the daemon is shutting down" };
     const completed = this.#complete(event);
     this.#received++;
-    log.debug("dispatching flow event", { flow: describeFlow(completed) });
+    log.debug("dispatching flow event", () => ({ flow: describeFlow(completed) }));
     let taken = 0;
     for (const lane of this.#lanes) {
       if (lane.queue.offer(completed)) {
@@ -274,17 +274,20 @@ export class EventBus implements EventSink, EnrichmentSink {
   #complete(event: FlowEvent): FlowEvent {
     switch (event.state) {
       case "start": {
+        // Plugins that know the time already set it (the pipe does): no copy then.
         const startTime = event.startTime ?? this.#now();
-        const completed = { ...event, startTime };
+        const completed = event.startTime === undefined ? { ...event, startTime } : event;
         const previous = this.#flows.started(completed, startTime);
-        if (previous) log.debug("flow started again before it ended", { flow: describeFlow(event) });
+        if (previous) log.debug("flow started again before it ended", () => ({ flow: describeFlow(event) }));
         for (const e of this.#enrichers) this.#tell(e, "watch", completed);
         return completed;
       }
       case "end": {
         const known = this.#flows.ended(event);
-        if (!known) log.debug("end of a flow that was not seen starting", { flow: describeFlow(event) });
-        const completed = {
+        if (!known) {
+          log.debug("end of a flow that was not seen starting", () => ({ flow: describeFlow(event) }));
+        }
+        const completed = event.endTime !== undefined && (event.startTime !== undefined || !known) ? event : {
           ...event,
           startTime: event.startTime ?? known?.startTime,
           endTime: event.endTime ?? this.#now(),

@@ -51,14 +51,23 @@ export interface RelayedReport {
 /** Largest experiment or activity id (both are unsigned 32-bit in the original). */
 export const MAX_ID = 0xffff_ffff;
 
-/** A key that identifies the flow itself, independent of state and tags: protocol and both endpoints. */
+/**
+ * A key that identifies the flow itself, independent of state and tags: protocol and both endpoints, as a
+ * compact string (the addresses' binary keys, a port per char) for maps; never shown (see `describeFlow`).
+ */
 export function flowKey(e: Pick<FlowEvent, "protocol" | "src" | "dst">): string {
+  return (e.protocol === "tcp" ? "t" : "u") + e.src.address.key + String.fromCharCode(e.src.port) + "|" +
+    e.dst.address.key + String.fromCharCode(e.dst.port);
+}
+
+/** The flow's protocol and endpoints as text, e.g. "tcp [2001:db8::1]:2345 [2001:db8::2]:5777". */
+export function flowText(e: Pick<FlowEvent, "protocol" | "src" | "dst">): string {
   return `${e.protocol} ${formatEndpoint(e.src)} ${formatEndpoint(e.dst)}`;
 }
 
 /** A short human-readable description for logs. */
 export function describeFlow(e: FlowEvent): string {
-  return `${e.state} ${flowKey(e)} exp=${e.experimentId} act=${e.activityId}`;
+  return `${e.state} ${flowText(e)} exp=${e.experimentId} act=${e.activityId}`;
 }
 
 /** Thrown when fields cannot make a valid flow event; `field` names the offending field. */

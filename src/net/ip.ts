@@ -9,16 +9,22 @@ import { quoted } from "../core/clip.ts";
 /** Address family as SciTags fireflies name it (`afi`). */
 export type Family = "ipv4" | "ipv6";
 
-/** An IPv4 (4 bytes) or IPv6 (16 bytes) address, with an optional IPv6 zone. Immutable. */
+/**
+ * An IPv4 (4 bytes) or IPv6 (16 bytes) address, with an optional IPv6 zone. Immutable.
+ *
+ * The bytes are held as a string of one char per byte: an open flow keeps two addresses for its whole life,
+ * and a short one-byte string costs a fraction of a typed array and its buffer. It is also the map key.
+ */
 export class IpAddress {
   readonly family: Family;
-  readonly #bytes: Uint8Array;
+  /** One char per network-order byte. */
+  readonly #raw: string;
   readonly zone: string | undefined;
   #text: string | undefined;
 
-  private constructor(bytes: Uint8Array, zone?: string) {
-    this.#bytes = bytes;
-    this.family = bytes.length === 4 ? "ipv4" : "ipv6";
+  private constructor(raw: string, zone?: string) {
+    this.#raw = raw;
+    this.family = raw.length === 4 ? "ipv4" : "ipv6";
     this.zone = zone;
   }
 
@@ -28,7 +34,12 @@ export class IpAddress {
       throw new RangeError(`An IP address has 4 or 16 bytes, not ${bytes.length}`);
     }
     if (zone !== undefined && bytes.length === 4) throw new RangeError("An IPv4 address has no zone");
-    return new IpAddress(Uint8Array.from(bytes), zone);
+    return new IpAddress(String.fromCharCode(...bytes), zone);
+  }
+
+  /** From one char per byte (4 or 16, checked by the caller): the parsers' path, no copy. */
+  static fromRaw(raw: string, zone?: string): IpAddress {
+    return new IpAddress(raw, zone);
   }
 
   /** Parses an IPv4 or IPv6 literal (no brackets, no port); throws `SyntaxError` naming the text. */
@@ -43,36 +54,48 @@ export class IpAddress {
     return tryParseIp(text);
   }
 
+  /** A compact identity for map keys (one char per byte, then the zone if any); never shown to anyone. */
+  get key(): string {
+    return this.zone === undefined ? this.#raw : `${this.#raw}%${this.zone}`;
+  }
+
+  /** The byte at `i` (0-3 or 0-15), without copying. */
+  byteAt(i: number): number {
+    return this.#raw.charCodeAt(i) | 0;
+  }
+
   /** A copy of the network-order bytes. */
   bytes(): Uint8Array {
-    return Uint8Array.from(this.#bytes);
+    const out = new Uint8Array(this.#raw.length);
+    for (let i = 0; i < out.length; i++) out[i] = this.#raw.charCodeAt(i);
+    return out;
   }
 
   /** True for ::ffff:a.b.c.d. */
   isIpv4Mapped(): boolean {
-    const b = this.#bytes;
-    return b.length === 16 && b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+    return this.#raw.length === 16 && this.#raw.startsWith(V4_MAPPED_PREFIX);
   }
 
   /** True for 0.0.0.0 and ::. */
   isUnspecified(): boolean {
-    return this.#bytes.every((x) => x === 0);
+    for (let i = 0; i < this.#raw.length; i++) if (this.#raw.charCodeAt(i) !== 0) return false;
+    return true;
   }
 
   /** True for 127.0.0.0/8 and ::1. */
   isLoopback(): boolean {
-    const b = this.#bytes;
-    if (b.length === 4) return b[0] === 127;
-    return b.subarray(0, 15).every((x) => x === 0) && b[15] === 1;
+    const r = this.#raw;
+    if (r.length === 4) return r.charCodeAt(0) === 127;
+    return r === V6_LOOPBACK;
   }
 
   equals(other: IpAddress): boolean {
-    return this.toString() === other.toString();
+    return this.#raw === other.#raw && this.zone === other.zone;
   }
 
   /** Canonical text: dotted quad, or RFC 5952 compressed lower-case IPv6 (with `%zone` if any). */
   toString(): string {
-    this.#text ??= formatIp(this.#bytes) + (this.zone !== undefined ? `%${this.zone}` : "");
+    this.#text ??= formatIp(this.bytes()) + (this.zone !== undefined ? `%${this.zone}` : "");
     return this.#text;
   }
 
@@ -81,76 +104,145 @@ export class IpAddress {
   }
 }
 
-function parseIpv4Bytes(text: string): number[] | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
-  const out: number[] = [];
-  for (const part of parts) {
-    // Decimal only, no leading zeros (they would be octal to some parsers).
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part)) return undefined;
-    const n = Number(part);
-    if (n > 255) return undefined;
-    out.push(n);
-  }
-  return out;
+const V4_MAPPED_PREFIX = "\0".repeat(10) + "\xff\xff";
+const V6_LOOPBACK = "\0".repeat(15) + "\x01";
+
+/** Scratch space of the parsers: an address is read into it, then copied out as a string. */
+const scratch = new Uint8Array(16);
+const scratchGroups = new Uint16Array(8);
+
+function rawOf(bytes: Uint8Array, n: number): string {
+  return n === 4 ? String.fromCharCode(bytes[0]!, bytes[1]!, bytes[2]!, bytes[3]!) : String.fromCharCode(
+    bytes[0]!,
+    bytes[1]!,
+    bytes[2]!,
+    bytes[3]!,
+    bytes[4]!,
+    bytes[5]!,
+    bytes[6]!,
+    bytes[7]!,
+    bytes[8]!,
+    bytes[9]!,
+    bytes[10]!,
+    bytes[11]!,
+    bytes[12]!,
+    bytes[13]!,
+    bytes[14]!,
+    bytes[15]!,
+  );
 }
 
-function parseIpv6Bytes(text: string): number[] | undefined {
-  if (text.length < 2 || text.length > 45) return undefined;
-  let tail: number[] = [];
-  let body = text;
-  // An embedded IPv4 tail (::ffff:1.2.3.4) stands for the last two groups.
-  if (body.includes(".")) {
-    const lastColon = body.lastIndexOf(":");
-    const v4 = parseIpv4Bytes(body.slice(lastColon + 1));
-    if (!v4 || lastColon < 1) return undefined;
-    tail = v4;
-    body = body.slice(0, lastColon + 1);
-    if (!body.endsWith("::")) body = body.slice(0, -1);
-  }
-  const wantGroups = tail.length ? 6 : 8;
-  const halves = body.split("::");
-  if (halves.length > 2) return undefined;
-  const parseGroups = (s: string): number[] | undefined => {
-    if (s === "") return [];
-    const groups: number[] = [];
-    for (const g of s.split(":")) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-      groups.push(parseInt(g, 16));
+/** Value of a hex digit's char code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  if (c >= 97 && c <= 102) return c - 87; // a-f
+  if (c >= 65 && c <= 70) return c - 55; // A-F
+  return -1;
+}
+
+/**
+ * Parses a dotted quad in text[start, end) into out[at..at+3]; false if it is not one. Decimal only, no
+ * leading zeros (they would be octal to some parsers). Scans char codes: no regex, no arrays.
+ */
+function parseIpv4Into(text: string, start: number, end: number, out: Uint8Array, at: number): boolean {
+  let part = 0, value = 0, digits = 0, leadingZero = false;
+  for (let i = start; i <= end; i++) {
+    const c = i < end ? text.charCodeAt(i) : 46; // a virtual "." closes the last part
+    if (c === 46) {
+      if (digits === 0 || part > 3) return false;
+      out[at + part++] = value;
+      value = 0;
+      digits = 0;
+      leadingZero = false;
+      continue;
     }
-    return groups;
-  };
-  const head = parseGroups(halves[0] ?? "");
-  const rest = halves.length === 2 ? parseGroups(halves[1] ?? "") : [];
-  if (!head || !rest) return undefined;
-  let groups: number[];
-  if (halves.length === 2) {
-    const missing = wantGroups - head.length - rest.length;
-    if (missing < 1) return undefined; // "::" stands for at least one zero group
-    groups = [...head, ...new Array<number>(missing).fill(0), ...rest];
-  } else {
-    if (head.length !== wantGroups) return undefined;
-    groups = head;
+    if (c < 48 || c > 57 || leadingZero || digits === 3) return false;
+    if (digits === 0 && c === 48) leadingZero = true;
+    value = value * 10 + c - 48;
+    if (value > 255) return false;
+    digits++;
   }
-  const out: number[] = [];
-  for (const g of groups) out.push(g >> 8, g & 0xff);
-  return [...out, ...tail];
+  return part === 4;
+}
+
+/**
+ * Parses an IPv6 literal (no zone) in text[0, end) into 16 bytes: hex groups of 1-4 digits, one "::" standing
+ * for at least one zero group, an optional dotted-quad tail standing for the last two groups.
+ */
+function parseIpv6(text: string, end: number): boolean {
+  if (end < 2 || end > 45) return false;
+  const groups = scratchGroups;
+  const out = scratch;
+  out.fill(0);
+  let count = 0, gap = -1, tail = false, i = 0;
+  if (text.charCodeAt(0) === 58) {
+    if (text.charCodeAt(1) !== 58) return false;
+    gap = 0;
+    i = 2;
+  }
+  while (i < end) {
+    let j = i, value = 0;
+    for (let d; j < end && (d = hexDigit(text.charCodeAt(j))) >= 0; j++) value = value * 16 + d;
+    if (j < end && text.charCodeAt(j) === 46) {
+      // The dotted tail: it ends the literal and takes two groups.
+      if (count > 6 || !parseIpv4Into(text, i, end, out, 12)) return false;
+      tail = true;
+      break;
+    }
+    if (j === i || j - i > 4 || count === 8) return false;
+    groups[count++] = value;
+    if (j === end) break;
+    if (text.charCodeAt(j) !== 58) return false;
+    j++;
+    if (j < end && text.charCodeAt(j) === 58) {
+      if (gap >= 0) return false;
+      gap = count;
+      j++;
+    } else if (j === end) {
+      return false; // a single trailing colon
+    }
+    i = j;
+  }
+  const total = count + (tail ? 2 : 0);
+  if (gap >= 0 ? total > 7 : total !== 8) return false;
+  // Groups before the gap at the front, the ones after it at the back (before the tail, if any).
+  const lastGroup = tail ? 6 : 8;
+  const before = gap >= 0 ? gap : count;
+  for (let k = 0; k < before; k++) {
+    out[2 * k] = groups[k]! >> 8;
+    out[2 * k + 1] = groups[k]! & 0xff;
+  }
+  for (let k = before, slot = lastGroup - (count - before); k < count; k++, slot++) {
+    out[2 * slot] = groups[k]! >> 8;
+    out[2 * slot + 1] = groups[k]! & 0xff;
+  }
+  return true;
+}
+
+/** A zone (`%eth0`): 1-15 of [A-Za-z0-9_.-]. */
+function isZone(text: string, start: number): boolean {
+  const n = text.length - start;
+  if (n < 1 || n > 15) return false;
+  for (let i = start; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const ok = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95 ||
+      c === 46 ||
+      c === 45;
+    if (!ok) return false;
+  }
+  return true;
 }
 
 function tryParseIp(text: string): IpAddress | undefined {
   if (typeof text !== "string") return undefined;
-  const v4 = parseIpv4Bytes(text);
-  if (v4) return IpAddress.fromBytes(Uint8Array.from(v4));
-  let zone: string | undefined;
-  let addr = text;
-  const pct = text.indexOf("%");
-  if (pct >= 0) {
-    zone = text.slice(pct + 1);
-    addr = text.slice(0, pct);
-    if (!/^[A-Za-z0-9_.\-]{1,15}$/.test(zone)) return undefined;
+  const n = text.length;
+  if (n >= 7 && n <= 15 && text.indexOf(":") < 0) {
+    return parseIpv4Into(text, 0, n, scratch, 0) ? IpAddress.fromRaw(rawOf(scratch, 4)) : undefined;
   }
-  const v6 = parseIpv6Bytes(addr);
-  return v6 ? IpAddress.fromBytes(Uint8Array.from(v6), zone) : undefined;
+  const pct = text.indexOf("%");
+  if (pct >= 0 && !isZone(text, pct + 1)) return undefined;
+  if (!parseIpv6(text, pct >= 0 ? pct : n)) return undefined;
+  return IpAddress.fromRaw(rawOf(scratch, 16), pct >= 0 ? text.slice(pct + 1) : undefined);
 }
 
 function formatIp(b: Uint8Array): string {

@@ -31,11 +31,47 @@ export interface PipeLineContext {
 const FIELDS = "state protocol srcIP srcPort dstIP dstPort experiment activity";
 
 function parsePort(text: string, field: string): number {
-  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) {
+  const port = decimal(text, 5);
+  if (port < 0 || port > 65535) {
     throw new PipeLineError(`${field} ${quoted(text)} is not a port number (0-65535)`);
   }
-  return Number(text);
+  return port;
 }
+
+/** The value of 1 to `maxDigits` ASCII digits, or -1. */
+function decimal(text: string, maxDigits: number): number {
+  const n = text.length;
+  if (n < 1 || n > maxDigits) return -1;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return -1;
+    v = v * 10 + c;
+  }
+  return v;
+}
+
+/** What `\s` matches (the original's fields are split on any Unicode white space). */
+function isSpace(c: number): boolean {
+  return c === 32 || (c >= 9 && c <= 13) || (c > 127 && /\s/.test(String.fromCharCode(c)));
+}
+
+/** Splits on runs of white space into `out`, at most `max + 1` fields (one more tells there are too many). */
+function splitFields(line: string, out: string[], max: number): number {
+  let count = 0;
+  const n = line.length;
+  for (let i = 0; i < n;) {
+    while (i < n && isSpace(line.charCodeAt(i))) i++;
+    if (i === n) break;
+    const start = i;
+    while (i < n && !isSpace(line.charCodeAt(i))) i++;
+    if (count <= max) out[count] = line.slice(start, i);
+    count++;
+  }
+  return count;
+}
+
+const fieldScratch: string[] = [];
 
 /**
  * Ids as numbers or as SciTags registry names (any case; spaces, which cannot occur in a field, may be left
@@ -55,10 +91,9 @@ export function registryIdResolver(registry: () => Registry): IdResolver {
 
 /** Decimal ids only, as the original. */
 export function numericId(kind: "experiment" | "activity", text: string): number {
-  if (!/^\d{1,10}$/.test(text) || Number(text) > MAX_ID) {
-    throw new PipeLineError(`${kind} ${quoted(text)} is not an id (0-${MAX_ID})`);
-  }
-  return Number(text);
+  const id = decimal(text, 10);
+  if (id < 0 || id > MAX_ID) throw new PipeLineError(`${kind} ${quoted(text)} is not an id (0-${MAX_ID})`);
+  return id;
 }
 
 function parseAddress(text: string, field: string): IpAddress {
@@ -72,21 +107,12 @@ function parseAddress(text: string, field: string): IpAddress {
  * Throws `PipeLineError` naming the field that is wrong.
  */
 export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | undefined {
-  const fields = line.trim().split(/\s+/).filter((f) => f.length > 0);
-  if (fields.length === 0) return undefined;
-  if (fields.length !== 8) {
-    throw new PipeLineError(`expected 8 fields (${FIELDS}), got ${fields.length}`);
-  }
-  const [stateText, protoText, srcText, sportText, dstText, dportText, expText, actText] = fields as [
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-  ];
+  const count = splitFields(line, fieldScratch, 8);
+  if (count === 0) return undefined;
+  if (count !== 8) throw new PipeLineError(`expected 8 fields (${FIELDS}), got ${count}`);
+  const f = fieldScratch;
+  const stateText = f[0]!, protoText = f[1]!, srcText = f[2]!, sportText = f[3]!;
+  const dstText = f[4]!, dportText = f[5]!, expText = f[6]!, actText = f[7]!;
   const state = stateText.toLowerCase();
   if (state !== "start" && state !== "end") {
     throw new PipeLineError(
@@ -109,6 +135,7 @@ export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | u
   const resolve = ctx.resolveId ?? numericId;
   const experimentId = resolve("experiment", expText);
   const activityId = resolve("activity", actText, experimentId);
+  // Both times always present (one undefined): every event from the pipe has the same shape.
   return {
     state: state as FlowState,
     protocol: protocol as Protocol,
@@ -117,7 +144,8 @@ export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | u
     dst: { address: dstAddress, port: dstPort },
     experimentId,
     activityId,
-    ...(state === "start" ? { startTime: ctx.now } : { endTime: ctx.now }),
+    startTime: state === "start" ? ctx.now : undefined,
+    endTime: state === "start" ? undefined : ctx.now,
     application: ctx.application,
   };
 }

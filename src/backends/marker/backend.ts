@@ -140,7 +140,7 @@ export class MarkerBackend implements Backend {
     if (!program) return Promise.resolve();
     if (event.family !== "ipv6" || event.src.address.isIpv4Mapped()) {
       this.stats.skippedIpv4++;
-      log.debug("ignoring IPv4 flow", { flow: describeFlow(event) });
+      log.debug("ignoring IPv4 flow", () => ({ flow: describeFlow(event) }));
       return Promise.resolve();
     }
     try {

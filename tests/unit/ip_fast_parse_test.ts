@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { IpAddress } from "../../src/net/ip.ts";
+import { referenceParseIp } from "../helpers/ip_reference.ts";
+import { Prng } from "../helpers/fuzz/prng.ts";
+
+/** Same verdict and same bytes as the reference parser, for one text. */
+function agree(text: string): void {
+  const ours = IpAddress.tryParse(text);
+  const ref = referenceParseIp(text);
+  if (ref === undefined) {
+    assert.equal(ours, undefined, `${JSON.stringify(text)} must be refused`);
+    return;
+  }
+  assert.ok(ours, `${JSON.stringify(text)} must parse`);
+  assert.deepEqual([...ours.bytes()], ref.bytes, JSON.stringify(text));
+  assert.equal(ours.zone, ref.zone, JSON.stringify(text));
+}
+
+Deno.test("ip fast parser: agrees with the reference parser on hand-picked edge cases", () => {
+  const cases = [
+    "::",
+    ":::",
+    "::1",
+    "1::",
+    "1:::2",
+    ":1::",
+    "1:2:3:4:5:6:7:8",
+    "1:2:3:4:5:6:7:8:9",
+    "1:2:3:4:5:6:7::",
+    "::2:3:4:5:6:7:8",
+    "1:2:3:4:5:6:7:8::",
+    "::1:2:3:4:5:6:7:8",
+    "1:2:3:4:5:6:1.2.3.4",
+    "1:2:3:4:5:1.2.3.4",
+    "::1.2.3.4",
+    "::ffff:1.2.3.4",
+    "::ffff:1.2.3",
+    "1.2::3",
+    "::1.2.3.4:5",
+    ":1.2.3.4",
+    "a:1.2.3.4",
+    "1::1.2.3.4",
+    "1:2:3:4:5:6::1.2.3.4",
+    "1:2:3:4:5::1.2.3.4",
+    "::01.2.3.4",
+    "::256.1.1.1",
+    "12345::",
+    "0000:0000::ffff",
+    "fe80::1%eth0",
+    "fe80::1%",
+    "fe80::1%a b",
+    "fe80::1%0123456789abcdef",
+    "1.2.3.4%e",
+    "0.0.0.0",
+    "255.255.255.255",
+    "256.1.1.1",
+    "1.2.3.04",
+    "1.2.3.",
+    ".1.2.3",
+    "1..2.3",
+    "1.2.3.4.",
+    "1:2",
+    "1:",
+    ":",
+    "",
+    "g::",
+    "::G",
+    "1:2:3:4:5:6:7:8%x",
+    "::ffff:0.0.0.0",
+    "1::2::3",
+    "::%x",
+  ];
+  for (const text of cases) agree(text);
+});
+
+Deno.test("ip fast parser: agrees with the reference parser on 200,000 random and mutated literals", () => {
+  const rng = new Prng(0x1b5);
+  const alphabet = "0123456789abcdefABCDEFg:.%";
+  const seeds = ["2001:db8::1", "::ffff:10.0.0.1", "fe80::1%eth0", "1.2.3.4", "1:2:3:4:5:6:7:8", "::"];
+  for (let n = 0; n < 200_000; n++) {
+    let text: string;
+    if (n % 2 === 0) {
+      const len = rng.below(47);
+      text = "";
+      for (let i = 0; i < len; i++) text += rng.pick([...alphabet]);
+    } else {
+      const chars = [...rng.pick(seeds)];
+      for (let k = 1 + rng.below(3); k > 0; k--) {
+        const at = rng.below(chars.length + 1);
+        const c = rng.pick([...alphabet])!;
+        const op = rng.below(3);
+        if (op === 0) chars.splice(at, 0, c);
+        else if (op === 1) chars.splice(at, 1);
+        else chars[at] = c;
+      }
+      text = chars.join("");
+    }
+    agree(text);
+  }
+});
