@@ -3,36 +3,56 @@
  *
  *   deno run --allow-all bench/named_pipe.ts [--lines 1000000] [--buff 4096,65536] [--rounds 3] [--quick]
  *
- * Each round, interleaved: `ceiling` (a Deno child that reads the FIFO with the same buffer size and counts
- * newlines, nothing else) and `ours` (the real daemon, `src/main.ts run`, with the namedPipe plugin and the
+ * Each round, interleaved: two ceilings (a Deno child that reads the FIFO with the same buffer size and
+ * counts newline bytes, and one that decodes and splits the text into lines and counts them) and `ours` (the real daemon, `src/main.ts run`, with the namedPipe plugin and the
  * prometheus backend) for every buffer size. The writer is `cat file > fifo`, the issue's method. The file
  * holds start/end pairs of distinct IPv6 flows (few are open at a time, so the backend stays small).
- * Done when the daemon's `flowd_bus_events_handled_total` (polled every 20 ms on its metrics port) reaches
+ * Done when the daemon's `flowd_bus_events_handled_total` (polled every 100 ms on its metrics port) reaches
  * the number of lines, or when it stops moving; dropped and refused events are read from the same page and
  * must be 0. CPU is the daemon's utime + stime over the run (/proc), peak RSS its VmHWM.
  */
 import { median, parseFlags, range, type RoundStats } from "./lib.ts";
 
-const flags = parseFlags({ lines: "1000000", buff: "4096,65536", rounds: "3", quick: "false" });
+const flags = parseFlags({
+  lines: "1000000",
+  buff: "4096,65536",
+  rounds: "3",
+  quick: "false",
+  mode: "bytes",
+});
 const QUICK = flags.quick === "true";
 const LINES = QUICK ? 200_000 : Number(flags.lines);
 const BUFFS = flags.buff.split(",").map(Number);
 const ROUNDS = QUICK ? 2 : Number(flags.rounds);
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const CLK_TCK = 100;
+/** How often the daemon's counters are read: a scrape costs it ~3 ms of CPU, so not too often. */
+const POLL_MS = 100;
 
 if (Deno.args.includes("--count-child")) {
-  await countChild(Deno.args[Deno.args.indexOf("--count-child") + 1]!, Number(flags.buff));
+  const path = Deno.args[Deno.args.indexOf("--count-child") + 1]!;
+  await countChild(path, Number(flags.buff), flags.mode === "lines");
   Deno.exit(0);
 }
 
-/** The ceiling: open, read with the given buffer size, count newlines until EOF, print the count. */
-async function countChild(path: string, buffSize: number): Promise<void> {
+/**
+ * The ceilings: open, read with the given buffer size until EOF, and count the lines, either as bytes
+ * (newline bytes counted in the buffer) or as text (decoded and split into line strings, what any line
+ * reader must do before parsing). Prints the count.
+ */
+async function countChild(path: string, buffSize: number, asText: boolean): Promise<void> {
   const file = await Deno.open(path, { read: true });
   const buf = new Uint8Array(buffSize);
-  let lines = 0;
+  const decoder = new TextDecoder();
+  let lines = 0, tail = "";
   for (let n = await file.read(buf); n !== null; n = await file.read(buf)) {
-    for (let i = 0; i < n; i++) if (buf[i] === 10) lines++;
+    if (asText) {
+      const parts = (tail + decoder.decode(buf.subarray(0, n), { stream: true })).split("\n");
+      tail = parts.pop()!;
+      lines += parts.length;
+    } else {
+      for (let i = 0; i < n; i++) if (buf[i] === 10) lines++;
+    }
   }
   file.close();
   console.log(String(lines));
@@ -63,15 +83,24 @@ function catInto(file: string, fifo: string): Deno.ChildProcess {
   return new Deno.Command("sh", { args: ["-c", `cat '${file}' > '${fifo}'`] }).spawn();
 }
 
-async function runCeiling(dir: string, file: string, buffSize: number): Promise<RoundStats> {
+async function runCeiling(dir: string, file: string, buffSize: number, mode: string): Promise<RoundStats> {
   const fifo = `${dir}/count.fifo`;
   await new Deno.Command("mkfifo", { args: [fifo] }).output();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", import.meta.filename!, "--count-child", fifo, "--buff", String(buffSize)],
+    args: [
+      "run",
+      "--allow-all",
+      import.meta.filename!,
+      "--count-child",
+      fifo,
+      "--buff",
+      String(buffSize),
+      "--mode",
+      mode,
+    ],
     stdout: "piped",
   }).spawn();
   await new Promise((r) => setTimeout(r, 300)); // let it reach its open
-  const cpu0 = cpuTicks(child.pid);
   const t0 = performance.now();
   const writer = catInto(file, fifo);
   const out = await child.output();
@@ -80,8 +109,6 @@ async function runCeiling(dir: string, file: string, buffSize: number): Promise<
   await Deno.remove(fifo);
   const counted = Number(new TextDecoder().decode(out.stdout).trim());
   if (counted !== LINES) throw new Error(`ceiling reader counted ${counted} of ${LINES} lines`);
-  // The child has exited: its CPU is no longer in /proc; use the parent's view of children instead.
-  void cpu0;
   return { perSecond: LINES / seconds, cpuUsPerOp: NaN, peakRssMb: NaN, lost: 0 };
 }
 
@@ -126,7 +153,7 @@ async function runOurs(dir: string, file: string, buffSize: number, port: number
     const writer = catInto(file, fifo);
     let handled = 0, last = -1, lastMove = performance.now(), tDone = t0;
     while (handled < LINES) {
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, POLL_MS));
       handled = await metric(port, handledRe);
       const now = performance.now();
       if (handled !== last) [last, lastMove, tDone] = [handled, now, now];
@@ -158,25 +185,36 @@ try {
   const add = (k: string, r: RoundStats) => results.set(k, [...(results.get(k) ?? []), r]);
   for (let round = 0; round < ROUNDS; round++) {
     for (const buff of BUFFS) {
-      add(`ceiling buffSize ${buff}`, await runCeiling(dir, file, buff));
+      add(`bytes buffSize ${buff}`, await runCeiling(dir, file, buff, "bytes"));
+      add(`ceiling buffSize ${buff}`, await runCeiling(dir, file, buff, "lines"));
       add(`ours buffSize ${buff}`, await runOurs(dir, file, buff, 19_300 + round));
     }
   }
   console.log(`named pipe: ${LINES} lines, ${ROUNDS} rounds, load ${Deno.loadavg()[0]?.toFixed(2)}`);
   console.log("case | lines/s median (range) | ratio to ceiling | CPU µs/line | peak RSS MB | lost");
+  const row = (name: string, rs: RoundStats[], ceiling?: number) => {
+    const med = median(rs.map((r) => r.perSecond));
+    const ratio = ceiling === undefined ? "" : `${(med / ceiling).toFixed(2)}x`;
+    const cpu = rs.some((r) => !Number.isNaN(r.cpuUsPerOp))
+      ? median(rs.map((r) => r.cpuUsPerOp)).toFixed(1)
+      : "";
+    const rss = rs.some((r) => !Number.isNaN(r.peakRssMb))
+      ? median(rs.map((r) => r.peakRssMb)).toFixed(0)
+      : "";
+    console.log(
+      `${name} | ${Math.round(med)} (${range(rs.map((r) => r.perSecond))}) | ${ratio} | ${cpu} | ${rss} | ${
+        rs.map((r) => r.lost).join(",")
+      }`,
+    );
+    return med;
+  };
   for (const buff of BUFFS) {
-    const c = results.get(`ceiling buffSize ${buff}`)!, o = results.get(`ours buffSize ${buff}`)!;
-    const cMed = median(c.map((r) => r.perSecond)), oMed = median(o.map((r) => r.perSecond));
-    console.log(
-      `ceiling, buffSize ${buff} | ${Math.round(cMed)} (${range(c.map((r) => r.perSecond))}) | 1 | | |`,
+    row(`read + count newline bytes, buffSize ${buff}`, results.get(`bytes buffSize ${buff}`)!);
+    const ceiling = row(
+      `ceiling: read + split into lines, buffSize ${buff}`,
+      results.get(`ceiling buffSize ${buff}`)!,
     );
-    console.log(
-      `ours, buffSize ${buff} | ${Math.round(oMed)} (${range(o.map((r) => r.perSecond))}) | ${
-        (oMed / cMed).toFixed(2)
-      }x | ${median(o.map((r) => r.cpuUsPerOp)).toFixed(1)} | ${
-        median(o.map((r) => r.peakRssMb)).toFixed(0)
-      } | ${o.map((r) => r.lost).join(",")}`,
-    );
+    row(`ours (daemon), buffSize ${buff}`, results.get(`ours buffSize ${buff}`)!, ceiling);
   }
 } finally {
   await Deno.remove(dir, { recursive: true });

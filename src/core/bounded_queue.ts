@@ -8,6 +8,9 @@ export class BoundedQueue<T> {
   #size = 0;
   #closed = false;
   #waiter: (() => void) | undefined;
+  /** Producers waiting for the queue to shrink to `#roomAt` items or fewer. */
+  #roomWaiters: (() => void)[] = [];
+  #roomAt = 0;
 
   constructor(readonly capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1) {
@@ -22,6 +25,23 @@ export class BoundedQueue<T> {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** True when an offer would be refused for lack of space (closed queues report no lack of space). */
+  get full(): boolean {
+    return !this.#closed && this.#size === this.capacity;
+  }
+
+  /**
+   * Resolves once the queue holds `level` items or fewer, or is closed: a producer that can pause (a FIFO
+   * reader) waits on this instead of losing what it would offer.
+   */
+  whenAtMost(level: number): Promise<void> {
+    if (this.#closed || this.#size <= level) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#roomAt = this.#roomWaiters.length === 0 ? level : Math.max(this.#roomAt, level);
+      this.#roomWaiters.push(resolve);
+    });
   }
 
   /** Appends an item; false when the queue is full or closed. */
@@ -43,6 +63,7 @@ export class BoundedQueue<T> {
     this.#items[this.#head] = undefined;
     this.#head = (this.#head + 1) % this.capacity;
     this.#size--;
+    if (this.#roomWaiters.length > 0 && this.#size <= this.#roomAt) this.#wakeProducers();
     return item;
   }
 
@@ -50,6 +71,7 @@ export class BoundedQueue<T> {
   close(): void {
     this.#closed = true;
     this.#wake();
+    this.#wakeProducers();
   }
 
   /** Drops everything still queued; returns how many items were dropped. */
@@ -58,7 +80,14 @@ export class BoundedQueue<T> {
     this.#items.fill(undefined);
     this.#head = 0;
     this.#size = 0;
+    this.#wakeProducers();
     return n;
+  }
+
+  #wakeProducers(): void {
+    const waiters = this.#roomWaiters;
+    this.#roomWaiters = [];
+    for (const w of waiters) w();
   }
 
   #wake(): void {

@@ -138,6 +138,25 @@ export class EventBus implements EventSink, EnrichmentSink {
     return this.#received;
   }
 
+  /**
+   * Undefined while every backend queue has room; else a promise resolving once each full queue is down to
+   * three quarters of its capacity (so a paused producer resumes with room for a burst), or the bus closes.
+   */
+  whenRoom(): Promise<void> | undefined {
+    if (this.#closed) return undefined;
+    let waits: Promise<void>[] | undefined;
+    for (const lane of this.#lanes) {
+      if (lane.queue.full) (waits ??= []).push(lane.queue.whenAtMost(Math.floor(this.#capacity * 0.75)));
+    }
+    if (!waits) return undefined;
+    return waits.length === 1 ? waits[0] : Promise.all(waits).then(() => {});
+  }
+
+  /** Names of the backends whose queue is full now (for a producer that says why it waits). */
+  fullBackends(): string[] {
+    return this.#lanes.filter((l) => l.queue.full).map((l) => l.backend.name);
+  }
+
   emit(event: FlowEvent): EmitResult {
     if (this.#closed) return { accepted: false, reason: "the daemon is shutting down" };
     const completed = this.#complete(event);

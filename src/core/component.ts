@@ -13,6 +13,13 @@ import type { Micros } from "./time.ts";
 /** What a plugin hands its events to. Never blocks; tells the caller whether the event was taken. */
 export interface EventSink {
   emit(event: FlowEvent): EmitResult;
+  /**
+   * Back-pressure: undefined while an event emitted now would reach every backend, else a promise that
+   * resolves once there is room again (or the sink is closing). A plugin whose source can wait (a FIFO
+   * reader stops reading, so writers block) awaits it before emitting; one that cannot (UDP) emits anyway
+   * and the drop is counted; the API answers 503.
+   */
+  whenRoom?(): Promise<void> | undefined;
 }
 
 /** Outcome of `EventSink.emit`. */

@@ -153,6 +153,8 @@ export class ApiPlugin implements Plugin {
   #token: BearerToken | undefined;
   #server: HttpServer | undefined;
   #sink: EventSink | undefined;
+  /** Requests answered 503 because a backend queue was full (back-pressure). */
+  readonly stats = { busy: 0 };
   #stopped: Promise<void> | undefined;
 
   constructor(options: ApiPluginOptions) {
@@ -223,7 +225,15 @@ export class ApiPlugin implements Plugin {
 
   /** The HTTP server's counters (connections, timeouts, refusals). */
   health(): HealthMetric[] {
-    return this.#server?.health() ?? [];
+    return [
+      ...(this.#server?.health() ?? []),
+      {
+        name: "flowd_api_busy_total",
+        help: "Flow events the api refused with 503 and Retry-After because a backend queue was full",
+        type: "counter",
+        value: this.stats.busy,
+      },
+    ];
   }
 
   #buildApp(): Hono {
@@ -280,7 +290,15 @@ export class ApiPlugin implements Plugin {
   #emit(event: FlowEvent, c: Context): Response {
     let refused: string | undefined;
     if (this.#stopping) refused = SHUTTING_DOWN;
-    else {
+    else if (this.#sink!.whenRoom?.() !== undefined) {
+      // Back-pressure: a backend's queue is full. Refuse before anything is lost; the client retries.
+      this.stats.busy++;
+      return this.#reject(
+        c,
+        new Rejection(503, "a backend's queue is full; retry later"),
+        { "Retry-After": "1" },
+      );
+    } else {
       const result = this.#sink!.emit(event);
       if (!result.accepted) refused = result.reason;
     }

@@ -24,10 +24,10 @@ import {
 } from "../../ffi/libc.ts";
 import type { EventSink, Plugin } from "../core/component.ts";
 import { errorMessage, StartupError } from "../core/errors.ts";
-import { describeFlow } from "../core/flow_event.ts";
+import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import type { HealthMetric } from "../core/health.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
-import { nowMicros } from "../core/time.ts";
+import { type Micros, nowMicros } from "../core/time.ts";
 import { readBoundedTextFileSync } from "../core/bounded_file.ts";
 import { type IdResolver, LineSplitter, parsePipeLine, splitGluedLine } from "./pipe_line.ts";
 
@@ -51,10 +51,15 @@ export interface NamedPipeStats {
   eventsRefused: number;
   /** Lines recovered from two writers' lines glued together. */
   linesUnglued: number;
+  /** Times reading stopped because a backend queue was full, and for how long in all. */
+  pauses: number;
+  pausedMs: number;
 }
 
 /** How long a stop waits for the reader to reach its token before giving up on what is left. */
 const STOP_DRAIN_MS = 2000;
+/** A pause for back-pressure longer than this is logged (rate-limited). */
+const SLOW_PAUSE_MS = 10_000;
 /** A stale regular file at the pipe's path is inspected up to this size. */
 const MAX_STALE_FILE_BYTES = 1 << 20;
 
@@ -62,7 +67,14 @@ const log = logger("plugins", "namedPipe");
 
 export class NamedPipePlugin implements Plugin {
   readonly name = "namedPipe";
-  readonly stats: NamedPipeStats = { linesAccepted: 0, linesRejected: 0, eventsRefused: 0, linesUnglued: 0 };
+  readonly stats: NamedPipeStats = {
+    linesAccepted: 0,
+    linesRejected: 0,
+    eventsRefused: 0,
+    linesUnglued: 0,
+    pauses: 0,
+    pausedMs: 0,
+  };
   #opts: NamedPipeOptions;
   #buf: Uint8Array;
   #reader: Promise<void> | undefined;
@@ -72,6 +84,7 @@ export class NamedPipePlugin implements Plugin {
   #created = false;
   #badLineLog = new RateLimitedLog(5_000);
   #refusedLog = new RateLimitedLog();
+  #pauseLog = new RateLimitedLog();
 
   constructor(opts: NamedPipeOptions) {
     this.#opts = opts;
@@ -164,6 +177,18 @@ export class NamedPipePlugin implements Plugin {
       lines("accepted", s.linesAccepted),
       lines("rejected", s.linesRejected),
       lines("unglued", s.linesUnglued),
+      {
+        name: "flowd_named_pipe_pauses_total",
+        help: "Times the named pipe stopped reading because a backend queue was full (writers waited)",
+        type: "counter",
+        value: s.pauses,
+      },
+      {
+        name: "flowd_named_pipe_paused_seconds_total",
+        help: "Time the named pipe spent not reading because a backend queue was full",
+        type: "counter",
+        value: s.pausedMs / 1000,
+      },
       {
         name: "flowd_named_pipe_events_refused_total",
         help: "Events from the named pipe that the bus refused (every backend queue full, stopping)",
@@ -328,17 +353,40 @@ export class NamedPipePlugin implements Plugin {
         if (n === null) break;
         const { lines, discarded } = splitter.push(buf.subarray(0, n));
         if (discarded) this.#rejected(`line longer than ${splitter.maxLineLength} bytes`, "", discarded);
-        for (const line of lines) this.#handleLine(line, sink);
+        const now = nowMicros(); // one clock read per chunk: its lines arrived together
+        for (const line of lines) {
+          const paused = this.#handleLine(line, sink, now);
+          if (paused) await paused;
+        }
       }
       const last = splitter.flush();
-      if (last !== undefined) this.#handleLine(last, sink);
+      if (last !== undefined) await this.#handleLine(last, sink, nowMicros());
     } catch (err) {
       log.error("error reading the named pipe", { path: this.#opts.pipePath, err: errorMessage(err) });
     }
   }
 
-  #handleLine(line: string, sink: EventSink): void {
-    const ctx = { now: nowMicros(), application: this.#opts.application, resolveId: this.#opts.resolveId };
+  /** Parses a line and emits its events, waiting first while the bus has no room (the FIFO then fills). */
+  #handleLine(line: string, sink: EventSink, now: Micros): Promise<void> | void {
+    const events = this.#parseLine(line, now);
+    if (events === undefined) return;
+    if (events.length === 1) {
+      const wait = sink.whenRoom?.();
+      if (!wait) return this.#emit(events[0]!, sink);
+      return this.#pause(wait, sink).then(() => this.#emit(events[0]!, sink));
+    }
+    return (async () => {
+      for (const event of events) {
+        const wait = sink.whenRoom?.();
+        if (wait) await this.#pause(wait, sink);
+        this.#emit(event, sink);
+      }
+    })();
+  }
+
+  /** The events of one line: one, several (writers' lines glued together), or none (blank, rejected). */
+  #parseLine(line: string, now: Micros): FlowEvent[] | undefined {
+    const ctx = { now, application: this.#opts.application, resolveId: this.#opts.resolveId };
     let event;
     try {
       event = parsePipeLine(line, ctx);
@@ -352,14 +400,40 @@ export class NamedPipePlugin implements Plugin {
       });
       if (pieces) {
         this.stats.linesUnglued += pieces.length;
-        for (const piece of pieces) this.#handleLine(piece, sink);
-        return;
+        return pieces.flatMap((piece) => this.#parseLine(piece, now) ?? []);
       }
       this.#rejected(errorMessage(err), line, 1);
-      return;
+      return undefined;
     }
-    if (!event) return; // blank line
+    if (!event) return undefined; // blank line
     this.stats.linesAccepted++;
+    return [event];
+  }
+
+  /** Waits for room on the bus, counting the pause and saying so when it lasts. */
+  async #pause(wait: Promise<void>, sink: EventSink): Promise<void> {
+    const began = performance.now();
+    this.stats.pauses++;
+    const slow = setTimeout(
+      () =>
+        this.#pauseLog.run((suppressed) =>
+          log.warn("the named pipe is paused: a backend's queue stays full, writers wait", {
+            backends: (sink as { fullBackends?: () => string[] }).fullBackends?.().join(",") ?? "",
+            waitedSeconds: SLOW_PAUSE_MS / 1000,
+            suppressed,
+          })
+        ),
+      SLOW_PAUSE_MS,
+    );
+    try {
+      await wait;
+    } finally {
+      clearTimeout(slow);
+      this.stats.pausedMs += performance.now() - began;
+    }
+  }
+
+  #emit(event: FlowEvent, sink: EventSink): void {
     const result = sink.emit(event);
     if (!result.accepted) {
       this.stats.eventsRefused++;

@@ -17,6 +17,11 @@ const DUMMY_ON = { enableDummyEndpoints: true };
 class RecordingSink implements EventSink {
   readonly events: FlowEvent[] = [];
   refusal: string | undefined;
+  /** Set: the sink reports back-pressure (a backend queue is full). */
+  busy: Promise<void> | undefined;
+  whenRoom(): Promise<void> | undefined {
+    return this.busy;
+  }
   emit(event: FlowEvent): EmitResult {
     if (this.refusal !== undefined) return { accepted: false, reason: this.refusal };
     this.events.push(event);
@@ -382,6 +387,21 @@ Deno.test("api: a refusing sink turns into 503 with its reason", async () => {
     sink.refusal = undefined;
     assertJsonReply(await post(url, JSON.stringify(GOOD)), 200);
   }, DUMMY_ON);
+});
+
+Deno.test("api: a full backend queue (back-pressure) gives 503 with Retry-After and loses nothing", async () => {
+  await withApi("127.0.0.1", async ({ url, sink, plugin }) => {
+    sink.busy = new Promise(() => {});
+    const r = await post(url, JSON.stringify(GOOD));
+    assertJsonReply(r, 503);
+    assert.equal(r.headers.get("retry-after"), "1");
+    assert.match(String(r.json.message), /queue is full; retry later/);
+    assert.equal(sink.events.length, 0, "the event was not half-taken");
+    assert.equal(plugin.health().find((m) => m.name === "flowd_api_busy_total")?.value, 1);
+    sink.busy = undefined;
+    assertJsonReply(await post(url, JSON.stringify(GOOD)), 200);
+    assert.equal(sink.events.length, 1);
+  });
 });
 
 Deno.test("api: binding a port in use or a foreign address fails start() with a StartupError", async () => {
