@@ -1,14 +1,12 @@
 /**
  * flowd-go entry point: parse the command line, set up logging, dispatch to a command, and turn
  * every failure into one error line and a non-zero exit status (1: failure, 2: bad command line).
+ *
+ * Each command's module is imported when that command runs: `version` and `help` load neither the
+ * configuration parser nor any component.
  */
 import { parseCli } from "./cli/args.ts";
 import { helpText } from "./cli/help.ts";
-import { runCommand } from "./cli/run.ts";
-import { confCommand } from "./cli/conf.ts";
-import { versionCommand } from "./cli/version.ts";
-import { stunSampleCommand } from "./cli/stun_sample.ts";
-import { markerCleanCommand } from "./cli/marker_clean.ts";
 import { errorMessage, UsageError } from "./core/errors.ts";
 import { logger, setupLogging } from "./core/log.ts";
 
@@ -39,17 +37,17 @@ export async function main(argv: string[]): Promise<number> {
         await print(helpText(args.rest.join(" ")));
         return 0;
       case "version":
-        return await versionCommand();
+        return await (await import("./cli/version.ts")).versionCommand();
       case "conf":
-        return await confCommand(args);
+        return await (await import("./cli/conf.ts")).confCommand(args);
       case "run":
-        return await runCommand(args);
+        return await (await import("./cli/run.ts")).runCommand(args);
       case "reload":
         return await (await import("./cli/reload.ts")).reloadCommand(args);
       case "marker clean":
-        return await markerCleanCommand(args);
+        return await (await import("./cli/marker_clean.ts")).markerCleanCommand(args);
       case "stun sample":
-        return await stunSampleCommand(args);
+        return await (await import("./cli/stun_sample.ts")).stunSampleCommand(args);
     }
   } catch (err) {
     // One line, naming what is wrong; multi-line configuration reports are joined.

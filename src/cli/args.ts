@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "../core/errors.ts";
 import { type CliLogLevel, LOG_LEVELS } from "../core/log.ts";
-import { DEFAULT_CONFIG_PATH } from "../config/load.ts";
+import { DEFAULT_CONFIG_PATH } from "../config/defaults.ts";
 import { splitHostPort } from "../net/ip.ts";
 
 /** The commands, as word paths. */

@@ -1,5 +1,5 @@
 /** Help texts. */
-import { DEFAULT_CONFIG_PATH } from "../config/load.ts";
+import { DEFAULT_CONFIG_PATH } from "../config/defaults.ts";
 import { BUILTIN_NAMES, BUILTIN_PREFIX } from "../config/builtin.ts";
 import type { Command } from "./args.ts";
 

@@ -1,6 +1,6 @@
 /** Loading the configuration the command line names (a file or a built-in one). */
-import { BUILTIN_PREFIX, loadBuiltinConfig } from "../config/builtin.ts";
-import { loadConfigFile, type LoadedConfig } from "../config/load.ts";
+import { BUILTIN_PREFIX } from "../config/builtin.ts";
+import { loadBuiltinConfig, loadConfigFile, type LoadedConfig } from "../config/load.ts";
 import { ConfigError } from "../core/errors.ts";
 import type { CliArgs } from "./args.ts";
 

@@ -3,7 +3,6 @@
  * file in /etc. Paths live under one temporary directory, printed at start.
  */
 import { ConfigError } from "../core/errors.ts";
-import { type LoadedConfig, parseConfig } from "./load.ts";
 
 /** Prefix of `--conf` values that name a built-in configuration. */
 export const BUILTIN_PREFIX = "builtin:";
@@ -55,10 +54,4 @@ export function builtinConfigText(name: string): string {
     );
   }
   return make();
-}
-
-/** Loads a built-in configuration by `--conf` value (builtin:<name>). */
-export function loadBuiltinConfig(confArg: string): LoadedConfig {
-  const name = confArg.slice(BUILTIN_PREFIX.length);
-  return parseConfig(builtinConfigText(name), confArg);
 }

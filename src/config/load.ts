@@ -10,9 +10,9 @@ import { readBoundedTextFileSync } from "../core/bounded_file.ts";
 import { Registry } from "../scitags/registry.ts";
 import { readCachedRegistry, registryCachePath } from "../scitags/registry_source.ts";
 import { type Config, ConfigSchema, configSchema, GROUP_PATHS, SECTION_PATHS } from "./schema.ts";
+import { BUILTIN_PREFIX, builtinConfigText } from "./builtin.ts";
 
-/** Default location, as in the original. */
-export const DEFAULT_CONFIG_PATH = "/etc/flowd-go/conf.yaml";
+export { DEFAULT_CONFIG_PATH } from "./defaults.ts";
 
 /** A validated configuration and the warnings found while resolving it. */
 export interface LoadedConfig {
@@ -373,4 +373,10 @@ function applyCrossSectionRules(config: Config): string[] {
   if (!hasPlugin) warnings.push("no plugin is enabled: no flow events will be produced");
   if (!hasBackend) warnings.push("no backend is enabled: flow events will be discarded");
   return warnings;
+}
+
+/** Loads a built-in configuration by `--conf` value (builtin:<name>). */
+export function loadBuiltinConfig(confArg: string): LoadedConfig {
+  const name = confArg.slice(BUILTIN_PREFIX.length);
+  return parseConfig(builtinConfigText(name), confArg);
 }

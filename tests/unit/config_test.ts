@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
-import { loadConfigFile, parseConfig } from "../../src/config/load.ts";
+import { loadBuiltinConfig, loadConfigFile, parseConfig } from "../../src/config/load.ts";
 import { ConfigError } from "../../src/core/errors.ts";
-import { loadBuiltinConfig } from "../../src/config/builtin.ts";
 
 function load(text: string) {
   return parseConfig(text, "conf.yaml");
