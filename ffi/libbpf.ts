@@ -356,7 +356,9 @@ export function mapUpdate(
   value: Uint8Array<ArrayBuffer>,
   flags = BPF_ANY,
 ) {
-  check("bpf_map_update_elem", () => bpf().bpf_map_update_elem(fd, key, value, flags));
+  // A thin syscall wrapper that never prints: no warning capture on this hot path.
+  const rc = bpf().bpf_map_update_elem(fd, key, value, flags);
+  if (rc < 0) throw new LibbpfError("bpf_map_update_elem", rc);
 }
 
 /** Reads one element into a new array of valueSize bytes; undefined when absent. */

@@ -16,7 +16,7 @@ import type {
 } from "./component.ts";
 import { describeFlow, type FlowEvent } from "./flow_event.ts";
 import { BoundedQueue } from "./bounded_queue.ts";
-import { FlowTable } from "./flow_table.ts";
+import { FlowTable, type StartedFlow } from "./flow_table.ts";
 import { type Micros, nowMicros } from "./time.ts";
 import { errorMessage } from "./errors.ts";
 import { logger, RateLimitedLog } from "./log.ts";
@@ -85,7 +85,7 @@ export class EventBus implements EventSink, EnrichmentSink {
    */
   attachBackendToOpenFlows(backend: Backend): void {
     const lane = new BackendLane(backend, this.#capacity);
-    const open = backend.replayOpenFlows ? [...this.#flows.values()].map((f) => f.start) : [];
+    const open = backend.replayOpenFlows ? [...this.#flows.values()] : [];
     lane.done = this.#consume(lane, open);
     this.#lanes.push(lane);
   }
@@ -125,7 +125,7 @@ export class EventBus implements EventSink, EnrichmentSink {
   /** Adds an enricher during a reload: it is also told about every flow open now. */
   attachEnricherToOpenFlows(enricher: Enricher): void {
     this.#enrichers.push(enricher);
-    for (const open of this.#flows.values()) this.#tell(enricher, "watch", open.start);
+    for (const open of this.#flows.values()) this.#tell(enricher, "watch", open);
   }
 
   /** Flows started and not yet ended. */
@@ -296,7 +296,7 @@ export class EventBus implements EventSink, EnrichmentSink {
         // Plugins that know the time already set it (the pipe does): no copy then.
         const startTime = event.startTime ?? this.#now();
         const completed = event.startTime === undefined ? { ...event, startTime } : event;
-        const previous = this.#flows.started(completed, startTime);
+        const previous = this.#flows.started(completed as StartedFlow);
         if (previous) log.debug("flow started again before it ended", () => ({ flow: describeFlow(event) }));
         for (const e of this.#enrichers) this.#tell(e, "watch", completed);
         return completed;

@@ -51,13 +51,22 @@ export interface RelayedReport {
 /** Largest experiment or activity id (both are unsigned 32-bit in the original). */
 export const MAX_ID = 0xffff_ffff;
 
+const KEY = Symbol("flowKey");
+
 /**
  * A key that identifies the flow itself, independent of state and tags: protocol and both endpoints, as a
- * compact string (the addresses' binary keys, a port per char) for maps; never shown (see `describeFlow`).
+ * compact one-byte string (the addresses' binary keys, two chars per port) for maps; never shown (see
+ * `describeFlow`). Kept on the object (non-enumerable, so copies made with a spread do not inherit it):
+ * the bus's flow table and every backend's own map then share one string per open flow.
  */
 export function flowKey(e: Pick<FlowEvent, "protocol" | "src" | "dst">): string {
-  return (e.protocol === "tcp" ? "t" : "u") + e.src.address.key + String.fromCharCode(e.src.port) + "|" +
-    e.dst.address.key + String.fromCharCode(e.dst.port);
+  const cached = (e as { [KEY]?: string })[KEY];
+  if (cached !== undefined) return cached;
+  const key = (e.protocol === "tcp" ? "t" : "u") + e.src.address.key +
+    String.fromCharCode(e.src.port >> 8, e.src.port & 0xff, 124) + e.dst.address.key +
+    String.fromCharCode(e.dst.port >> 8, e.dst.port & 0xff);
+  if (Object.isExtensible(e)) Object.defineProperty(e, KEY, { value: key });
+  return key;
 }
 
 /** The flow's protocol and endpoints as text, e.g. "tcp [2001:db8::1]:2345 [2001:db8::2]:5777". */

@@ -5,13 +5,13 @@
 import { type FlowEvent, flowKey } from "./flow_event.ts";
 import type { Micros } from "./time.ts";
 
-/** What is remembered of a started flow. */
-export interface StartedFlow {
-  readonly start: FlowEvent;
-  readonly startTime: Micros;
-}
+/** What is remembered of a started flow: its start event, as the core completed it (with its time). */
+export type StartedFlow = FlowEvent & { readonly startTime: Micros };
 
-/** A bounded map from flow key to its start; the oldest entry goes first when full. */
+/**
+ * A bounded map from flow key to its start; the oldest entry goes first when full. The start event itself is
+ * the entry (no wrapper): it is the largest part of the daemon's memory per open flow.
+ */
 export class FlowTable {
   #flows = new Map<string, StartedFlow>();
   #evicted = 0;
@@ -28,7 +28,7 @@ export class FlowTable {
   }
 
   /** Records a start; returns the flow it replaced (same 5-tuple started twice), if any. */
-  started(start: FlowEvent, startTime: Micros): StartedFlow | undefined {
+  started(start: StartedFlow): StartedFlow | undefined {
     const key = flowKey(start);
     const previous = this.#flows.get(key);
     this.#flows.delete(key); // re-insert to move it to the newest position
@@ -39,7 +39,7 @@ export class FlowTable {
         this.#evicted++;
       }
     }
-    this.#flows.set(key, { start, startTime });
+    this.#flows.set(key, start);
     return previous;
   }
 

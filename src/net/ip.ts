@@ -233,8 +233,27 @@ function isZone(text: string, start: number): boolean {
   return true;
 }
 
+/**
+ * Addresses parsed recently, by their text: a host's flows share a few local addresses and a set of peers,
+ * so open flows share the address objects and a repeated literal costs one lookup. Bounded: emptied when
+ * it reaches its size.
+ */
+const recent = new Map<string, IpAddress>();
+const RECENT_MAX = 4096;
+
 function tryParseIp(text: string): IpAddress | undefined {
   if (typeof text !== "string") return undefined;
+  const known = recent.get(text);
+  if (known !== undefined) return known;
+  const parsed = parseIpText(text);
+  if (parsed !== undefined) {
+    if (recent.size >= RECENT_MAX) recent.clear();
+    recent.set(text, parsed);
+  }
+  return parsed;
+}
+
+function parseIpText(text: string): IpAddress | undefined {
   const n = text.length;
   if (n >= 7 && n <= 15 && text.indexOf(":") < 0) {
     return parseIpv4Into(text, 0, n, scratch, 0) ? IpAddress.fromRaw(rawOf(scratch, 4)) : undefined;

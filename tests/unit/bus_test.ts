@@ -138,7 +138,7 @@ Deno.test("bus: enrichers are told of starts and ends; samples reach only backen
   bus.attachBackend(plain);
   bus.attachEnricher(enricher);
   bus.emit(flow("start", 7));
-  const started = bus.flows.get(flow("start", 7))!.start;
+  const started = bus.flows.get(flow("start", 7))!;
   bus.publish({ flavour: "Netlink", flow: started, time: 1, info: {} });
   bus.emit(flow("end", 7));
   await bus.close(1000);
@@ -154,12 +154,12 @@ Deno.test("bus: samples of flows that ended or started again are dropped, so no 
   const taker = new Recorder("taker", true);
   bus.attachBackend(taker);
   bus.emit(flow("start", 7));
-  const first = bus.flows.get(flow("start", 7))!.start;
+  const first = bus.flows.get(flow("start", 7))!;
   bus.publish({ flavour: "Ebpf", flow: first, time: 11, info: {} });
   t = 20;
   bus.emit(flow("start", 7)); // the same 5-tuple again: a new flow
   bus.publish({ flavour: "Ebpf", flow: first, time: 21, info: {} }); // a late sample of the old one
-  const second = bus.flows.get(flow("start", 7))!.start;
+  const second = bus.flows.get(flow("start", 7))!;
   bus.publish({ flavour: "Ebpf", flow: second, time: 22, info: {} });
   bus.emit(flow("end", 7));
   bus.publish({ flavour: "Ebpf", flow: second, time: 23, info: {} }); // after the end
@@ -179,7 +179,7 @@ Deno.test("bus: a backend whose enrich throws does not keep the sample from the 
   bus.attachBackend(thrower);
   bus.attachBackend(taker);
   bus.emit(flow("start", 5));
-  bus.publish({ flavour: "Netlink", flow: bus.flows.get(flow("start", 5))!.start, time: 1, info: {} });
+  bus.publish({ flavour: "Netlink", flow: bus.flows.get(flow("start", 5))!, time: 1, info: {} });
   await bus.close(1000);
   assert.equal(taker.samples.length, 1);
 });

@@ -36,12 +36,10 @@ export class FlowKeyError extends Error {
   }
 }
 
-/** The 16 bytes the packet carries for an IPv6 address; IPv4 (and IPv4-mapped) addresses are refused. */
-function ipv6Bytes(what: string, address: IpAddress): Uint8Array {
+function checkIpv6(what: string, address: IpAddress): void {
   if (address.family !== "ipv6" || address.isIpv4Mapped()) {
     throw new FlowKeyError(`${what} address ${address} is not IPv6; the marker only marks IPv6 packets`);
   }
-  return address.bytes();
 }
 
 function checkPort(what: string, port: number): void {
@@ -52,17 +50,31 @@ function checkPort(what: string, port: number): void {
 
 /** Encodes the key of a flow. */
 export function encodeFlowKey(flow: FlowIdentity): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(FLOW_KEY_SIZE);
-  const dv = new DataView(out.buffer);
-  out.set(ipv6Bytes("source", flow.src.address), 0);
-  out.set(ipv6Bytes("destination", flow.dst.address), 16);
-  checkPort("source", flow.src.port);
-  checkPort("destination", flow.dst.port);
-  dv.setUint16(32, flow.src.port, false);
-  dv.setUint16(34, flow.dst.port, false);
+  return encodeFlowKeyInto(flow, new Uint8Array(FLOW_KEY_SIZE));
+}
+
+/**
+ * Encodes the key of a flow into `out` (FLOW_KEY_SIZE bytes, overwritten whole) and returns it: the map
+ * updates reuse one buffer, since a fresh typed array per call cost more than the update itself.
+ */
+export function encodeFlowKeyInto(flow: FlowIdentity, out: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  const src = flow.src, dst = flow.dst;
+  checkIpv6("source", src.address);
+  checkIpv6("destination", dst.address);
+  checkPort("source", src.port);
+  checkPort("destination", dst.port);
   const proto = IPPROTO[flow.protocol];
   if (proto === undefined) throw new FlowKeyError(`protocol ${flow.protocol} is neither tcp nor udp`);
+  for (let i = 0; i < 16; i++) {
+    out[i] = src.address.byteAt(i);
+    out[16 + i] = dst.address.byteAt(i);
+  }
+  out[32] = src.port >> 8;
+  out[33] = src.port & 0xff;
+  out[34] = dst.port >> 8;
+  out[35] = dst.port & 0xff;
   out[36] = proto;
+  out[37] = out[38] = out[39] = 0;
   return out;
 }
 

@@ -17,7 +17,7 @@ import {
   progInfo,
 } from "../../../ffi/libbpf.ts";
 import { logger } from "../../core/log.ts";
-import { decodeFlowKey, encodeFlowKey, type FlowIdentity } from "./flow_key.ts";
+import { decodeFlowKey, encodeFlowKey, encodeFlowKeyInto, type FlowIdentity } from "./flow_key.ts";
 import {
   CONFIG_MAP_NAME,
   CONFIG_SIZE,
@@ -26,7 +26,6 @@ import {
   DEFAULT_MAX_FLOWS,
   encodeConfig,
   encodeMatchAll,
-  encodeTag,
   FLOW_KEY_SIZE,
   FLOW_MAP_NAME,
   type LinkLayer,
@@ -86,6 +85,10 @@ export class MarkerProgram implements Disposable {
   #matchAllFd = -1;
   #configurable = true;
   #closed = false;
+  /** Key and value buffers reused by every update (the FFI call is synchronous). */
+  readonly #keyScratch = new Uint8Array(FLOW_KEY_SIZE);
+  readonly #tagScratch = new Uint8Array(TAG_SIZE);
+  readonly #tagView = new DataView(this.#tagScratch.buffer);
 
   private constructor(opts: MarkerProgramOptions, bytes: Uint8Array, source: string) {
     this.strategy = opts.strategy;
@@ -136,12 +139,13 @@ export class MarkerProgram implements Disposable {
 
   /** Starts (or changes) the marking of a flow with a tag computed by flowTag(). */
   setFlow(flow: FlowIdentity, tag: number): void {
-    mapUpdate(this.#fd("flow"), encodeFlowKey(flow), encodeTag(tag));
+    this.#tagView.setUint32(0, tag >>> 0, true); // as encodeTag, into the reused value buffer
+    mapUpdate(this.#fd("flow"), encodeFlowKeyInto(flow, this.#keyScratch), this.#tagScratch);
   }
 
   /** Stops marking a flow; false when it was not being marked. */
   deleteFlow(flow: FlowIdentity): boolean {
-    return mapDelete(this.#fd("flow"), encodeFlowKey(flow));
+    return mapDelete(this.#fd("flow"), encodeFlowKeyInto(flow, this.#keyScratch));
   }
 
   /** The tag a flow is marked with, or undefined. */
