@@ -52,13 +52,20 @@ const MAX_SCRAPE_BODY_BYTES = 4096;
 /** The `listener` label of a flavour's server in the HTTP health metrics: the configuration key's name. */
 const LISTENER_NAME: Record<Flavour, string> = { Netlink: "prometheus-netlink", Ebpf: "prometheus-skops" };
 
+const encoder = new TextEncoder();
+
 /**
  * What a scrape gets: the registry's metrics (flow counts, process), the daemon's health metrics, the
- * traffic aggregates, the per-flow families.
+ * traffic aggregates, the per-flow families; encoded into one buffer, the per-flow families written
+ * straight into it.
  */
-async function exposition(e: Endpoint, health: HealthSource | undefined): Promise<string> {
+async function exposition(e: Endpoint, health: HealthSource | undefined): Promise<Uint8Array> {
   const healthText = health ? renderHealthMetrics(health()) : "";
-  return `${await e.registry.metrics()}\n${healthText}${e.traffic.render()}\n${e.series.render()}`;
+  const head = `${await e.registry.metrics()}\n${healthText}${e.traffic.render()}\n`;
+  // UTF-8 takes at most 3 bytes per UTF-16 unit.
+  const out = new Uint8Array(head.length * 3 + e.series.byteBound());
+  const headBytes = encoder.encodeInto(head, out).written;
+  return out.subarray(0, e.series.renderInto(out, headBytes));
 }
 
 /** The prometheus backend: one registry and HTTP server per enricher flavour. */
@@ -68,6 +75,8 @@ export class PrometheusBackend implements Backend {
   readonly #endpoints = new Map<Flavour, Endpoint>();
   readonly #log: Logger;
   #counts: FlowCounts | undefined;
+  /** Each watched flow's key, computed once: samples of a flow share its start event. */
+  readonly #keys = new WeakMap<FlowEvent, string>();
 
   constructor(private readonly opts: PrometheusBackendOptions) {
     // `log: false` sends this backend's lines to a category no sink listens to.
@@ -88,7 +97,7 @@ export class PrometheusBackend implements Backend {
   async metricsText(flavour: Flavour): Promise<string> {
     const e = this.#endpoints.get(flavour);
     if (!e) throw new Error(`the ${flavour} metrics are disabled`);
-    return await exposition(e, this.opts.health);
+    return new TextDecoder().decode(await exposition(e, this.opts.health));
   }
 
   async start(): Promise<void> {
@@ -155,7 +164,7 @@ export class PrometheusBackend implements Backend {
       return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
     }
     const body = await exposition(e, this.opts.health);
-    return new Response(req.method === "HEAD" ? null : body, {
+    return new Response(req.method === "HEAD" ? null : body as Uint8Array<ArrayBuffer>, {
       headers: { "Content-Type": e.registry.contentType },
     });
   }
@@ -175,7 +184,8 @@ export class PrometheusBackend implements Backend {
   enrich(sample: EnrichmentSample): void {
     const e = this.#endpoints.get(sample.flavour);
     if (!e) return; // this flavour's port is 0
-    const key = flowKey(sample.flow);
+    let key = this.#keys.get(sample.flow);
+    if (key === undefined) this.#keys.set(sample.flow, key = flowKey(sample.flow));
     e.traffic.observe(key, sample);
     if (!e.series.update(key, sample.flow, sample.info) && e.series.refused === 1) {
       this.#log.warn("too many flows for per-flow metrics; further flows count only in the aggregates", {
