@@ -152,6 +152,28 @@ export function writeNumber(out: Uint8Array, pos: number, value: number): number
   return pos + encoder.encodeInto(String(value), out.subarray(pos)).written;
 }
 
+/** One value family: HELP, TYPE, then `name{labels} value` per flow with tcp_info. */
+function renderFamily(out: Uint8Array, pos: number, f: number, flows: readonly FlowEntry[]): number {
+  const head = FAMILY_HEADS[f]!, prefix = FAMILY_PREFIXES[f]!;
+  out.set(head, pos);
+  pos += head.byteLength;
+  const prefixLength = prefix.byteLength;
+  for (let i = 0; i < flows.length; i++) {
+    const e = flows[i]!;
+    if (!e.hasTcpInfo) continue;
+    out.set(prefix, pos);
+    pos += prefixLength;
+    const labels = e.labels;
+    out.set(labels, pos);
+    pos += labels.byteLength;
+    out[pos++] = 0x7d; // }
+    out[pos++] = 0x20;
+    pos = writeNumber(out, pos, e.values[f]!);
+    out[pos++] = 0x0a;
+  }
+  return pos;
+}
+
 /** The per-flow families of one flavour, filled from samples and emptied when flows end. */
 export class FlowSeries {
   readonly #flows = new Map<string, FlowEntry>();
@@ -236,25 +258,12 @@ export class FlowSeries {
    * strings and their concatenation dominated the scrape and the garbage collector.
    */
   renderInto(out: Uint8Array, pos: number): number {
-    for (let f = 0; f < VALUE_FAMILIES.length; f++) {
-      const head = FAMILY_HEADS[f]!, prefix = FAMILY_PREFIXES[f]!;
-      out.set(head, pos);
-      pos += head.byteLength;
-      for (const e of this.#flows.values()) {
-        if (!e.hasTcpInfo) continue;
-        out.set(prefix, pos);
-        pos += prefix.byteLength;
-        out.set(e.labels, pos);
-        pos += e.labels.byteLength;
-        out[pos++] = 0x7d; // }
-        out[pos++] = 0x20;
-        pos = writeNumber(out, pos, e.values[f]!);
-        out[pos++] = 0x0a;
-      }
-    }
+    const flows = [...this.#flows.values()];
+    for (let f = 0; f < VALUE_FAMILIES.length; f++) pos = renderFamily(out, pos, f, flows);
     out.set(CA_HEAD, pos);
     pos += CA_HEAD.byteLength;
-    for (const e of this.#flows.values()) {
+    for (let i = 0; i < flows.length; i++) {
+      const e = flows[i]!;
       if (e.alg === undefined) continue;
       out.set(CA_PREFIX, pos);
       pos += CA_PREFIX.byteLength;

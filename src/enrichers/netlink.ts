@@ -66,6 +66,8 @@ interface Watched {
 
 /** Below this many watched flows a round always looks them up one by one. */
 export const DUMP_MIN_FLOWS = 16;
+/** What one exact lookup costs until measured here (bench/README.md: about 30 µs). */
+const LOOKUP_US = 30;
 /** Every this many rounds the way not in use is measured again (the host's socket count changes). */
 const REPROBE_ROUNDS = 60;
 
@@ -230,8 +232,7 @@ export class NetlinkEnricher implements Enricher {
   #byDump(n: number): boolean {
     if (n < DUMP_MIN_FLOWS) return false;
     if (this.#dumpMs === undefined) return true;
-    if (this.#lookupUs === undefined) return false;
-    const dumpCheaper = this.#dumpMs <= (n * this.#lookupUs) / 1000;
+    const dumpCheaper = this.#dumpMs <= (n * (this.#lookupUs ?? LOOKUP_US)) / 1000;
     if (this.stats.rounds - this.#lastProbe >= REPROBE_ROUNDS) {
       this.#lastProbe = this.stats.rounds;
       return !dumpCheaper;
