@@ -140,9 +140,17 @@ interface PairTotals {
  * rendered at scrape time: going through prom-client's labelled metrics cost several microseconds per
  * sample, which with thousands of flows per period added up.
  */
+/** What a flow's previous sample left: its pair (for that start event) and its byte counters. */
+interface FlowTotals {
+  flow: FlowEvent;
+  pair: PairTotals;
+  /** sent, acked, received, retransmitted (exact as numbers below 2^53 bytes). */
+  readonly last: Float64Array;
+}
+
 export class TrafficAggregates {
   readonly #pairs = new Map<string, PairTotals>();
-  readonly #last = new Map<string, Record<Direction, bigint>>();
+  readonly #last = new Map<string, FlowTotals>();
   #samples = 0;
 
   constructor(private readonly labels: IdPairLabels) {}
@@ -152,7 +160,41 @@ export class TrafficAggregates {
     this.#samples++;
     const t = sample.info.tcpInfo;
     if (!t) return;
-    const { exp, act } = this.labels.of(sample.flow);
+    let flow = this.#last.get(key);
+    if (flow === undefined) {
+      flow = {
+        flow: sample.flow,
+        pair: this.#pairOf(sample.flow),
+        last: new Float64Array(DIRECTIONS.length),
+      };
+      this.#last.set(key, flow);
+    } else if (flow.flow !== sample.flow) {
+      // The 5-tuple started again (perhaps with other ids); its counters carry on as before.
+      flow.flow = sample.flow;
+      flow.pair = this.#pairOf(sample.flow);
+    }
+    const pair = flow.pair, last = flow.last, bytes = pair.bytes;
+    // A smaller value means another socket took the 5-tuple: count it from zero.
+    const sent = Number(t.bytesSent), acked = Number(t.bytesAcked);
+    const received = Number(t.bytesRecv), retransmitted = Number(t.bytesRetrans);
+    bytes.sent += sent >= last[0]! ? sent - last[0]! : sent;
+    bytes.acked += acked >= last[1]! ? acked - last[1]! : acked;
+    bytes.received += received >= last[2]! ? received - last[2]! : received;
+    bytes.retransmitted += retransmitted >= last[3]! ? retransmitted - last[3]! : retransmitted;
+    last[0] = sent;
+    last[1] = acked;
+    last[2] = received;
+    last[3] = retransmitted;
+    if (t.rtt > 0) {
+      const seconds = t.rtt / 1e6;
+      pair.rttSum += seconds;
+      for (let i = 0; i < RTT_BUCKETS.length; i++) if (seconds <= RTT_BUCKETS[i]!) pair.buckets[i]!++;
+      pair.buckets[RTT_BUCKETS.length]!++;
+    }
+  }
+
+  #pairOf(flow: FlowEvent): PairTotals {
+    const { exp, act } = this.labels.of(flow);
     const pairKey = `${exp}/${act}`;
     let pair = this.#pairs.get(pairKey);
     if (!pair) {
@@ -164,25 +206,7 @@ export class TrafficAggregates {
       };
       this.#pairs.set(pairKey, pair);
     }
-    const now: Record<Direction, bigint> = {
-      sent: t.bytesSent,
-      acked: t.bytesAcked,
-      received: t.bytesRecv,
-      retransmitted: t.bytesRetrans,
-    };
-    const before = this.#last.get(key);
-    for (const d of DIRECTIONS) {
-      const delta = now[d] - (before?.[d] ?? 0n);
-      // A smaller value means another socket took the 5-tuple: count it from zero.
-      pair.bytes[d] += Number(delta >= 0n ? delta : now[d]);
-    }
-    this.#last.set(key, now);
-    if (t.rtt > 0) {
-      const seconds = t.rtt / 1e6;
-      pair.rttSum += seconds;
-      for (let i = 0; i < RTT_BUCKETS.length; i++) if (seconds <= RTT_BUCKETS[i]!) pair.buckets[i]!++;
-      pair.buckets[RTT_BUCKETS.length]!++;
-    }
+    return pair;
   }
 
   /** Forgets a flow's last counters (it ended). */

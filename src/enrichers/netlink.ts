@@ -2,9 +2,14 @@
  * Enricher `netlink`: every `period` ms, asks the kernel (NETLINK_SOCK_DIAG) about each watched flow's
  * socket and publishes tcp_info, the congestion-control name and memory information as a sample.
  *
- * Each flow is looked up by its exact 5-tuple (the local end is `src`), with the configured protocol and
+ * Each flow is matched by its exact 5-tuple (the local end is `src`), with the configured protocol and
  * extension mask; the configured state mask then decides whether the answer is published. The original
  * dumped by ports alone and keyed flows by addresses alone, so flows could collide.
+ *
+ * A few flows are looked up one by one (one exact request each, about 30 µs). Many flows are found in one
+ * dump per family instead, which the kernel narrows to the watched flows' remote (or local) ports when
+ * they have few distinct ones; replies are matched against the watched set by a key read from their raw
+ * bytes, and only matches are decoded. The enricher measures both ways as it goes and uses the cheaper.
  */
 import type { Enricher, EnrichmentSink } from "../core/component.ts";
 import { errorMessage } from "../core/errors.ts";
@@ -13,7 +18,16 @@ import type { FlowInfo } from "../core/flow_info.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
 import type { NetlinkEnricherConfig } from "../config/schema.ts";
-import { SockDiag, type SockDiagResult } from "../net/sock_diag.ts";
+import {
+  MAX_FILTER_PORTS,
+  parseSockDiagMessage,
+  type PortFilter,
+  replyKey,
+  SockDiag,
+  type SockDiagResult,
+  socketKey,
+  TCPF_ALL,
+} from "../net/sock_diag.ts";
 
 /** What the enricher is built from. */
 export interface NetlinkEnricherOptions {
@@ -27,7 +41,10 @@ export interface NetlinkEnricherOptions {
 /** Counters, for tests and diagnostics. */
 export interface NetlinkStats {
   rounds: number;
+  /** Exact 5-tuple requests (rounds that looked flows up one by one). */
   lookups: number;
+  /** Dumps (rounds that matched flows against dumps; one per address family). */
+  dumps: number;
   published: number;
   /** Lookups that found no socket with the flow's 5-tuple. */
   notFound: number;
@@ -38,8 +55,21 @@ export interface NetlinkStats {
 
 interface Watched {
   readonly flow: FlowEvent;
+  /** `socketKey` of the flow's 5-tuple. */
+  readonly socketKey: string;
   reportedMissing: boolean;
+  /** The round that last found the flow's socket in a dump. */
+  seenRound: number;
+  /** The socket's identity from the previous answer, whose address objects the next one reuses. */
+  previous?: SockDiagResult["socket"]["id"];
 }
+
+/** Below this many watched flows a round always looks them up one by one. */
+export const DUMP_MIN_FLOWS = 16;
+/** What one exact lookup costs until measured here (bench/README.md: about 30 µs). */
+const LOOKUP_US = 30;
+/** Every this many rounds the way not in use is measured again (the host's socket count changes). */
+const REPROBE_ROUNDS = 60;
 
 const log = logger("enrichers", "netlink");
 
@@ -63,10 +93,28 @@ export function flowInfoOf(r: SockDiagResult): FlowInfo {
 export class NetlinkEnricher implements Enricher {
   readonly name = "netlink";
   readonly flavour = "Netlink" as const;
-  readonly stats: NetlinkStats = { rounds: 0, lookups: 0, published: 0, notFound: 0, filtered: 0, failed: 0 };
+  readonly stats: NetlinkStats = {
+    rounds: 0,
+    lookups: 0,
+    dumps: 0,
+    published: 0,
+    notFound: 0,
+    filtered: 0,
+    failed: 0,
+  };
   #diag: SockDiag | undefined;
   #sink: EnrichmentSink | undefined;
   readonly #flows = new Map<string, Watched>();
+  /** The same flows by `socketKey` (two flow keys can name one socket: IPv4 and IPv4-mapped). */
+  readonly #bySocket = new Map<string, Watched[]>();
+  /** How many watched flows have each local and remote port, and how many are IPv4. */
+  readonly #localPorts = new Map<number, number>();
+  readonly #remotePorts = new Map<number, number>();
+  #ipv4 = 0;
+  /** Measured costs: one exact lookup (µs), one dump round (ms); undefined until measured. */
+  #lookupUs: number | undefined;
+  #dumpMs: number | undefined;
+  #lastProbe = 0;
   readonly #protocol: Protocol | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #round: Promise<void> = Promise.resolve();
@@ -108,11 +156,40 @@ export class NetlinkEnricher implements Enricher {
       log.debug("not watching a flow without ports", { flow: describeFlow(flow) });
       return;
     }
-    this.#flows.set(flowKey(flow), { flow, reportedMissing: false });
+    const key = flowKey(flow);
+    this.#remove(key);
+    const watched: Watched = {
+      flow,
+      socketKey: socketKey(flow.src, flow.dst),
+      reportedMissing: false,
+      seenRound: 0,
+    };
+    this.#flows.set(key, watched);
+    const same = this.#bySocket.get(watched.socketKey);
+    if (same) same.push(watched);
+    else this.#bySocket.set(watched.socketKey, [watched]);
+    count(this.#localPorts, flow.src.port, 1);
+    count(this.#remotePorts, flow.dst.port, 1);
+    if (isIpv4(flow)) this.#ipv4++;
   }
 
   forget(flow: FlowEvent): void {
-    this.#flows.delete(flowKey(flow));
+    this.#remove(flowKey(flow));
+  }
+
+  #remove(key: string): void {
+    const watched = this.#flows.get(key);
+    if (watched === undefined) return;
+    this.#flows.delete(key);
+    const same = this.#bySocket.get(watched.socketKey);
+    if (same) {
+      const rest = same.filter((w) => w !== watched);
+      if (rest.length > 0) this.#bySocket.set(watched.socketKey, rest);
+      else this.#bySocket.delete(watched.socketKey);
+    }
+    count(this.#localPorts, watched.flow.src.port, -1);
+    count(this.#remotePorts, watched.flow.dst.port, -1);
+    if (isIpv4(watched.flow)) this.#ipv4--;
   }
 
   async stop(): Promise<void> {
@@ -120,6 +197,10 @@ export class NetlinkEnricher implements Enricher {
     clearTimeout(this.#timer);
     await this.#round;
     this.#flows.clear();
+    this.#bySocket.clear();
+    this.#localPorts.clear();
+    this.#remotePorts.clear();
+    this.#ipv4 = 0;
     this.#diag?.close();
     this.#diag = undefined;
   }
@@ -136,51 +217,157 @@ export class NetlinkEnricher implements Enricher {
 
   async #pollAll(): Promise<void> {
     this.stats.rounds++;
+    const n = this.#flows.size;
+    if (n === 0) return;
+    const began = performance.now();
+    if (this.#byDump(n)) {
+      if (await this.#pollByDump()) this.#dumpMs = performance.now() - began;
+    } else {
+      const looked = await this.#pollOneByOne();
+      if (looked > 0) this.#lookupUs = ((performance.now() - began) * 1000) / looked;
+    }
+  }
+
+  /** Whether this round uses dumps: the cheaper way by the last measurements, the other now and then. */
+  #byDump(n: number): boolean {
+    if (n < DUMP_MIN_FLOWS) return false;
+    if (this.#dumpMs === undefined) return true;
+    const dumpCheaper = this.#dumpMs <= (n * (this.#lookupUs ?? LOOKUP_US)) / 1000;
+    if (this.stats.rounds - this.#lastProbe >= REPROBE_ROUNDS) {
+      this.#lastProbe = this.stats.rounds;
+      return !dumpCheaper;
+    }
+    return dumpCheaper;
+  }
+
+  /** Looks every watched flow up by its 5-tuple; returns how many requests were made. */
+  async #pollOneByOne(): Promise<number> {
     const c = this.opts.config;
+    let looked = 0;
     for (const [key, watched] of [...this.#flows]) {
       const diag = this.#diag;
-      if (!this.#running || diag === undefined) return;
+      if (!this.#running || diag === undefined) break;
       let found: SockDiagResult | undefined;
       this.stats.lookups++;
+      looked++;
       try {
         found = await diag.lookup(watched.flow.src, watched.flow.dst, {
           protocol: c.protocol,
           extensions: c.ext,
         });
       } catch (err) {
-        this.stats.failed++;
-        this.#failLog.run((suppressed) =>
-          log.warn("sock_diag query failed", {
-            flow: describeFlow(watched.flow),
-            err: errorMessage(err),
-            suppressed,
-          })
-        );
+        this.#failed(err, watched);
         continue;
       }
       // The flow may have ended (or started again) while the kernel was asked.
       if (this.#flows.get(key) !== watched) continue;
-      if (found === undefined) {
-        this.stats.notFound++;
-        if (!watched.reportedMissing) {
-          watched.reportedMissing = true;
-          log.info("no local socket for this flow (yet); still looking", {
-            flow: describeFlow(watched.flow),
-          });
+      if (found === undefined) this.#missing(watched);
+      else this.#found(watched, found);
+    }
+    return looked;
+  }
+
+  /**
+   * One dump per family the watched flows need (IPv4 flows may sit on dual-stack IPv6 sockets), every
+   * state, narrowed by port in the kernel when the flows have few distinct ports; false if a dump failed.
+   */
+  async #pollByDump(): Promise<boolean> {
+    const c = this.opts.config;
+    const round = this.stats.rounds;
+    const families = this.#ipv4 > 0 ? (["ipv4", "ipv6"] as const) : (["ipv6"] as const);
+    const ports = this.#portFilter();
+    for (const family of families) {
+      const diag = this.#diag;
+      if (!this.#running || diag === undefined) return false;
+      let replies: Uint8Array[];
+      this.stats.dumps++;
+      try {
+        replies = await diag.dumpReplies(
+          { family, protocol: c.protocol, extensions: c.ext, states: TCPF_ALL },
+          ports,
+        );
+      } catch (err) {
+        this.#failed(err);
+        // Flows are looked up one by one until the next probe (an old kernel may refuse the filter).
+        this.#dumpMs = Number.POSITIVE_INFINITY;
+        return false;
+      }
+      if (!this.#running) return false;
+      // Matched against the flows watched now: any that ended during the dump are not in the map.
+      for (const payload of replies) {
+        const matches = this.#bySocket.get(replyKey(payload));
+        if (matches === undefined) continue;
+        let found: SockDiagResult;
+        try {
+          found = parseSockDiagMessage({ payload }, c.protocol, matches[0]!.previous);
+        } catch (err) {
+          this.#failed(err, matches[0]);
+          continue;
         }
-        continue;
+        for (const watched of matches) {
+          if (watched.seenRound === round) continue; // a socket listed twice (should not happen)
+          watched.seenRound = round;
+          this.#found(watched, found);
+        }
       }
-      if (((c.state >>> found.socket.state) & 1) === 0) {
-        this.stats.filtered++;
-        continue;
-      }
-      this.stats.published++;
-      this.#sink?.publish({
-        flavour: this.flavour,
-        flow: watched.flow,
-        time: nowMicros(),
-        info: flowInfoOf(found),
-      });
+    }
+    for (const watched of this.#flows.values()) if (watched.seenRound !== round) this.#missing(watched);
+    return true;
+  }
+
+  /** The kernel filter for a dump: the side whose ports are fewer, if few enough. */
+  #portFilter(): PortFilter | undefined {
+    const remote = this.#remotePorts.size, local = this.#localPorts.size;
+    if (remote <= MAX_FILTER_PORTS && remote <= local) {
+      return { end: "remote", ports: [...this.#remotePorts.keys()] };
+    }
+    if (local <= MAX_FILTER_PORTS) return { end: "local", ports: [...this.#localPorts.keys()] };
+    return undefined;
+  }
+
+  #failed(err: unknown, watched?: Watched): void {
+    this.stats.failed++;
+    this.#failLog.run((suppressed) =>
+      log.warn("sock_diag query failed", {
+        ...(watched ? { flow: describeFlow(watched.flow) } : {}),
+        err: errorMessage(err),
+        suppressed,
+      })
+    );
+  }
+
+  #missing(watched: Watched): void {
+    this.stats.notFound++;
+    if (!watched.reportedMissing) {
+      watched.reportedMissing = true;
+      log.info("no local socket for this flow (yet); still looking", { flow: describeFlow(watched.flow) });
     }
   }
+
+  #found(watched: Watched, found: SockDiagResult): void {
+    watched.previous = found.socket.id;
+    if (((this.opts.config.state >>> found.socket.state) & 1) === 0) {
+      this.stats.filtered++;
+      return;
+    }
+    this.stats.published++;
+    this.#sink?.publish({
+      flavour: this.flavour,
+      flow: watched.flow,
+      time: nowMicros(),
+      info: flowInfoOf(found),
+    });
+  }
+}
+
+function count(counts: Map<number, number>, port: number, by: number): void {
+  const n = (counts.get(port) ?? 0) + by;
+  if (n > 0) counts.set(port, n);
+  else counts.delete(port);
+}
+
+/** An IPv4 flow (IPv4-mapped addresses included): its socket may be AF_INET or a dual-stack AF_INET6. */
+function isIpv4(flow: FlowEvent): boolean {
+  const a = flow.src.address;
+  return a.family === "ipv4" || a.isIpv4Mapped();
 }

@@ -18,6 +18,7 @@ import {
   attrU64,
   attrU8,
   NetlinkError,
+  NLA_TYPE_MASK,
   parseAttributes,
 } from "../../ffi/netlink_framing.ts";
 import { type Endpoint, type Family, IpAddress } from "./ip.ts";
@@ -310,21 +311,33 @@ export function encodeRequest(
   return out;
 }
 
-function words(bytes: Uint8Array): [number, number, number, number] {
-  const v = dataView(bytes);
-  return [v.getUint32(0, true), v.getUint32(4, true), v.getUint32(8, true), v.getUint32(12, true)];
+function words(v: DataView, offset: number): [number, number, number, number] {
+  return [
+    v.getUint32(offset, true),
+    v.getUint32(offset + 4, true),
+    v.getUint32(offset + 8, true),
+    v.getUint32(offset + 12, true),
+  ];
 }
 
-/** Decodes struct inet_diag_msg (the first 72 bytes of a reply). */
-export function parseSocket(payload: Uint8Array): InetDiagSocket {
+function sameWords(v: DataView, offset: number, w: readonly [number, number, number, number]): boolean {
+  return v.getUint32(offset, true) === w[0] && v.getUint32(offset + 4, true) === w[1] &&
+    v.getUint32(offset + 8, true) === w[2] && v.getUint32(offset + 12, true) === w[3];
+}
+
+/**
+ * Decodes struct inet_diag_msg (the first 72 bytes of a reply). With `previous` (the same socket's
+ * identity from an earlier reply), its address objects are reused when the bytes are the same.
+ */
+export function parseSocket(payload: Uint8Array, previous?: SocketId): InetDiagSocket {
   if (payload.byteLength < MSG_SIZE) {
     throw new NetlinkError(`inet_diag_msg has ${payload.byteLength} bytes, expected at least ${MSG_SIZE}`);
   }
   const v = dataView(payload);
   const family = payload[0]!;
   const addressLength = family === AF_INET ? 4 : 16;
-  const srcRaw = payload.subarray(8, 24);
-  const dstRaw = payload.subarray(24, 40);
+  const reuse = previous !== undefined && previous.src.family === (family === AF_INET ? "ipv4" : "ipv6") &&
+    sameWords(v, 8, previous.srcIP) && sameWords(v, 24, previous.dstIP);
   return {
     family,
     state: payload[1]!,
@@ -333,10 +346,10 @@ export function parseSocket(payload: Uint8Array): InetDiagSocket {
     id: {
       srcPort: v.getUint16(4, false),
       dstPort: v.getUint16(6, false),
-      src: IpAddress.fromBytes(srcRaw.subarray(0, addressLength)),
-      dst: IpAddress.fromBytes(dstRaw.subarray(0, addressLength)),
-      srcIP: words(srcRaw),
-      dstIP: words(dstRaw),
+      src: reuse ? previous.src : IpAddress.fromBytes(payload.subarray(8, 8 + addressLength)),
+      dst: reuse ? previous.dst : IpAddress.fromBytes(payload.subarray(24, 24 + addressLength)),
+      srcIP: reuse ? previous.srcIP : words(v, 8),
+      dstIP: reuse ? previous.dstIP : words(v, 24),
       ifId: v.getUint32(40, true),
       cookie: [v.getUint32(44, true), v.getUint32(48, true)],
     },
@@ -368,6 +381,101 @@ const TCP_INFO_EXTRA: readonly (readonly [ExtraField, number, 2 | 4])[] = [
   ["accecnOptSeen", 278, 2],
 ];
 
+/** Bytes of tcp_info up to flowd-go's last field (tcpi_snd_wnd), and of kernel 6.18's whole struct. */
+const TCP_INFO_FLOWD_SIZE = 232;
+const TCP_INFO_6_18_SIZE = 280;
+
+/**
+ * parseTcpInfo when every flowd-go field is there (any kernel since 5.4 or so): plain reads at fixed
+ * offsets, no bounds checks per field; it runs once per watched flow and period.
+ */
+function parseFullTcpInfo(v: DataView, n: number): TcpInfo {
+  const scales = v.getUint8(6), bits = v.getUint8(7);
+  const info: { -readonly [K in keyof TcpInfo]: TcpInfo[K] } = {
+    state: v.getUint8(0),
+    caState: v.getUint8(1),
+    retransmits: v.getUint8(2),
+    probes: v.getUint8(3),
+    backoff: v.getUint8(4),
+    options: v.getUint8(5),
+    sndWscale: scales & 0x0f,
+    rcvdWscale: scales >> 4,
+    deliveryRateAppLimited: bits & 0x1,
+    fastOpenClientFail: (bits >> 1) & 0x3,
+    rto: v.getUint32(8, true),
+    ato: v.getUint32(12, true),
+    sndMss: v.getUint32(16, true),
+    rcvMss: v.getUint32(20, true),
+    unAcked: v.getUint32(24, true),
+    sAcked: v.getUint32(28, true),
+    lost: v.getUint32(32, true),
+    retrans: v.getUint32(36, true),
+    fAckets: v.getUint32(40, true),
+    lastDataSent: v.getUint32(44, true),
+    lastAckSent: v.getUint32(48, true),
+    lastDataRecv: v.getUint32(52, true),
+    lastAckRecv: v.getUint32(56, true),
+    pMtu: v.getUint32(60, true),
+    rcvSsThresh: v.getUint32(64, true),
+    rtt: v.getUint32(68, true),
+    rttVar: v.getUint32(72, true),
+    sndSsThresh: v.getUint32(76, true),
+    sndCwnd: v.getUint32(80, true),
+    advMss: v.getUint32(84, true),
+    reordering: v.getUint32(88, true),
+    rcvRtt: v.getUint32(92, true),
+    rcvSpace: v.getUint32(96, true),
+    totalRetrans: v.getUint32(100, true),
+    pacingRate: v.getBigUint64(104, true),
+    maxPacingRate: v.getBigUint64(112, true),
+    bytesAcked: v.getBigUint64(120, true),
+    bytesRecv: v.getBigUint64(128, true),
+    segsOut: v.getUint32(136, true),
+    segsIn: v.getUint32(140, true),
+    notsentBytes: v.getUint32(144, true),
+    minRtt: v.getUint32(148, true),
+    dataSegsIn: v.getUint32(152, true),
+    dataSegsOut: v.getUint32(156, true),
+    deliveryRate: v.getBigUint64(160, true),
+    busyTime: v.getBigUint64(168, true),
+    rwndLimited: v.getBigUint64(176, true),
+    sndBufLimited: v.getBigUint64(184, true),
+    delivered: v.getUint32(192, true),
+    deliveredCe: v.getUint32(196, true),
+    bytesSent: v.getBigUint64(200, true),
+    bytesRetrans: v.getBigUint64(208, true),
+    dsAckDups: v.getUint32(216, true),
+    reordSeen: v.getUint32(220, true),
+    rcvOooPack: v.getUint32(224, true),
+    sndWnd: v.getUint32(228, true),
+  };
+  if (n >= TCP_INFO_6_18_SIZE) {
+    // One shape for every reply of a recent kernel, rather than fields added one by one.
+    return {
+      ...info,
+      rcvWnd: v.getUint32(232, true),
+      rehash: v.getUint32(236, true),
+      totalRto: v.getUint16(240, true),
+      totalRtoRecoveries: v.getUint16(242, true),
+      totalRtoTime: v.getUint32(244, true),
+      receivedCe: v.getUint32(248, true),
+      deliveredE1Bytes: v.getUint32(252, true),
+      deliveredE0Bytes: v.getUint32(256, true),
+      deliveredCeBytes: v.getUint32(260, true),
+      receivedE1Bytes: v.getUint32(264, true),
+      receivedE0Bytes: v.getUint32(268, true),
+      receivedCeBytes: v.getUint32(272, true),
+      accecnFailMode: v.getUint16(276, true),
+      accecnOptSeen: v.getUint16(278, true),
+    };
+  }
+  for (const [name, offset, width] of TCP_INFO_EXTRA) {
+    if (offset + width > n) break;
+    info[name] = width === 2 ? v.getUint16(offset, true) : v.getUint32(offset, true);
+  }
+  return info;
+}
+
 /**
  * Decodes struct tcp_info of any length the kernel sends. Offsets are those of the kernel's struct (checked
  * against its BTF). flowd-go's 56 fields read as 0 when the kernel's struct ends before them, as flowd-go's
@@ -376,6 +484,7 @@ const TCP_INFO_EXTRA: readonly (readonly [ExtraField, number, 2 | 4])[] = [
 export function parseTcpInfo(bytes: Uint8Array): TcpInfo {
   const v = dataView(bytes);
   const n = bytes.byteLength;
+  if (n >= TCP_INFO_FLOWD_SIZE) return parseFullTcpInfo(v, n);
   const u8 = (o: number) => (o < n ? v.getUint8(o) : 0);
   const u32 = (o: number) => (o + 4 <= n ? v.getUint32(o, true) : 0);
   const u64 = (o: number) => (o + 8 <= n ? v.getBigUint64(o, true) : 0n);
@@ -456,18 +565,59 @@ function u32s(bytes: Uint8Array, count: number): number[] {
   return out;
 }
 
+/** INET_DIAG_CONG: a short NUL-terminated ASCII name ("cubic", "bbr"), read without a TextDecoder. */
+function congestionName(value: Uint8Array): string {
+  let end = value.indexOf(0);
+  if (end < 0) end = value.byteLength;
+  if (end > 32) return attrString(value);
+  let name = "";
+  for (let i = 0; i < end; i++) {
+    const b = value[i]!;
+    if (b >= 0x80) return attrString(value);
+    name += String.fromCharCode(b);
+  }
+  return name;
+}
+
+/**
+ * The attributes after inet_diag_msg, as `parseAttributes` reads them (same errors), without the flags
+ * nobody here uses.
+ */
+function attributesOf(payload: Uint8Array): { type: number; value: Uint8Array }[] {
+  const out: { type: number; value: Uint8Array }[] = [];
+  const end = payload.byteLength;
+  let offset = MSG_SIZE;
+  while (offset + 4 <= end) {
+    const length = payload[offset]! | (payload[offset + 1]! << 8);
+    const type = (payload[offset + 2]! | (payload[offset + 3]! << 8)) & NLA_TYPE_MASK;
+    if (length < 4 || offset + length > end) {
+      // The framing module words the error.
+      parseAttributes(payload.subarray(MSG_SIZE));
+      throw new NetlinkError(`netlink attribute at offset ${offset - MSG_SIZE} does not fit`);
+    }
+    out.push({ type, value: payload.subarray(offset + 4, offset + length) });
+    offset += (length + 3) & ~3;
+  }
+  return out;
+}
+
 /** Decodes one SOCK_DIAG_BY_FAMILY reply: the socket and every attribute this module knows; others are skipped. */
-export function parseSockDiagMessage(message: NetlinkMessage, requestProtocol = IPPROTO_TCP): SockDiagResult {
-  const socket = parseSocket(message.payload);
+export function parseSockDiagMessage(
+  message: Pick<NetlinkMessage, "payload">,
+  requestProtocol = IPPROTO_TCP,
+  previous?: SocketId,
+): SockDiagResult {
+  const payload = message.payload;
+  const socket = parseSocket(payload, previous);
   const result: { -readonly [K in keyof SockDiagResult]: SockDiagResult[K] } = { socket };
   let info: Uint8Array | undefined;
-  for (const a of parseAttributes(message.payload.subarray(MSG_SIZE))) {
+  for (const a of attributesOf(payload)) {
     switch (a.type) {
       case INET_DIAG_INFO:
         info = a.value;
         break;
       case INET_DIAG_CONG:
-        result.cong = { algorithm: attrString(a.value) };
+        result.cong = { algorithm: congestionName(a.value) };
         break;
       case INET_DIAG_MEMINFO: {
         const [rMem, wMem, fMem, tMem] = u32s(a.value, 4) as [number, number, number, number];
@@ -571,6 +721,91 @@ export function matchesFilter(id: SocketId, filter: SocketFilter): boolean {
   return true;
 }
 
+/** 16-bit units of an address for a socket key: 2 for IPv4 (IPv4-mapped included), 8 for IPv6. */
+function addressUnits(b: Uint8Array, at: number, v4: boolean): string {
+  const u = (i: number) => (b[at + i]! << 8) | b[at + i + 1]!;
+  return v4
+    ? String.fromCharCode(u(0), u(2))
+    : String.fromCharCode(u(0), u(2), u(4), u(6), u(8), u(10), u(12), u(14));
+}
+
+function mappedAt(b: Uint8Array, at: number): boolean {
+  for (let i = 0; i < 10; i++) if (b[at + i] !== 0) return false;
+  return b[at + 10] === 0xff && b[at + 11] === 0xff;
+}
+
+/**
+ * A compact key of a socket's 5-tuple (local end first; IPv4-mapped addresses as IPv4), equal to
+ * `replyKey` of the kernel's reply about that socket. For matching dump replies against watched flows
+ * without decoding replies that match nothing.
+ */
+export function socketKey(local: Endpoint, remote: Endpoint): string {
+  const l = unmapped(local.address).bytes(), r = unmapped(remote.address).bytes();
+  const l4 = l.byteLength === 4, r4 = r.byteLength === 4;
+  return String.fromCharCode((l4 ? 0 : 2) | (r4 ? 0 : 1), local.port, remote.port) +
+    addressUnits(l, 0, l4) + addressUnits(r, 0, r4);
+}
+
+/** `socketKey` of the socket an inet_diag reply (its payload) describes. */
+export function replyKey(payload: Uint8Array): string {
+  if (payload.byteLength < MSG_SIZE) {
+    throw new NetlinkError(`inet_diag_msg has ${payload.byteLength} bytes, expected at least ${MSG_SIZE}`);
+  }
+  const v4 = payload[0] === AF_INET;
+  const s4 = v4 || mappedAt(payload, 8), d4 = v4 || mappedAt(payload, 24);
+  const sport = (payload[4]! << 8) | payload[5]!, dport = (payload[6]! << 8) | payload[7]!;
+  return String.fromCharCode((s4 ? 0 : 2) | (d4 ? 0 : 1), sport, dport) +
+    addressUnits(payload, s4 && !v4 ? 20 : 8, s4) + addressUnits(payload, d4 && !v4 ? 36 : 24, d4);
+}
+
+/** Request attribute carrying a socket filter program (inet_diag bytecode). */
+const INET_DIAG_REQ_BYTECODE = 1;
+const INET_DIAG_BC_JMP = 1;
+const INET_DIAG_BC_S_EQ = 11;
+const INET_DIAG_BC_D_EQ = 12;
+/** Ports one kernel filter lists at most (the kernel runs one test per port and socket). */
+export const MAX_FILTER_PORTS = 64;
+
+/** Which sockets a dump returns, by port, decided in the kernel before it fills any attribute. */
+export interface PortFilter {
+  /** `local` tests the socket's own port, `remote` its peer's. */
+  readonly end: "local" | "remote";
+  /** 1 to `MAX_FILTER_PORTS` ports; a socket with any of them is returned. */
+  readonly ports: readonly number[];
+}
+
+/**
+ * The INET_DIAG_REQ_BYTECODE attribute of a port filter, built as `ss` builds "port = a or port = b":
+ * each test is followed by a jump to the end (accept), which the test skips when it fails; the last
+ * test's failure jumps past the end (reject). Every op is on the chain of "yes" jumps, which is what the
+ * kernel's check of the program walks.
+ */
+export function encodePortFilter(filter: PortFilter): Uint8Array {
+  const n = filter.ports.length;
+  if (n === 0 || n > MAX_FILTER_PORTS) {
+    throw new RangeError(`a port filter lists 1..${MAX_FILTER_PORTS} ports, not ${n}`);
+  }
+  const length = 12 * (n - 1) + 8;
+  const out = new Uint8Array(4 + length);
+  const v = dataView(out);
+  v.setUint16(0, 4 + length, true);
+  v.setUint16(2, INET_DIAG_REQ_BYTECODE, true);
+  const code = filter.end === "local" ? INET_DIAG_BC_S_EQ : INET_DIAG_BC_D_EQ;
+  filter.ports.forEach((port, i) => {
+    const at = 4 + 12 * i;
+    // struct inet_diag_bc_op { u8 code; u8 yes; u16 no; }, the port in the `no` of a second op.
+    out[at] = code;
+    out[at + 1] = 8;
+    v.setUint16(at + 2, 12, true);
+    v.setUint16(at + 6, port, true);
+    if (i === n - 1) return;
+    out[at + 8] = INET_DIAG_BC_JMP;
+    out[at + 9] = 4;
+    v.setUint16(at + 10, length - (12 * i + 8), true);
+  });
+  return out;
+}
+
 /** A sock_diag connection; one per enricher, closed on stop. */
 export class SockDiag implements Disposable {
   readonly #socket: NetlinkSocket;
@@ -598,6 +833,25 @@ export class SockDiag implements Disposable {
       const r = parseSockDiagMessage(m, request.protocol ?? IPPROTO_TCP);
       if (matchesFilter(r.socket.id, filter)) out.push(r);
     }
+    return out;
+  }
+
+  /**
+   * The raw replies of a dump (inet_diag payloads, undecoded), optionally filtered by port in the kernel:
+   * for callers that match replies against many flows with `replyKey` and decode only the matches.
+   */
+  async dumpReplies(request: SockDiagRequest, ports?: PortFilter): Promise<Uint8Array[]> {
+    let payload = encodeRequest(request);
+    if (ports !== undefined) {
+      const bytecode = encodePortFilter(ports);
+      const withFilter = new Uint8Array(payload.byteLength + bytecode.byteLength);
+      withFilter.set(payload);
+      withFilter.set(bytecode, payload.byteLength);
+      payload = withFilter;
+    }
+    const replies = await this.#socket.dump(SOCK_DIAG_BY_FAMILY, payload);
+    const out: Uint8Array[] = [];
+    for (const m of replies) if (m.type === SOCK_DIAG_BY_FAMILY) out.push(m.payload);
     return out;
   }
 

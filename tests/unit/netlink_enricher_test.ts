@@ -1,7 +1,7 @@
 // The netlink enricher on real loopback TCP connections of this process (sock_diag needs no privileges
 // for the caller's own sockets).
 import assert from "node:assert/strict";
-import { NetlinkEnricher } from "../../src/enrichers/netlink.ts";
+import { DUMP_MIN_FLOWS, NetlinkEnricher } from "../../src/enrichers/netlink.ts";
 import { NetlinkEnricherSchema } from "../../src/config/schema.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
 import { type Endpoint, IpAddress } from "../../src/net/ip.ts";
@@ -160,5 +160,49 @@ Deno.test("netlink enricher: a flow without a local socket yields nothing, a flo
     assert.ok(e.stats.notFound >= 2);
   } finally {
     await e.stop();
+  }
+});
+
+Deno.test("netlink enricher: many flows are found in port-filtered dumps, IPv4 on dual-stack sockets too, each sample its own socket", async () => {
+  using listener = Deno.listen({ hostname: "::", port: 0 }); // dual-stack: IPv4 clients land on AF_INET6 sockets
+  const pairs: Pair[] = [];
+  try {
+    for (let i = 0; i < DUMP_MIN_FLOWS + 4; i++) {
+      pairs.push(await pair(listener, i % 2 ? "127.0.0.1" : "::1"));
+    }
+    const sink = new RecordingEnrichmentSink();
+    const e = enricher();
+    await e.start(sink);
+    try {
+      for (const p of pairs) e.watch(p.flow);
+      await pairs[3]!.push(50_000);
+      for (const p of pairs) {
+        await sink.waitFor("a sample of every flow", (s) => s.flow === p.flow);
+      }
+      await sink.waitFor(
+        "a sample of the flow that moved data, with its bytes",
+        (s) => s.flow === pairs[3]!.flow && s.info.tcpInfo!.bytesAcked >= 50_000n,
+      );
+      assert.ok(e.stats.dumps > 0, "dumps were used");
+      assert.equal(e.stats.lookups, 0, "no flow looked up one by one");
+      for (const s of sink.samples) {
+        const p = pairs.find((x) => x.flow === s.flow)!;
+        assert.equal(s.info.socket?.id.srcPort, p.flow.src.port, "the sample is of the flow's own socket");
+        assert.equal(s.info.socket?.id.dstPort, p.flow.dst.port);
+        if (s.flow !== pairs[3]!.flow) assert.ok(s.info.tcpInfo!.bytesAcked < 1000n);
+      }
+      // A forgotten flow is no longer sampled; the others are.
+      e.forget(pairs[0]!.flow);
+      await delay(60);
+      const before = sink.samples.filter((s) => s.flow === pairs[0]!.flow).length;
+      const others = sink.samples.length;
+      await delay(200);
+      assert.equal(sink.samples.filter((s) => s.flow === pairs[0]!.flow).length, before);
+      assert.ok(sink.samples.length > others);
+    } finally {
+      await e.stop();
+    }
+  } finally {
+    for (const p of pairs) await p[Symbol.asyncDispose]();
   }
 });

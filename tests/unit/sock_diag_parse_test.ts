@@ -1,7 +1,14 @@
 // inet_diag request building and reply parsing on crafted bytes laid out as the kernel lays them out.
 import assert from "node:assert/strict";
-import { concatBytes, encodeAttribute, encodeMessage, parseMessages } from "../../ffi/netlink_framing.ts";
 import {
+  concatBytes,
+  encodeAttribute,
+  encodeMessage,
+  NetlinkError,
+  parseMessages,
+} from "../../ffi/netlink_framing.ts";
+import {
+  encodePortFilter,
   encodeRequest,
   INET_DIAG_BBRINFO,
   INET_DIAG_CONG,
@@ -14,7 +21,9 @@ import {
   matchesFilter,
   parseSockDiagMessage,
   parseTcpInfo,
+  replyKey,
   SOCK_DIAG_BY_FAMILY,
+  socketKey,
   type TcpInfo,
 } from "../../src/net/sock_diag.ts";
 import { IpAddress } from "../../src/net/ip.ts";
@@ -317,4 +326,52 @@ Deno.test("the socket filter compares full addresses and ports, IPv4-mapped equa
   assert.ok(!matchesFilter(id, { srcPort: 5201, dstPort: 40001 }));
   assert.ok(!matchesFilter(id, { dst: v4("198.51.100.8") }));
   assert.ok(!matchesFilter(id, { src: v4("2001:db8::1") }));
+});
+
+Deno.test("port filter bytecode: each test then a jump to the end, the last test's failure past the end", () => {
+  const one = encodePortFilter({ end: "remote", ports: [5777] });
+  assert.deepEqual([...one], [12, 0, 1, 0, 12, 8, 12, 0, 0, 0, 0x91, 0x16]);
+  const two = encodePortFilter({ end: "local", ports: [1, 2] });
+  // attr header, S_EQ yes 8 no 12, port 1, JMP yes 4 no 12 (to the end), S_EQ yes 8 no 12, port 2
+  assert.deepEqual([...two], [24, 0, 1, 0, 11, 8, 12, 0, 0, 0, 1, 0, 1, 4, 12, 0, 11, 8, 12, 0, 0, 0, 2, 0]);
+  assert.throws(() => encodePortFilter({ end: "local", ports: [] }), RangeError);
+  assert.throws(() => encodePortFilter({ end: "local", ports: new Array(65).fill(1) }), RangeError);
+});
+
+Deno.test("socket keys: a reply's key equals its 5-tuple's, IPv4-mapped equal to IPv4, ports and ends told apart", () => {
+  const reply = (family: number, src: number[], dst: number[], sport: number, dport: number) => {
+    const p = new Uint8Array(72);
+    p[0] = family;
+    p.set([sport >> 8, sport & 0xff, dport >> 8, dport & 0xff], 4);
+    p.set(src, 8);
+    p.set(dst, 24);
+    return p;
+  };
+  const ep = (a: string, port: number) => ({ address: IpAddress.parse(a), port });
+  const v4 = replyKey(reply(2, [10, 0, 0, 1], [10, 0, 0, 2], 40000, 1094));
+  assert.equal(v4, socketKey(ep("10.0.0.1", 40000), ep("10.0.0.2", 1094)));
+  const mapped = replyKey(
+    reply(
+      10,
+      [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 0, 0, 1],
+      [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 0, 0, 2],
+      40000,
+      1094,
+    ),
+  );
+  assert.equal(mapped, v4);
+  assert.equal(mapped, socketKey(ep("::ffff:10.0.0.1", 40000), ep("10.0.0.2", 1094)));
+  const six = replyKey(
+    reply(
+      10,
+      [0x20, 1, 0xd, 0xb8, ...new Array(11).fill(0), 1],
+      [0x20, 1, 0xd, 0xb8, ...new Array(11).fill(0), 2],
+      40000,
+      1094,
+    ),
+  );
+  assert.equal(six, socketKey(ep("2001:db8::1", 40000), ep("2001:db8::2", 1094)));
+  assert.notEqual(six, socketKey(ep("2001:db8::2", 1094), ep("2001:db8::1", 40000)), "ends are not swapped");
+  assert.notEqual(v4, socketKey(ep("10.0.0.1", 40001), ep("10.0.0.2", 1094)));
+  assert.throws(() => replyKey(new Uint8Array(40)), NetlinkError);
 });
