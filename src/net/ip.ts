@@ -28,7 +28,7 @@ export class IpAddress {
       throw new RangeError(`An IP address has 4 or 16 bytes, not ${bytes.length}`);
     }
     if (zone !== undefined && bytes.length === 4) throw new RangeError("An IPv4 address has no zone");
-    return new IpAddress(Uint8Array.from(bytes), zone);
+    return new IpAddress(new Uint8Array(bytes), zone);
   }
 
   /** Parses an IPv4 or IPv6 literal (no brackets, no port); throws `SyntaxError` naming the text. */
@@ -45,7 +45,12 @@ export class IpAddress {
 
   /** A copy of the network-order bytes. */
   bytes(): Uint8Array {
-    return Uint8Array.from(this.#bytes);
+    return new Uint8Array(this.#bytes);
+  }
+
+  /** The byte at `index` in network order (undefined beyond the end), without copying them all. */
+  byteAt(index: number): number | undefined {
+    return this.#bytes[index];
   }
 
   /** True for ::ffff:a.b.c.d. */
@@ -137,8 +142,27 @@ function parseIpv6Bytes(text: string): number[] | undefined {
   return [...out, ...tail];
 }
 
+/**
+ * Addresses parsed lately, by their text. A relay parses the same few hosts' addresses over and over (the
+ * firefly listener five times per datagram: source gate, schema check, event), and an `IpAddress` is
+ * immutable, so one instance can serve every parse of a text. Only successes are kept; full, it starts over.
+ */
+const parsedAddresses = new Map<string, IpAddress>();
+const MAX_PARSED_ADDRESSES = 4096;
+
 function tryParseIp(text: string): IpAddress | undefined {
   if (typeof text !== "string") return undefined;
+  const known = parsedAddresses.get(text);
+  if (known !== undefined) return known;
+  const parsed = parseIp(text);
+  if (parsed !== undefined) {
+    if (parsedAddresses.size >= MAX_PARSED_ADDRESSES) parsedAddresses.clear();
+    parsedAddresses.set(text, parsed);
+  }
+  return parsed;
+}
+
+function parseIp(text: string): IpAddress | undefined {
   const v4 = parseIpv4Bytes(text);
   if (v4) return IpAddress.fromBytes(Uint8Array.from(v4));
   let zone: string | undefined;
