@@ -3,6 +3,7 @@
  * `poll` on a pool thread (so the event loop stays free), then `recvmmsg` with MSG_DONTWAIT on the JS
  * thread, up to `batch` datagrams per call into buffers allocated once. node:dgram costs an event-loop turn,
  * a buffer and a callback per datagram; here a burst of 64 costs one wake-up and one system call.
+ * `UdpSender` is the other direction: nonblocking sendmmsg whose outcome is known when the call returns.
  *
  * Only this module knows the struct layouts (Linux x86-64 / aarch64 LP64, checked with offsetof):
  *   struct msghdr   56 bytes: msg_name@0 msg_namelen@8 msg_iov@16 msg_iovlen@24 msg_control@32
@@ -22,6 +23,7 @@ const SYMBOLS = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
+  sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
@@ -49,9 +51,11 @@ const IPV6_V6ONLY = 26;
 const MSG_TRUNC = 0x20;
 const MSG_DONTWAIT = 0x40;
 const POLLIN = 0x1;
+const POLLOUT = 0x4;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const EAGAIN = 11;
+const MSG_NOSIGNAL = 0x4000;
 const EINTR = 4;
 
 const MSGHDR_SIZE = 56;
@@ -81,7 +85,7 @@ export class UdpSocketError extends Error {
 }
 
 /** The C library's text for an errno value. */
-function errnoText(errno: number): string {
+export function errnoText(errno: number): string {
   const p = libc.strerror(errno);
   return p === null ? `errno ${errno}` : Deno.UnsafePointerView.getCString(p);
 }
@@ -183,7 +187,8 @@ export class UdpBatchReceiver {
   readonly #msgs: Uint8Array<ArrayBuffer>;
   readonly #msgsView: DataView;
   readonly #iovecs: Uint8Array<ArrayBuffer>;
-  readonly #pollfds = new Uint8Array(16);
+  // Larger than it needs to be, so V8 keeps it off its heap while a pool thread holds its address.
+  readonly #pollfds = new Uint8Array(128);
   readonly #onError: (message: string, err: unknown) => void;
   readonly #v4Text = new Map<number, string>();
   readonly #mappedText = new Map<number, string>();
@@ -415,5 +420,150 @@ function setInt(fd: number, level: number, name: number, value: number, what: st
   const v = new Int32Array([value]);
   if (libc.setsockopt(fd, level, name, new Uint8Array(v.buffer), 4) !== 0) {
     throw new UdpSocketError("setsockopt", lastErrno(), `cannot set ${what}`);
+  }
+}
+
+/** One datagram for `UdpSender.send`: bytes, destination address (text, IPv6 may carry a %zone) and port. */
+export interface OutgoingDatagram {
+  data: Uint8Array;
+  address: string;
+  port: number;
+}
+
+/** Destinations whose socket address is remembered (then the memory starts over). */
+const MAX_CACHED_DESTINATIONS = 1024;
+
+/**
+ * A UDP socket for sending (bound to an ephemeral port, nonblocking): `send` hands a few datagrams to the
+ * kernel with one sendmmsg and reports each one's outcome at once, so a caller never waits on a callback.
+ * A full socket buffer is an outcome (-EAGAIN) like any other refusal, never a wait.
+ */
+export class UdpSender {
+  readonly #fd: number;
+  readonly #family: number;
+  readonly #destinations = new Map<string, Uint8Array<ArrayBuffer>>();
+  #closed = false;
+
+  private constructor(fd: number, family: number) {
+    this.#fd = fd;
+    this.#family = family;
+  }
+
+  /** An IPv4 socket, or an IPv6 one (v6-only, as node:dgram's udp6 with ipv6Only); throws `UdpSocketError`. */
+  static open(family: "ipv4" | "ipv6"): UdpSender {
+    const af = family === "ipv4" ? AF_INET : AF_INET6;
+    const fd = libc.socket(af, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw new UdpSocketError("socket", lastErrno(), `cannot create a UDP socket (${family})`);
+    try {
+      if (af === AF_INET6) setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY");
+      const { bytes } = socketAddress(af === AF_INET ? "0.0.0.0" : "::", 0);
+      if (libc.bind(fd, bytes, bytes.byteLength) !== 0) {
+        throw new UdpSocketError("bind", lastErrno(), `cannot bind a UDP socket (${family})`);
+      }
+    } catch (err) {
+      libc.close(fd);
+      throw err;
+    }
+    return new UdpSender(fd, af);
+  }
+
+  /**
+   * Sends the datagrams (one sendmmsg when all go through; a refused one is skipped and the rest sent).
+   * Returns, per datagram, the bytes sent or -errno; an address of the other family gives -EAFNOSUPPORT.
+   */
+  send(datagrams: readonly OutgoingDatagram[]): number[] {
+    const n = datagrams.length;
+    const results = new Array<number>(n).fill(0);
+    if (this.#closed) return results.fill(-9); // EBADF
+    // Small batches (a firefly goes to a peer and a collector): built per call, pointers taken once.
+    const msgs = new Uint8Array(Math.max(n * MMSGHDR_SIZE, 128));
+    const iovecs = new Uint8Array(Math.max(n * IOVEC_SIZE, 128));
+    const mv = new DataView(msgs.buffer), iv = new DataView(iovecs.buffer);
+    const keep: Uint8Array[] = [];
+    const iovBase = addressOf(iovecs);
+    const index: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const d = datagrams[i]!;
+      const name = this.#destination(d.address, d.port);
+      if (name === undefined) {
+        results[i] = -97; // EAFNOSUPPORT
+        continue;
+      }
+      const k = index.length;
+      // V8 may keep (and move) small typed arrays on its heap: those are copied to a buffer that stays put.
+      let data = d.data;
+      if (data.byteLength <= 64) {
+        const copy = new Uint8Array(128);
+        copy.set(data);
+        data = copy.subarray(0, data.byteLength);
+      }
+      keep.push(name, data);
+      iv.setBigUint64(k * IOVEC_SIZE, addressOf(data as Uint8Array<ArrayBuffer>), true);
+      iv.setBigUint64(k * IOVEC_SIZE + 8, BigInt(d.data.byteLength), true);
+      mv.setBigUint64(k * MMSGHDR_SIZE, addressOf(name), true);
+      mv.setUint32(k * MMSGHDR_SIZE + 8, name.byteLength, true);
+      mv.setBigUint64(k * MMSGHDR_SIZE + 16, iovBase + BigInt(k * IOVEC_SIZE), true);
+      mv.setBigUint64(k * MMSGHDR_SIZE + 24, 1n, true);
+      index.push(i);
+    }
+    let k = 0;
+    while (k < index.length) {
+      const rc = libc.sendmmsg(this.#fd, msgs.subarray(k * MMSGHDR_SIZE), index.length - k, MSG_NOSIGNAL);
+      if (rc < 0) {
+        // The first of the remaining ones was refused: record why, and go on with the next.
+        results[index[k]!] = -lastErrno();
+        k++;
+        continue;
+      }
+      for (let j = k; j < k + rc; j++) {
+        results[index[j]!] = mv.getUint32(j * MMSGHDR_SIZE + MSG_LEN_OFFSET, true);
+      }
+      k += rc;
+    }
+    void keep; // the buffers the structs point into stay referenced until here
+    return results;
+  }
+
+  /** The sockaddr for an address text and port, remembered per destination; undefined for the other family. */
+  #destination(address: string, port: number): Uint8Array<ArrayBuffer> | undefined {
+    const key = `${address} ${port}`;
+    let name = this.#destinations.get(key);
+    if (name === undefined) {
+      let parsed;
+      try {
+        parsed = socketAddress(address, port);
+      } catch {
+        return undefined;
+      }
+      if (parsed.family !== this.#family) return undefined;
+      // At least 128 bytes, so V8 keeps it off its heap; the address length says how much is used.
+      const padded = new Uint8Array(128);
+      padded.set(parsed.bytes);
+      name = padded.subarray(0, parsed.bytes.byteLength);
+      if (this.#destinations.size >= MAX_CACHED_DESTINATIONS) this.#destinations.clear();
+      this.#destinations.set(key, name);
+    }
+    return name;
+  }
+
+  /**
+   * Waits, on a pool thread, until the socket can take a datagram (or `timeoutMs` passes): an event-loop
+   * turn when it can at once, a real wait when its buffer is full. Do not close the socket meanwhile.
+   */
+  async writable(timeoutMs: number): Promise<boolean> {
+    if (this.#closed) return false;
+    const pollfd = new Uint8Array(128);
+    const view = new DataView(pollfd.buffer);
+    view.setInt32(0, this.#fd, true);
+    view.setInt16(4, POLLOUT, true);
+    const rc = await libc.pollAsync(pollfd, 1n, timeoutMs);
+    return rc > 0 && (view.getInt16(6, true) & POLLOUT) !== 0;
+  }
+
+  /** Closes the socket; safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    libc.close(this.#fd);
   }
 }

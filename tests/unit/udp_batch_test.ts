@@ -1,11 +1,12 @@
 /**
  * The recvmmsg receiver (ffi/udp_batch.ts) on real loopback sockets: batches from IPv4 and IPv6 senders with
  * their addresses and ports, a dual-stack socket's IPv4-mapped senders, truncation reported with the real
- * length, a close while waiting that returns at once, and bind errors carrying errno.
+ * length, a close while waiting that returns at once, and bind errors carrying errno; the sender's
+ * per-datagram outcomes.
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { UdpBatchReceiver, UdpSocketError } from "../../ffi/udp_batch.ts";
+import { UdpBatchReceiver, UdpSender, UdpSocketError } from "../../ffi/udp_batch.ts";
 
 interface Got {
   text: string;
@@ -240,4 +241,41 @@ Deno.test("udp batch receiver: large slots shrink the batch to bound the buffers
   const small = UdpBatchReceiver.open({ address: "127.0.0.1", port: 0, slotSize: 4096, batch: 500 });
   assert.equal(small.batch, 500);
   await small.close();
+});
+
+Deno.test("udp sender: one call sends to several destinations, each outcome reported at once", async () => {
+  const rx4 = UdpBatchReceiver.open({ address: "127.0.0.1", port: 0, slotSize: 2048 });
+  const rx6 = UdpBatchReceiver.open({ address: "::1", port: 0, slotSize: 2048 });
+  const a = collector(), b = collector();
+  rx4.start(a.handler);
+  rx6.start(b.handler);
+  const tx4 = UdpSender.open("ipv4");
+  const tx6 = UdpSender.open("ipv6");
+  try {
+    const data = new TextEncoder().encode("x".repeat(400));
+    assert.deepEqual(
+      tx4.send([
+        { data, address: "127.0.0.1", port: rx4.port },
+        { data: new TextEncoder().encode("small"), address: "127.0.0.1", port: rx4.port },
+        { data, address: "::1", port: rx6.port }, // the other family: refused, the rest still sent
+        { data: new Uint8Array(70_000), address: "127.0.0.1", port: rx4.port }, // EMSGSIZE
+        { data, address: "127.0.0.1", port: rx4.port },
+      ]),
+      [400, 5, -97, -90, 400],
+    );
+    assert.deepEqual(tx6.send([{ data, address: "::1", port: rx6.port }]), [400]);
+    assert.equal(await tx6.writable(100), true);
+    await until("three datagrams on 127.0.0.1", () => a.got.length === 3);
+    await until("one datagram on ::1", () => b.got.length === 1);
+    assert.deepEqual(a.got.map((g) => g.length), [400, 5, 400]);
+    assert.equal(a.got[1]!.text, "small");
+    assert.equal(b.got[0]!.address, "::1");
+    tx4.close();
+    assert.deepEqual(tx4.send([{ data, address: "127.0.0.1", port: rx4.port }]), [-9], "closed: EBADF");
+  } finally {
+    tx4.close();
+    tx6.close();
+    await rx4.close();
+    await rx6.close();
+  }
 });
