@@ -5,10 +5,12 @@
  * (under `netlink` or `skOps`, encoded as `enrichmentMode` says).
  *
  * Two long-lived sockets (IPv4 and IPv6) serve every send; the original dialled a socket per firefly.
- * A failed send is logged (rate-limited) and counted; it never holds up the pipeline. Ongoing fireflies
- * are sent without being awaited, with a bound on how many may be in flight (more are dropped, counted).
+ * Sends go straight to the kernel (ffi/udp_batch: nonblocking sockets, one sendmmsg for a firefly's peer
+ * and collector copies), so `handle` never waits on a send: a datagram the kernel refuses, a full socket
+ * buffer included, is logged (rate-limited) and counted at once. Ongoing fireflies are built and sent in the
+ * background, with a bound on how many may wait (more are dropped, counted).
  */
-import dgram from "node:dgram";
+import { errnoText, type OutgoingDatagram, UdpSender } from "../../ffi/udp_batch.ts";
 import type { Backend, EnrichmentSample } from "../core/component.ts";
 import { errorMessage } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
@@ -91,8 +93,8 @@ export class FireflyBackend implements Backend {
   };
   /** The public-address map in use, when `stun` is configured (after start). */
   publicAddresses: PublicAddressMap | undefined;
-  #socket4: dgram.Socket | undefined;
-  #socket6: dgram.Socket | undefined;
+  #socket4: UdpSender | undefined;
+  #socket6: UdpSender | undefined;
   /** The collector: a literal address, or a host name kept resolved in the background. */
   #collector: IpAddress | BackgroundResolver | undefined;
   #invalidLog = new RateLimitedLog();
@@ -102,7 +104,9 @@ export class FireflyBackend implements Backend {
   #skipLog = new RateLimitedLog();
   #ongoingLog = new RateLimitedLog();
   #oversizeLog = new RateLimitedLog();
-  readonly #inFlight = new Set<Promise<void>>();
+  /** Ongoing fireflies waiting to be sent, one per event-loop turn (as node:dgram's sends went). */
+  readonly #ongoingQueue: { family: "ipv4" | "ipv6"; send: () => void }[] = [];
+  #ongoingLoop: Promise<void> | undefined;
   readonly #now: () => Micros;
 
   constructor(private readonly opts: FireflyBackendOptions) {
@@ -110,9 +114,9 @@ export class FireflyBackend implements Backend {
   }
 
   async start(): Promise<void> {
-    this.#socket4 = await openSocket("udp4");
+    this.#socket4 = UdpSender.open("ipv4");
     try {
-      this.#socket6 = await openSocket("udp6");
+      this.#socket6 = UdpSender.open("ipv6");
     } catch (err) {
       log.warn("no IPv6 socket for fireflies; IPv6 peers will be skipped", { err: errorMessage(err) });
     }
@@ -154,7 +158,16 @@ export class FireflyBackend implements Backend {
     }
   }
 
-  async handle(event: FlowEvent): Promise<void> {
+  handle(event: FlowEvent): Promise<void> {
+    try {
+      this.#handle(event);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #handle(event: FlowEvent): void {
     const now = this.#now();
     let doc;
     const publicSource = this.publicAddresses?.lookup(event.src.address);
@@ -179,7 +192,7 @@ export class FireflyBackend implements Backend {
         public: publicSource.toString(),
       });
     }
-    await this.#sendDocument(event, doc, now);
+    this.#sendDocument(event, doc, now);
   }
 
   /**
@@ -190,12 +203,12 @@ export class FireflyBackend implements Backend {
   enrich(sample: EnrichmentSample): void {
     const c = this.opts.config;
     if (!c.enrich || this.#socket4 === undefined) return;
-    if (this.#inFlight.size >= MAX_ONGOING_IN_FLIGHT) {
+    if (this.#ongoingQueue.length >= MAX_ONGOING_IN_FLIGHT) {
       this.stats.ongoingDropped++;
       this.#ongoingLog.run((suppressed) =>
         log.warn("too many fireflies in flight, ongoing firefly dropped", {
           flow: describeFlow(sample.flow),
-          inFlight: this.#inFlight.size,
+          inFlight: this.#ongoingQueue.length,
           suppressed,
         })
       );
@@ -217,15 +230,36 @@ export class FireflyBackend implements Backend {
       return;
     }
     this.stats.ongoing++;
-    const sending = this.#sendDocument(event, doc, sample.time).catch((err) => {
-      this.stats.failed++;
-      log.error("cannot send an ongoing firefly", { flow: describeFlow(event), err: errorMessage(err) });
+    this.#ongoingQueue.push({
+      family: event.dst.address.family,
+      send: () => this.#sendDocument(event, doc, sample.time),
     });
-    this.#inFlight.add(sending);
-    void sending.finally(() => this.#inFlight.delete(sending));
+    this.#ongoingLoop ??= this.#sendOngoing();
   }
 
-  async #sendDocument(event: FlowEvent, doc: FireflyDocument, now: Micros): Promise<void> {
+  /**
+   * Sends the queued ongoing fireflies, one per event-loop turn, and waits (a while) for a full socket
+   * buffer to drain: a burst of samples neither holds the loop nor overruns the socket.
+   */
+  async #sendOngoing(): Promise<void> {
+    try {
+      while (this.#ongoingQueue.length > 0) {
+        const next = this.#ongoingQueue[0]!;
+        await (next.family === "ipv6" ? this.#socket6 ?? this.#socket4 : this.#socket4)?.writable(100);
+        this.#ongoingQueue.shift();
+        try {
+          next.send();
+        } catch (err) {
+          this.stats.failed++;
+          log.error("cannot send an ongoing firefly", { err: errorMessage(err) });
+        }
+      }
+    } finally {
+      this.#ongoingLoop = undefined;
+    }
+  }
+
+  #sendDocument(event: FlowEvent, doc: FireflyDocument, now: Micros): void {
     const c = this.opts.config;
     // The last word before the wire: a document our own validator refuses is never sent.
     const checked = validateFireflyDocument(doc);
@@ -259,13 +293,13 @@ export class FireflyBackend implements Backend {
         })
       );
     }
-    const sends: Promise<void>[] = [];
+    const sends: Send[] = [];
     if (c.sendToDestination) {
       if (event.dst.address.isUnspecified() || c.destinationPort === 0) {
         this.stats.skipped++;
         log.debug("no peer to send the firefly to", () => ({ flow: describeFlow(event) }));
       } else {
-        sends.push(this.#send(bytes, event.dst.address, c.destinationPort, "peer"));
+        sends.push({ to: event.dst.address, port: c.destinationPort, what: "peer" });
       }
     }
     if (c.sendToCollector) {
@@ -273,7 +307,7 @@ export class FireflyBackend implements Backend {
         ? this.#collector.current()
         : this.#collector;
       if (collector) {
-        sends.push(this.#send(bytes, collector, c.collectorPort, "collector"));
+        sends.push({ to: collector, port: c.collectorPort, what: "collector" });
       } else {
         this.stats.collectorUnresolved++;
         this.#unresolvedLog.run((suppressed) =>
@@ -285,7 +319,7 @@ export class FireflyBackend implements Backend {
         );
       }
     }
-    await Promise.all(sends);
+    this.#send(bytes, sends);
     log.debug("firefly sent", () => ({ flow: describeFlow(event), bytes: bytes.length }));
   }
 
@@ -319,42 +353,57 @@ export class FireflyBackend implements Backend {
 
   async stop(): Promise<void> {
     if (this.#collector instanceof BackgroundResolver) this.#collector.stop();
-    // Ongoing fireflies already handed to the sockets finish first (sends complete or fail quickly).
-    await Promise.all([...this.#inFlight]);
-    for (const s of [this.#socket4, this.#socket6]) {
-      try {
-        s?.close();
-      } catch { /* already closed */ }
-    }
+    // Ongoing fireflies already queued go out first (each send completes or fails at once).
+    await this.#ongoingLoop;
+    this.#socket4?.close();
+    this.#socket6?.close();
     this.#socket4 = this.#socket6 = undefined;
   }
 
-  #send(bytes: Uint8Array, to: IpAddress, port: number, what: string): Promise<void> {
-    const v4 = to.family === "ipv4";
-    const socket = v4 ? this.#socket4 : this.#socket6;
-    if (!socket) {
-      this.stats.failed++;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => {
-      socket.send(bytes, port, to.toString(), (err) => {
-        if (err) {
-          this.stats.failed++;
-          this.#sendFailLog.run((suppressed) =>
-            log.error("cannot send a firefly", {
-              to: joinHostPort(to.toString(), port),
-              target: what,
-              err: errorMessage(err),
-              suppressed,
-            })
-          );
-        } else {
+  /** Sends one firefly to its destinations: one sendmmsg per socket, each outcome counted at once. */
+  #send(bytes: Uint8Array, sends: readonly Send[]): void {
+    for (
+      const [socket, group] of [
+        [this.#socket4, sends.filter((s) => s.to.family === "ipv4")],
+        [this.#socket6, sends.filter((s) => s.to.family === "ipv6")],
+      ] as const
+    ) {
+      if (group.length === 0) continue;
+      if (!socket) {
+        this.stats.failed += group.length;
+        continue;
+      }
+      const datagrams: OutgoingDatagram[] = group.map((s) => ({
+        data: bytes,
+        address: s.to.toString(),
+        port: s.port,
+      }));
+      const results = socket.send(datagrams);
+      results.forEach((rc, i) => {
+        if (rc >= 0) {
           this.stats.sent++;
+          return;
         }
-        resolve();
+        this.stats.failed++;
+        const s = group[i]!;
+        this.#sendFailLog.run((suppressed) =>
+          log.error("cannot send a firefly", {
+            to: joinHostPort(s.to.toString(), s.port),
+            target: s.what,
+            err: errnoText(-rc),
+            suppressed,
+          })
+        );
       });
-    });
+    }
   }
+}
+
+/** One destination of a firefly. */
+interface Send {
+  to: IpAddress;
+  port: number;
+  what: "peer" | "collector";
 }
 
 /** Logs what mapping found: a line per mapped address, and one warning for everything it could not map. */
@@ -389,21 +438,4 @@ function reportMapping(result: PublicMappingResult): void {
       hint: "flowd-go stun sample shows every query",
     });
   }
-}
-
-function openSocket(type: "udp4" | "udp6"): Promise<dgram.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type, ipv6Only: type === "udp6" });
-    const onError = (err: Error) => {
-      s.close();
-      reject(err);
-    };
-    s.once("error", onError);
-    s.bind(0, () => {
-      s.off("error", onError);
-      // A send error is reported through the send callback; keep stray errors from crashing the process.
-      s.on("error", (err) => log.debug("firefly socket error", { err: errorMessage(err) }));
-      resolve(s);
-    });
-  });
 }

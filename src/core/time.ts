@@ -36,6 +36,21 @@ export function formatMicrosUtc(us: Micros): string {
   return `${iso.slice(0, 19)}.${frac}+00:00`;
 }
 
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+/** Days from 1970-01-01 to a date (proleptic Gregorian, year 0 on), the well-known days-from-civil formula. */
+function daysFromCivil(year: number, month: number, day: number): number {
+  const y = month <= 2 ? year - 1 : year;
+  const era = Math.floor(y / 400);
+  const yoe = y - era * 400;
+  const doy = Math.floor((153 * (month + (month > 2 ? -3 : 9)) + 2) / 5) + day - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146_097 + doe - 719_468;
+}
+
 const RFC3339 =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
 
@@ -51,12 +66,12 @@ export function parseRfc3339Micros(text: string): Micros | undefined {
   if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
     return undefined;
   }
-  const date = new Date(0);
-  // setUTCFullYear, unlike Date.UTC, does not read years 0-99 as 1900-1999.
-  date.setUTCFullYear(Number(y), month - 1, day);
-  date.setUTCHours(hour, minute, Math.min(second, 59), 0);
-  if (date.getUTCDate() !== day) return undefined; // 2025-02-30 and the like
-  let ms = date.getTime();
+  const year = Number(y);
+  if (day > daysInMonth(year, month)) return undefined; // 2025-02-30 and the like
+  // Arithmetic instead of a Date: the same proleptic Gregorian calendar, at a fraction of the cost (the
+  // firefly listener parses three times per datagram).
+  let ms = daysFromCivil(year, month, day) * 86_400_000 + hour * 3_600_000 + minute * 60_000 +
+    Math.min(second, 59) * 1000;
   if (!z) {
     const offsetMin = Number(oh) * 60 + Number(om);
     if (Number(oh) > 23 || Number(om) > 59) return undefined;

@@ -6,7 +6,7 @@
  * line and a counter and no event (the original forwarded a zeroed event); a datagram larger than
  * `bufferSize` is rejected, not truncated; `Z` times parse; `hasSyslogHeader: true` requires the header.
  */
-import dgram from "node:dgram";
+import { UdpBatchReceiver } from "../../ffi/udp_batch.ts";
 import type { EventSink, Plugin } from "../core/component.ts";
 import { ConfigError, errorMessage, StartupError } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
@@ -29,6 +29,9 @@ export const MIN_BUFFER_SIZE = 2048;
 export const DEFAULT_ALLOWED_SOURCES = ["127.0.0.0/8", "::1/128"];
 const DEFAULT_RATE_LIMIT = 1000;
 const DEFAULT_RATE_BURST = 2000;
+
+/** Bytes kept of a datagram: every UDP payload fits in 64 KiB, so a larger bufferSize needs no more. */
+const MAX_SLOT_SIZE = 65536;
 
 /** Longest delay a timer takes; longer deadlines are checked in steps of this. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -99,7 +102,8 @@ export class FireflyPlugin implements Plugin {
   readonly #gate: SourceGate;
   readonly #rejectLogs = new Map<FireflyRejectReason, RateLimitedLog>();
   readonly #refuseLog = new RateLimitedLog();
-  #socket: dgram.Socket | undefined;
+  #socket: UdpBatchReceiver | undefined;
+  #receiveErrorLog = new RateLimitedLog();
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #lastReceive = 0;
 
@@ -131,40 +135,45 @@ export class FireflyPlugin implements Plugin {
   /** The port actually bound (useful with bindPort 0); only valid after start(). */
   get port(): number {
     if (this.#socket === undefined) throw new Error("the firefly plugin has not been started");
-    return this.#socket.address().port;
+    return this.#socket.port;
   }
 
-  async start(sink: EventSink): Promise<void> {
+  start(sink: EventSink): Promise<void> {
+    try {
+      this.#listen(sink);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #listen(sink: EventSink): void {
     if (this.#socket !== undefined) throw new Error("the firefly plugin was already started");
     const where = joinHostPort(this.#address.toString(), this.opts.bindPort);
     const v6 = this.#address.family === "ipv6";
-    // `::` also takes IPv4 (as IPv4-mapped senders), like the original's Go listener. No recvBufferSize:
-    // Deno's node:dgram does not pass it to the kernel (SO_RCVBUF stays rmem_default) but allocates that
-    // much for every datagram read, which cut the rate from tens of thousands to 1,600 per second. Its
-    // default read size (64 KiB) already takes any UDP datagram whole.
-    const socket = dgram.createSocket({
-      type: v6 ? "udp6" : "udp4",
-      ipv6Only: v6 && !this.#address.isUnspecified(),
-    });
+    // `::` also takes IPv4 (as IPv4-mapped senders), like the original's Go listener. Datagrams are read in
+    // batches with recvmmsg (ffi/udp_batch.ts): node:dgram's event-loop turn and buffer per datagram cost
+    // more than the whole firefly parse. The receive buffer stays the kernel's default (rmem_default), as
+    // with node:dgram; a datagram longer than bufferSize arrives cut, with its real length, and is rejected.
+    let socket: UdpBatchReceiver;
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once("error", reject);
-        socket.bind(this.opts.bindPort, this.#address.toString(), () => {
-          socket.off("error", reject);
-          resolve();
-        });
+      socket = UdpBatchReceiver.open({
+        address: this.#address.toString(),
+        port: this.opts.bindPort,
+        v6Only: v6 && !this.#address.isUnspecified(),
+        slotSize: Math.min(this.opts.bufferSize, MAX_SLOT_SIZE),
+        onError: (message, err) =>
+          this.#receiveErrorLog.run((suppressed) =>
+            log.error(`error on the firefly socket: ${message}`, { err: errorMessage(err), suppressed })
+          ),
       });
     } catch (err) {
-      try {
-        socket.close();
-      } catch { /* never bound */ }
       throw new StartupError(`firefly: cannot listen on ${where}/udp: ${errorMessage(err)}`, { cause: err });
     }
-    socket.on("error", (err) => log.error("error on the firefly socket", { err: errorMessage(err) }));
-    socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => this.#receive(msg, rinfo, sink));
+    socket.start((data, length, address, port) => this.#receive(data, length, address, port, sink));
     this.#socket = socket;
     log.info("listening for fireflies", {
-      address: joinHostPort(this.#address.toString(), socket.address().port),
+      address: joinHostPort(this.#address.toString(), socket.port),
       bufferSize: this.opts.bufferSize,
       allowedSources: (this.opts.allowedSources ?? DEFAULT_ALLOWED_SOURCES).join(","),
     });
@@ -186,34 +195,34 @@ export class FireflyPlugin implements Plugin {
     const socket = this.#socket;
     this.#socket = undefined;
     if (socket === undefined) return Promise.resolve();
-    return new Promise((resolve) => {
-      try {
-        socket.close(() => resolve());
-      } catch {
-        resolve(); // already closed
-      }
-    });
+    return socket.close();
   }
 
-  #receive(msg: Uint8Array, rinfo: dgram.RemoteInfo, sink: EventSink): void {
+  /** One datagram: `data` holds its first bufferSize bytes at most, `length` is its real size. */
+  #receive(data: Uint8Array, length: number, address: string, port: number, sink: EventSink): void {
     this.stats.received++;
     if (this.opts.deadline > 0) this.#lastReceive = performance.now();
-    // Only needed for log lines; built lazily so a busy relay does not pay for it per datagram.
-    const from = () => joinHostPort(rinfo.address, rinfo.port);
-    const verdict = this.#gate.admit(rinfo.address);
+    const verdict = this.#gate.admit(address);
     if (verdict !== "pass") {
       const why = verdict === "not-allowed"
         ? "source address is not in allowedSources"
         : `source sends more than rateLimit (${this.opts.rateLimit ?? DEFAULT_RATE_LIMIT}/s)`;
-      this.#reject(verdict === "not-allowed" ? "source-not-allowed" : "rate-limited", why, from, msg.length);
+      this.#reject(
+        verdict === "not-allowed" ? "source-not-allowed" : "rate-limited",
+        why,
+        address,
+        port,
+        length,
+      );
       return;
     }
-    if (msg.length > this.opts.bufferSize) {
+    if (length > this.opts.bufferSize) {
       this.#reject(
         "oversize",
-        `datagram of ${msg.length} bytes is larger than bufferSize (${this.opts.bufferSize})`,
-        from,
-        msg.length,
+        `datagram of ${length} bytes is larger than bufferSize (${this.opts.bufferSize})`,
+        address,
+        port,
+        length,
       );
       return;
     }
@@ -221,7 +230,10 @@ export class FireflyPlugin implements Plugin {
     try {
       // flowd-go 2.4.2 sends end fireflies with "start-time": "" and flowd omits it on ongoing ones:
       // accept them, and treat that start as unknown so the core can supply the one it saw.
-      const parsed = parseFirefly(msg, { hasSyslogHeader: this.opts.hasSyslogHeader, repairStartTime: true });
+      const parsed = parseFirefly(data, {
+        hasSyslogHeader: this.opts.hasSyslogHeader,
+        repairStartTime: true,
+      });
       event = fireflyToFlowEvent(parsed.document);
       if (parsed.repairs) {
         this.stats.repaired++;
@@ -230,18 +242,18 @@ export class FireflyPlugin implements Plugin {
       }
     } catch (err) {
       if (!(err instanceof FireflyParseError)) throw err;
-      this.#reject(err.reason, err.message, from, msg.length);
+      this.#reject(err.reason, err.message, address, port, length);
       return;
     }
     const result = sink.emit(event);
     if (result.accepted) {
       this.stats.accepted++;
-      log.debug("firefly received", () => ({ from: from(), flow: describeFlow(event) }));
+      log.debug("firefly received", () => ({ from: joinHostPort(address, port), flow: describeFlow(event) }));
     } else {
       this.stats.refused++;
       this.#refuseLog.run((suppressed) =>
         log.warn("flow event from a firefly was refused", {
-          from: from(),
+          from: joinHostPort(address, port),
           reason: result.reason,
           flow: describeFlow(event),
           suppressed,
@@ -286,13 +298,13 @@ export class FireflyPlugin implements Plugin {
     return out;
   }
 
-  #reject(reason: FireflyRejectReason, message: string, from: () => string, bytes: number): void {
+  #reject(reason: FireflyRejectReason, message: string, address: string, port: number, bytes: number): void {
     this.stats.rejected[reason]++;
     let limiter = this.#rejectLogs.get(reason);
     if (limiter === undefined) this.#rejectLogs.set(reason, limiter = new RateLimitedLog());
     limiter.run((suppressed) =>
       log.warn("ignoring a datagram that is not a valid firefly", {
-        from: from(),
+        from: joinHostPort(address, port),
         reason,
         err: message,
         bytes,
