@@ -4,7 +4,7 @@
  * kernel has it), iperf3 from one namespace to the other, and the kernel's BPF statistics
  * (`kernel.bpf_stats_enabled=1`: run_time_ns and run_cnt per program).
  *
- *   deno run --allow-all bench/marker_tcp.ts [--seconds 10] [--rounds 5] [--quick]
+ *   deno run --allow-all bench/marker_tcp.ts [--seconds 10] [--rounds 5] [--quick] [--objects name=path.o,...]
  *
  * Cases, interleaved round by round (the order rotates every round):
  * - floor: an empty tc program (`return TC_ACT_UNSPEC`) alone at the same hook;
@@ -12,7 +12,9 @@
  * - unmarked: the marker with no flow registered (every skb is looked up and left alone).
  * Each case is one iperf3 run of `--seconds`; its figure is the program's run_time_ns / run_cnt over that run.
  * The table gives the median (min–max) over rounds; the net figure is the median over rounds of the case
- * minus the floor of the same round. `--quick` is 3 rounds of 3 s (under a minute).
+ * minus the floor of the same round. `--quick` is 3 rounds of 3 s (under a minute). `--objects` adds a marked
+ * and an unmarked case for each other build of bpf/marker.bpf.c (loaded from the file, same maps), in the
+ * same rounds: how two versions of the program are compared.
  *
  * The sysctl is put back to its previous value and the namespaces are deleted also when something fails
  * (or on Ctrl-C). Needs root and iperf3 (`apt-get install -y iperf3`). All traffic stays in the namespaces.
@@ -47,8 +49,19 @@ const PORT = 5201;
 const STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled";
 const TC_ACT_UNSPEC = -1;
 
-type CaseName = "floor" | "marked" | "unmarked";
-const CASES: CaseName[] = ["floor", "marked", "unmarked"];
+const OBJECTS = (() => {
+  const i = Deno.args.indexOf("--objects");
+  const list = i >= 0 ? Deno.args[i + 1]!.split(",").filter((x) => x !== "") : [];
+  return list.map((x) => x.includes("=") ? x.split("=", 2) as [string, string] : [x, x] as [string, string]);
+})();
+
+type CaseName = string;
+const CASES: CaseName[] = [
+  "floor",
+  "marked",
+  "unmarked",
+  ...OBJECTS.flatMap(([name]) => [`marked [${name}]`, `unmarked [${name}]`]),
+];
 
 interface Sample {
   nsPerSkb: number;
@@ -122,13 +135,22 @@ try {
   cleanups.push(() => program.close());
   const ledgerDir = await Deno.makeTempDir({ prefix: "marker_tcp" });
   cleanups.push(() => Deno.remove(ledgerDir, { recursive: true }));
-  const hooks = new MarkerHooks(program, {
-    mode: "auto",
-    removeQdisc: true,
-    ledger: new QdiscLedger(`${ledgerDir}/ledger.json`),
-    netns,
-  });
+  const ledger = new QdiscLedger(`${ledgerDir}/ledger.json`);
+  const hooks = new MarkerHooks(program, { mode: "auto", removeQdisc: true, ledger, netns });
   cleanups.push(() => hooks.detachAll());
+  const others = new Map<string, { program: MarkerProgram; hooks: MarkerHooks }>();
+  for (const [name, path] of OBJECTS) {
+    const p = await MarkerProgram.load({
+      strategy: "label",
+      matchAll: false,
+      debug: false,
+      objectBytes: await Deno.readFile(path),
+    });
+    cleanups.push(() => p.close());
+    const h = new MarkerHooks(p, { mode: "auto", removeQdisc: true, ledger, netns });
+    cleanups.push(() => h.detachAll());
+    others.set(name, { program: p, hooks: h });
+  }
   const empty = loadRawProgram(BPF_PROG_TYPE_SCHED_CLS, "empty", returnImmediateProgram(TC_ACT_UNSPEC));
   cleanups.push(() => closeFd(empty));
   const emptyId = progInfo(empty).id;
@@ -154,14 +176,16 @@ try {
       };
       let progId: number;
       let link = -1;
+      const other = others.get(name.replace(/^(un)?marked \[(.*)\]$/, "$2"));
+      const p = other?.program ?? program, h = other?.hooks ?? hooks;
       if (name === "floor") {
         link = inNetworkNamespace(netns, () => linkCreate(empty, ifindex, BPF_TCX_EGRESS));
         progId = emptyId;
       } else {
-        const a = await hooks.attach(pair.ifA);
+        const a = await h.attach(pair.ifA);
         hook = a.kind;
         progId = a.progId;
-        if (name === "marked") program.setFlow(flow, tag);
+        if (name.startsWith("marked")) p.setFlow(flow, tag);
       }
       try {
         const before = await progStats(progId);
@@ -195,8 +219,8 @@ try {
       } finally {
         if (link >= 0) closeFd(link);
         else {
-          program.deleteFlow(flow);
-          await hooks.detach(pair.ifA);
+          p.deleteFlow(flow);
+          await h.detach(pair.ifA);
         }
       }
     }
