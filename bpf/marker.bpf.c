@@ -67,6 +67,25 @@ struct {
 	__type(value, struct match_all_value);
 } matchAllTag SEC(".maps");
 
+/*
+ * The per-CPU cache in front of flowLabels, and the generation that validates it (see struct flow_cache_slot).
+ * Both are array maps, whose lookups the verifier inlines: a packet of a cached flow costs a few loads and
+ * compares instead of the hash map's calls (hash, bucket walk, key compare), the larger part of a lookup.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MARKER_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_cache_slot);
+} flowCache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} flowGeneration SEC(".maps");
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* True when the first len bytes are in the linear area, pulling them there if needed (content unchanged). */
@@ -92,6 +111,60 @@ static __always_inline __u32 flow_hash(const struct flow_key *key)
 		h ^= h >> 15;
 	}
 	return h;
+}
+
+/* The flowCache slot of a key: a multiplicative hash of the words that differ most between flows. */
+static __always_inline __u32 cache_index(const struct flow_key *key)
+{
+	const __u32 *w = (const __u32 *)key;
+
+	return ((w[3] ^ w[7] ^ w[8]) * 0x9e3779b1u) >> 24; /* MARKER_CACHE_SLOTS = 1 << 8 */
+}
+
+static __always_inline bool same_key(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) == 0;
+}
+
+/*
+ * The tag of a flow, through this CPU's cache slot when it is valid, else from flowLabels (and the slot then
+ * remembers the answer, found or not). False when the flow is not registered.
+ */
+static __always_inline bool flow_lookup(const struct flow_key *key, __u32 *tag)
+{
+	__u32 zero = 0, idx = cache_index(key);
+	struct flow_cache_slot *slot = bpf_map_lookup_elem(&flowCache, &idx);
+	__u64 *genp = bpf_map_lookup_elem(&flowGeneration, &zero);
+	marker_tag_t *found;
+	__u64 gen;
+
+	if (!slot || !genp)
+		return false;
+	gen = *genp;
+	if (gen != 0 && slot->generation == gen && same_key(&slot->key, key)) {
+		*tag = slot->tag;
+		return slot->found;
+	}
+	/*
+	 * The generation must be read before flowLabels, so that a slot never holds an answer older than the
+	 * generation it is filled under (user space changes flowLabels, then bumps the generation). The exchange
+	 * that marks the slot as being written is a full barrier on every JIT (xchg on x86, swpal on arm64); it
+	 * is on this CPU's own cache line, so it is cheap, and it runs only when the cache misses. Nothing else
+	 * writes the slot meanwhile: tc runs with bottom halves off, so programs never nest on one CPU.
+	 */
+	__sync_lock_test_and_set(&slot->generation, 0);
+	found = bpf_map_lookup_elem(&flowLabels, key);
+	slot->misses++;
+	__builtin_memcpy(&slot->key, key, sizeof(slot->key));
+	slot->found = found != NULL;
+	slot->tag = found ? *found : 0;
+	slot->generation = gen;
+	if (!found)
+		return false;
+	*tag = *found;
+	return true;
 }
 
 /* Writes the 20-bit label into header bytes 1-3, keeping the traffic class (DSCP and ECN) intact. */
@@ -244,7 +317,7 @@ static __always_inline int insert_option_headers(struct __sk_buff *skb, const __
 /* Handles an IPv6 packet whose fixed header starts l3 bytes into the frame (a constant per call site). */
 static __always_inline int mark_ipv6(struct __sk_buff *skb, const __u32 l3, const bool vlan_inband)
 {
-	struct flow_key key = {};
+	struct flow_key key __attribute__((aligned(8))) = {};
 	void *data, *data_end;
 	struct ipv6hdr *ip6;
 	bool has_ports;
@@ -295,13 +368,10 @@ static __always_inline int mark_ipv6(struct __sk_buff *skb, const __u32 l3, cons
 		if (marker_cfg.strategy == MARKER_LABEL)
 			tag = (tag & ~MARKER_LABEL_ENTROPY_MASK) | (flow_hash(&key) & MARKER_LABEL_ENTROPY_MASK);
 	} else {
-		marker_tag_t *found = bpf_map_lookup_elem(&flowLabels, &key);
-
-		if (!found) {
+		if (!flow_lookup(&key, &tag)) {
 			trace("no entry for ports %u -> %u", bpf_ntohs(key.sport), bpf_ntohs(key.dport));
 			return MARKER_NEXT;
 		}
-		tag = *found;
 	}
 
 	if (marker_cfg.strategy == MARKER_LABEL)

@@ -62,6 +62,23 @@ struct match_all_value {
 
 #define MARKER_MAX_FLOWS 100000
 
+/*
+ * One slot of flowCache, a per-CPU array in front of flowLabels: the last lookup result (found or not) of a
+ * flow whose key falls into this slot, valid while flowGeneration still holds the value it was filled under.
+ * User space bumps flowGeneration after every change of flowLabels, which invalidates every slot at once.
+ * 64 bytes: one cache line.
+ */
+struct flow_cache_slot {
+	struct flow_key key;
+	__u64 generation; /* flowGeneration when filled; 0: empty or being written */
+	__u64 misses; /* lookups that went to flowLabels */
+	__u32 tag; /* as in flowLabels, when found */
+	__u32 found; /* 1: the flow is in flowLabels; 0: it is not (the packet is left alone) */
+};
+
+/* Slots of flowCache per CPU (a power of two). */
+#define MARKER_CACHE_SLOTS 256
+
 /* The SciTags option inside a Hop-by-Hop or Destination Options header (RFC 4727 experimental type). */
 #define MARKER_OPT_TYPE 0x1E
 #define MARKER_OPT_DATA_LEN 3

@@ -72,6 +72,15 @@ export interface FlowEntry {
 /** Flow map size when match-all makes it unused. */
 const MATCH_ALL_FLOW_CAPACITY = 1;
 
+/**
+ * The per-CPU cache in front of flowLabels (bpf/marker.h struct flow_cache_slot) and the generation that
+ * validates it. The kernel trusts a slot only while flowGeneration holds the value it was filled under, so
+ * every change of flowLabels is followed by a bump. Both are optional (a user-supplied object may lack them).
+ */
+const CACHE_MAP_NAME = "flowCache";
+const GENERATION_MAP_NAME = "flowGeneration";
+const GENERATION_SIZE = 8;
+
 /** The marker object(s) loaded into the kernel, with their shared maps. */
 export class MarkerProgram implements Disposable {
   readonly strategy: MarkingStrategy;
@@ -83,6 +92,9 @@ export class MarkerProgram implements Disposable {
   readonly #instances = new Map<LinkLayer, Instance>();
   #flowFd = -1;
   #matchAllFd = -1;
+  #cacheFd = -1;
+  #generationFd = -1;
+  #generation = 0n;
   #configurable = true;
   #closed = false;
   /** Key and value buffers reused by every update (the FFI call is synchronous). */
@@ -141,11 +153,14 @@ export class MarkerProgram implements Disposable {
   setFlow(flow: FlowIdentity, tag: number): void {
     this.#tagView.setUint32(0, tag >>> 0, true); // as encodeTag, into the reused value buffer
     mapUpdate(this.#fd("flow"), encodeFlowKeyInto(flow, this.#keyScratch), this.#tagScratch);
+    this.#bumpGeneration();
   }
 
   /** Stops marking a flow; false when it was not being marked. */
   deleteFlow(flow: FlowIdentity): boolean {
-    return mapDelete(this.#fd("flow"), encodeFlowKeyInto(flow, this.#keyScratch));
+    const deleted = mapDelete(this.#fd("flow"), encodeFlowKeyInto(flow, this.#keyScratch));
+    if (deleted) this.#bumpGeneration();
+    return deleted;
   }
 
   /** The tag a flow is marked with, or undefined. */
@@ -186,6 +201,15 @@ export class MarkerProgram implements Disposable {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /** Invalidates every CPU's cached lookups: called after each change of flowLabels. */
+  #bumpGeneration(): void {
+    if (this.#generationFd < 0) return;
+    this.#generation++;
+    const value = new Uint8Array(GENERATION_SIZE);
+    new DataView(value.buffer).setBigUint64(0, this.#generation, true);
+    mapUpdate(this.#generationFd, new Uint8Array(4), value);
   }
 
   #fd(which: "flow" | "matchAll"): number {
@@ -274,17 +298,29 @@ export class MarkerProgram implements Disposable {
       });
     }
 
+    const cache = object.findMap(CACHE_MAP_NAME);
+    const generation = object.findMap(GENERATION_MAP_NAME);
+    if (generation && generation.valueSize !== GENERATION_SIZE) {
+      throw new Error(`${what}: map ${GENERATION_MAP_NAME} does not hold a u64 generation`);
+    }
+
     const first = this.#instances.size === 0;
     if (first) {
       flows.setMaxEntries(this.#maxFlows);
     } else {
       flows.reuseFd(this.#flowFd);
       if (matchAll && this.#matchAllFd >= 0) matchAll.reuseFd(this.#matchAllFd);
+      if (cache && this.#cacheFd >= 0) cache.reuseFd(this.#cacheFd);
+      if (generation && this.#generationFd >= 0) generation.reuseFd(this.#generationFd);
     }
     object.load();
     if (first) {
       this.#flowFd = flows.fd;
       this.#matchAllFd = matchAll ? matchAll.fd : -1;
+      this.#cacheFd = cache ? cache.fd : -1;
+      this.#generationFd = generation ? generation.fd : -1;
+      // Generation 0 means "never trust a slot"; from 1 on, slots filled under the current value are valid.
+      this.#bumpGeneration();
     }
     const progFd = program.fd;
     return { object, progFd, progId: progInfo(progFd).id };
