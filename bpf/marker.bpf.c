@@ -79,9 +79,11 @@ struct {
 	__type(value, struct flow_cache_slot);
 } flowCache SEC(".maps");
 
+/* Mappable: user space bumps the generation with one atomic add on the shared page, no syscall. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, __u64);
 } flowGeneration SEC(".maps");

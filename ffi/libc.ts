@@ -1,5 +1,6 @@
 /**
- * The few libc calls Deno does not offer: mkfifo, non-blocking open, flock, user and group lookup.
+ * The few libc calls Deno does not offer: mkfifo, non-blocking open, flock, user and group lookup, and a
+ * shared mapping of a file descriptor (a BPF array map's values, written without a syscall).
  * Only this module (and its siblings in ffi/) touches pointers.
  */
 
@@ -16,6 +17,8 @@ const symbols = {
   getgrnam: { parameters: ["buffer"], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
   __errno_location: { parameters: [], result: "pointer" },
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
 } as const;
 
 // Loaded at import: a library first opened inside a test counts as a leak to Deno's test sanitizers.
@@ -137,4 +140,38 @@ export function uidOf(name: string): number | undefined {
 export function gidOf(name: string): number | undefined {
   const p = libc().getgrnam(cString(name));
   return p === null ? undefined : new Deno.UnsafePointerView(p).getUint32(ID_OFFSET);
+}
+
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * A read-write shared mapping of the first `length` bytes of `fd` (a BPF map created with BPF_F_MMAPABLE:
+ * its values, as the kernel's programs see them). `buffer` aliases the mapping until `close()`; after that
+ * it must not be touched (the pages are gone).
+ */
+export class SharedMapping {
+  readonly buffer: ArrayBuffer;
+  #ptr: Deno.PointerObject | null;
+
+  private constructor(ptr: Deno.PointerObject, readonly length: number) {
+    this.#ptr = ptr;
+    this.buffer = Deno.UnsafePointerView.getArrayBuffer(ptr, length);
+  }
+
+  static open(fd: number, length: number): SharedMapping {
+    const ptr = libc().mmap(null, BigInt(length), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
+    if (ptr === null || BigInt(Deno.UnsafePointer.value(ptr)) === MAP_FAILED) {
+      throw new LibcError("mmap", lastErrno(), `cannot map fd ${fd}`);
+    }
+    return new SharedMapping(ptr, length);
+  }
+
+  close(): void {
+    if (this.#ptr === null) return;
+    libc().munmap(this.#ptr, BigInt(this.length));
+    this.#ptr = null;
+  }
 }

@@ -159,6 +159,36 @@ privilegedTest(
   },
 );
 
+privilegedTest(
+  "marker prog label: the per-CPU lookup cache never answers from before a map change (mapped generation)",
+  async () => {
+    using program = await loaded("label");
+    assert.equal(program.generationMapped, true, "the generation is bumped through the shared page");
+    const spec: FrameSpec = {
+      src: LOCAL,
+      dst: PEER,
+      protocol: "tcp",
+      sport: 40100,
+      dport: 5201,
+      flowLabel: 0x11111,
+    };
+    const frame = ipv6Frame(spec), l3 = l3Offset(spec), flow = identity(spec);
+    // Each run fills this CPU's slot; each map change must make the next run look the map up again.
+    for (let round = 0; round < 200; round++) {
+      assert.equal(flowLabelAt(run(program, frame).data, l3), 0x11111, `round ${round}: not registered yet`);
+      const first = flowTag("label", EXPERIMENT, ACTIVITY, round);
+      program.setFlow(flow, first);
+      assert.equal(flowLabelAt(run(program, frame).data, l3), first, `round ${round}: registered`);
+      assert.equal(flowLabelAt(run(program, frame).data, l3), first, `round ${round}: cached`);
+      const second = flowTag("label", EXPERIMENT, ACTIVITY + 1, round);
+      program.setFlow(flow, second);
+      assert.equal(flowLabelAt(run(program, frame).data, l3), second, `round ${round}: tag changed`);
+      assert.ok(program.deleteFlow(flow));
+    }
+    assert.equal(flowLabelAt(run(program, frame).data, l3), 0x11111, "deleted: unmarked again");
+  },
+);
+
 privilegedTest("marker prog label: traffic class (DSCP and ECN) preserved for every value", async () => {
   using program = await loaded("label");
   const spec: FrameSpec = { src: LOCAL, dst: PEER, protocol: "udp", sport: 1234, dport: 4321 };

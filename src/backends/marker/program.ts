@@ -17,6 +17,8 @@ import {
   progInfo,
 } from "../../../ffi/libbpf.ts";
 import { logger } from "../../core/log.ts";
+import { errorMessage } from "../../core/errors.ts";
+import { SharedMapping } from "../../../ffi/libc.ts";
 import { decodeFlowKey, encodeFlowKey, encodeFlowKeyInto, type FlowIdentity } from "./flow_key.ts";
 import {
   CONFIG_MAP_NAME,
@@ -80,6 +82,8 @@ const MATCH_ALL_FLOW_CAPACITY = 1;
 const CACHE_MAP_NAME = "flowCache";
 const GENERATION_MAP_NAME = "flowGeneration";
 const GENERATION_SIZE = 8;
+/** What is mapped of the generation map: its one value, in a page. */
+const GENERATION_PAGE = 4096;
 
 /** The marker object(s) loaded into the kernel, with their shared maps. */
 export class MarkerProgram implements Disposable {
@@ -95,6 +99,9 @@ export class MarkerProgram implements Disposable {
   #cacheFd = -1;
   #generationFd = -1;
   #generation = 0n;
+  /** The generation's value in the kernel's own page, when the map can be mapped (bumped without a syscall). */
+  #generationMapping: SharedMapping | undefined;
+  #generationWord: BigUint64Array | undefined;
   #configurable = true;
   #closed = false;
   /** Key and value buffers reused by every update (the FFI call is synchronous). */
@@ -137,6 +144,11 @@ export class MarkerProgram implements Disposable {
   /** The program fd for interfaces with this link layer, loading that instance if needed. */
   programFd(linkLayer: LinkLayer): number {
     return this.#instance(linkLayer).progFd;
+  }
+
+  /** True when cache invalidation goes through the mapped page (no syscall per bump); for inspection. */
+  get generationMapped(): boolean {
+    return this.#generationWord !== undefined;
   }
 
   /** Entries the flow map holds at most. */
@@ -195,6 +207,9 @@ export class MarkerProgram implements Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#generationWord = undefined;
+    this.#generationMapping?.close();
+    this.#generationMapping = undefined;
     for (const i of this.#instances.values()) i.object.close();
     this.#instances.clear();
   }
@@ -206,10 +221,25 @@ export class MarkerProgram implements Disposable {
   /** Invalidates every CPU's cached lookups: called after each change of flowLabels. */
   #bumpGeneration(): void {
     if (this.#generationFd < 0) return;
+    if (this.#generationWord) {
+      // One locked add on the shared page: a full barrier after the flowLabels update (the syscall before).
+      Atomics.add(this.#generationWord, 0, 1n);
+      return;
+    }
     this.#generation++;
     const value = new Uint8Array(GENERATION_SIZE);
     new DataView(value.buffer).setBigUint64(0, this.#generation, true);
     mapUpdate(this.#generationFd, new Uint8Array(4), value);
+  }
+
+  /** Maps the generation map's page if the object made it mappable; else bumps go through the syscall. */
+  #mapGeneration(): void {
+    try {
+      this.#generationMapping = SharedMapping.open(this.#generationFd, GENERATION_PAGE);
+      this.#generationWord = new BigUint64Array(this.#generationMapping.buffer, 0, 1);
+    } catch (err) {
+      log.debug("the flow generation is not mappable; bumped with map updates", { err: errorMessage(err) });
+    }
   }
 
   #fd(which: "flow" | "matchAll"): number {
@@ -319,6 +349,7 @@ export class MarkerProgram implements Disposable {
       this.#matchAllFd = matchAll ? matchAll.fd : -1;
       this.#cacheFd = cache ? cache.fd : -1;
       this.#generationFd = generation ? generation.fd : -1;
+      if (this.#generationFd >= 0) this.#mapGeneration();
       // Generation 0 means "never trust a slot"; from 1 on, slots filled under the current value are valid.
       this.#bumpGeneration();
     }
