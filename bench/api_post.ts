@@ -43,7 +43,29 @@ function flag(name: string, fallback: string): string {
 async function serve(kind: string): Promise<void> {
   let count = 0;
   let stop: () => Promise<void>;
-  if (["bare", "hono", "ours", "ours-hono"].includes(kind)) {
+  if (kind === "plain") {
+    // The socket floor: a connection loop that answers every read with a fixed 200 of the api's size.
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const reply = new TextEncoder().encode(
+      `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 420\r\n\r\n${"x".repeat(420)}`,
+    );
+    (async () => {
+      for await (const conn of listener) {
+        conn.setNoDelay(true);
+        (async () => {
+          const buf = new Uint8Array(16384);
+          try {
+            while ((await conn.read(buf)) !== null) {
+              count++;
+              await conn.write(reply);
+            }
+          } catch { /* reset */ }
+        })();
+      }
+    })().catch(() => {});
+    console.log((listener.addr as Deno.NetAddr).port);
+    stop = () => Promise.resolve(listener.close());
+  } else if (["bare", "hono", "ours", "ours-hono"].includes(kind)) {
     // The anchor's reference servers: parse the body, answer a small JSON object, bare or through Hono.
     const handle = async (req: Request) => {
       await req.json();
@@ -194,7 +216,16 @@ async function main(): Promise<void> {
   const server = flag("server", "api");
 
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", new URL(import.meta.url).pathname, "--serve", server],
+    args: [
+      "run",
+      "--allow-all",
+      ...(Deno.env.get("BENCH_CPU_PROF")
+        ? ["--cpu-prof", `--cpu-prof-dir=${Deno.env.get("BENCH_CPU_PROF")}`]
+        : []),
+      new URL(import.meta.url).pathname,
+      "--serve",
+      server,
+    ],
     stdin: "piped",
     stdout: "piped",
   }).spawn();

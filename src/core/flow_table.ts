@@ -31,7 +31,7 @@ export class FlowTable {
   started(start: StartedFlow): StartedFlow | undefined {
     const key = flowKey(start);
     const previous = this.#flows.get(key);
-    this.#flows.delete(key); // re-insert to move it to the newest position
+    if (previous !== undefined) this.#flows.delete(key); // re-insert to move it to the newest position
     if (this.#flows.size >= this.capacity) {
       const oldest = this.#flows.keys().next().value;
       if (oldest !== undefined) {

@@ -16,7 +16,7 @@ import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
-import { HttpServer, type HttpServerLimits } from "../net/http_server.ts";
+import { type FastReply, headerValue, HttpServer, type HttpServerLimits } from "../net/http_server.ts";
 import type { HealthMetric } from "../core/health.ts";
 import { ApiFlowError, type ApiIdResolver, flowEventToApiJson, parseApiFlowBody } from "./api_json.ts";
 import { BearerToken, readTokenFile } from "./api_token.ts";
@@ -81,12 +81,46 @@ function jsonResponse(
   return new Response(goJson(value, opts.pretty ?? true), { status, headers });
 }
 
+/** An answer of the API, independent of how it goes out (a web Response, or the server's fast path). */
+interface Outcome {
+  status: number;
+  json: unknown;
+  headers?: Record<string, string>;
+}
+
+function outcomeResponse(o: Outcome): Response {
+  return jsonResponse(o.status, o.json, { headers: o.headers });
+}
+
+const JSON_TYPE: readonly [string, string] = ["content-type", "application/json"];
+const textEncoder = new TextEncoder();
+
+function outcomeReply(o: Outcome): FastReply {
+  const headers: (readonly [string, string])[] = [];
+  if (o.headers) { for (const [k, v] of Object.entries(o.headers)) headers.push([k.toLowerCase(), v]); }
+  headers.push(JSON_TYPE);
+  return { status: o.status, headers, body: textEncoder.encode(goJson(o.json, true)) };
+}
+
+/** The path of a request target, without its query. */
+function pathOf(target: string): string {
+  const q = target.indexOf("?");
+  return q < 0 ? target : target.slice(0, q);
+}
+
 /** Why a request was turned away: status and a message for the client and the log. */
 class Rejection {
   constructor(readonly status: number, readonly message: string, readonly field?: string) {}
 }
 
 const SHUTTING_DOWN = "the daemon is shutting down";
+const EMPTY_BODY = new Uint8Array(0);
+
+/** Method and path of a request, for log lines. */
+interface RequestAt {
+  method: string;
+  path: string;
+}
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -203,6 +237,17 @@ export class ApiPlugin implements Plugin {
         shutdownTimeoutMs: this.#shutdownTimeoutMs,
         errorResponse: (status, message, reason) =>
           jsonResponse(status, { message: reason === "stopping" ? SHUTTING_DOWN : message }),
+        // POST /flow, the one hot route, without web Request/Response objects; the rest goes through Hono.
+        fast: (head, body) => {
+          if (head.method !== "POST" || pathOf(head.target) !== "/flow") return undefined;
+          const at = { method: "POST", path: "/flow" };
+          return outcomeReply(this.#postFlow(
+            at,
+            headerValue(head, "authorization"),
+            headerValue(head, "content-type"),
+            body ?? EMPTY_BODY,
+          ));
+        },
       }, app.fetch);
     } catch (err) {
       throw new StartupError(`api: cannot listen on ${where}: ${errorMessage(err)}`, { cause: err });
@@ -246,13 +291,22 @@ export class ApiPlugin implements Plugin {
     });
     app.get("/", () => jsonResponse(200, { ApiRoutes: this.#routes }));
     if (this.#routes.some(isDummyRoute)) {
-      app.get(
-        "/dummy/start",
-        (c) => this.#authorized(c) ?? this.#emit(dummyFlow("start", this.#application), c),
-      );
-      app.get("/dummy/end", (c) => this.#authorized(c) ?? this.#emit(dummyFlow("end", this.#application), c));
+      for (const state of ["start", "end"] as const) {
+        app.get(`/dummy/${state}`, (c) => {
+          const at = { method: c.req.method, path: c.req.path };
+          const denied = this.#authorized(at, c.req.header("authorization"));
+          return outcomeResponse(denied ?? this.#emit(at, dummyFlow(state, this.#application)));
+        });
+      }
     }
-    app.post("/flow", (c) => this.#postFlow(c));
+    // Reached when the fast path leaves it (it claims every POST /flow; kept for completeness).
+    app.post("/flow", async (c) =>
+      outcomeResponse(this.#postFlow(
+        { method: c.req.method, path: c.req.path },
+        c.req.header("authorization"),
+        c.req.header("content-type"),
+        await c.req.bytes(),
+      )));
     app.notFound((c) => this.#unrouted(c));
     app.onError((err, c) => {
       log.error("api handler failed", { method: c.req.method, path: c.req.path, err: errorMessage(err) });
@@ -262,68 +316,71 @@ export class ApiPlugin implements Plugin {
   }
 
   /** With a token configured: undefined when the request carries it, else the 401 answer. */
-  #authorized(c: Context): Response | undefined {
+  #authorized(at: RequestAt, authorization: string | undefined): Outcome | undefined {
     if (this.#token === undefined) return undefined;
-    const problem = this.#token.check(c.req.header("authorization"));
+    const problem = this.#token.check(authorization);
     if (problem === undefined) return undefined;
-    return this.#reject(c, new Rejection(401, problem), { "www-authenticate": "Bearer" });
+    return this.#reject(at, new Rejection(401, problem), { "www-authenticate": "Bearer" });
   }
 
-  async #postFlow(c: Context): Promise<Response> {
+  /** POST /flow: checks, parses and emits; every answer, good or bad, as an Outcome. */
+  #postFlow(
+    at: RequestAt,
+    authorization: string | undefined,
+    contentType: string | undefined,
+    body: Uint8Array,
+  ): Outcome {
     try {
-      const denied = this.#authorized(c);
+      const denied = this.#authorized(at, authorization);
       if (denied) return denied;
-      const unsupported = checkContentType(c.req.header("content-type"));
-      if (unsupported) return this.#reject(c, unsupported);
-      if (this.#stopping) return this.#reject(c, new Rejection(503, SHUTTING_DOWN));
+      const unsupported = checkContentType(contentType);
+      if (unsupported) return this.#reject(at, unsupported);
+      if (this.#stopping) return this.#reject(at, new Rejection(503, SHUTTING_DOWN));
       // The server has read the whole body already, within maxBodyBytes and the body timeout.
-      const body = await c.req.bytes();
       const event = parseApiFlowBody(decodeJsonBody(body), nowMicros(), this.#application, this.#resolveId);
-      return this.#emit(event, c);
+      return this.#emit(at, event);
     } catch (err) {
-      if (err instanceof Rejection) return this.#reject(c, err);
-      if (err instanceof ApiFlowError) return this.#reject(c, new Rejection(400, err.message, err.field));
+      if (err instanceof Rejection) return this.#reject(at, err);
+      if (err instanceof ApiFlowError) return this.#reject(at, new Rejection(400, err.message, err.field));
       throw err;
     }
   }
 
-  #emit(event: FlowEvent, c: Context): Response {
+  #emit(at: RequestAt, event: FlowEvent): Outcome {
     let refused: string | undefined;
     if (this.#stopping) refused = SHUTTING_DOWN;
     else if (this.#sink!.whenRoom?.() !== undefined) {
       // Back-pressure: a backend's queue is full. Refuse before anything is lost; the client retries.
       this.stats.busy++;
-      return this.#reject(
-        c,
-        new Rejection(503, "a backend's queue is full; retry later"),
-        { "Retry-After": "1" },
-      );
+      return this.#reject(at, new Rejection(503, "a backend's queue is full; retry later"), {
+        "Retry-After": "1",
+      });
     } else {
       const result = this.#sink!.emit(event);
       if (!result.accepted) refused = result.reason;
     }
     if (refused !== undefined) {
-      return this.#reject(c, new Rejection(503, `the event was not accepted: ${refused}`));
+      return this.#reject(at, new Rejection(503, `the event was not accepted: ${refused}`));
     }
     log.debug("api accepted a flow event", () => ({ flow: describeFlow(event) }));
-    return jsonResponse(200, flowEventToApiJson(event));
+    return { status: 200, json: flowEventToApiJson(event) };
   }
 
-  #reject(c: Context, r: Rejection, headers?: Record<string, string>): Response {
+  #reject(at: RequestAt, r: Rejection, headers?: Record<string, string>): Outcome {
     this.#rejectLog.run((suppressed) =>
       log.info("api rejected a request", {
-        method: c.req.method,
-        path: c.req.path,
+        method: at.method,
+        path: at.path,
         status: r.status,
         reason: r.message,
         suppressed,
       })
     );
-    return jsonResponse(
-      r.status,
-      r.field === undefined ? { message: r.message } : { message: r.message, field: r.field },
-      { headers },
-    );
+    return {
+      status: r.status,
+      json: r.field === undefined ? { message: r.message } : { message: r.message, field: r.field },
+      headers,
+    };
   }
 
   /** echo's answers for unrouted requests: 405 with Allow when the path exists, else 404 (both compact JSON). */

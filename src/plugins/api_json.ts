@@ -104,6 +104,8 @@ type Field = typeof FIELDS[number] | typeof IGNORED[number];
 
 // Go's JSON decoder matched keys case-insensitively, so clients may send "state" or "src".
 const CANONICAL = new Map<string, Field>([...FIELDS, ...IGNORED].map((k) => [k.toLowerCase(), k]));
+/** The keys as the original spells them: found without lower-casing. */
+const EXACT = new Set<Field>([...FIELDS, ...IGNORED]);
 
 function describe(value: unknown): string {
   if (value === undefined) return "nothing";
@@ -120,7 +122,7 @@ function canonicalKeys(body: Record<string, unknown>): Map<Field, unknown> {
   const out = new Map<Field, unknown>();
   const spelled = new Map<Field, string>();
   for (const [key, value] of Object.entries(body)) {
-    const field = CANONICAL.get(key.toLowerCase());
+    const field = EXACT.has(key as Field) ? key as Field : CANONICAL.get(key.toLowerCase());
     if (field === undefined) {
       throw new ApiFlowError(
         clip(key, 100),
