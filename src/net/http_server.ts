@@ -492,7 +492,7 @@ export class HttpServer {
       const fast = this.#fast === undefined ? undefined : this.#fastReply(c, head, body);
       if (fast !== undefined) {
         const keepAlive = head.keepAlive && !this.#stopping;
-        await this.#writeFast(c, fast, head, keepAlive);
+        await this.#writeReply(c, fast.status, "", fast.headers, fast.body, head, keepAlive);
         if (!keepAlive) return;
       } else {
         const [res, resBody] = await this.#respond(c, head, body);
@@ -738,38 +738,30 @@ export class HttpServer {
     }
   }
 
-  /** Writes a fast reply: the same head rules as `#write`, the body as given. */
-  async #writeFast(c: Connection, reply: FastReply, head: RequestHead, keepAlive: boolean): Promise<void> {
-    const status = reply.status;
-    let text = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ""}\r\n`;
-    for (const [name, value] of reply.headers) text += `${name}: ${value}\r\n`;
-    text += `content-length: ${reply.body.byteLength}\r\n`;
-    if (!keepAlive) text += "connection: close\r\n";
-    else if (head.minor === 0) text += "connection: keep-alive\r\n";
-    text += "\r\n";
-    const out = new Uint8Array(text.length + reply.body.byteLength);
-    encodeHead(text, out);
-    out.set(reply.body, text.length);
-    const cls = Math.floor(status / 100);
-    if (cls >= 1 && cls <= 5) this.#responses[cls - 1]!++;
-    c.phase = Phase.Write;
-    c.deadline = performance.now() + this.#limits.writeTimeoutMs;
-    const n = await c.conn.write(out);
-    if (n < out.byteLength) await this.#writeAll(c, out.subarray(n));
-  }
-
-  /** Writes a response with Content-Length in one write. */
-  async #write(
+  /** Writes a web Response with Content-Length in one write. */
+  #write(
     c: Connection,
     res: Response,
     body: Uint8Array,
     head: RequestHead | undefined,
     keepAlive: boolean,
   ): Promise<void> {
-    const status = res.status;
+    return this.#writeReply(c, res.status, res.statusText, res.headers, body, head, keepAlive);
+  }
+
+  /** Writes an answer (a web Response's parts, or a fast reply) with Content-Length in one write. */
+  async #writeReply(
+    c: Connection,
+    status: number,
+    statusText: string,
+    headers: Iterable<readonly [string, string]>,
+    body: Uint8Array,
+    head: RequestHead | undefined,
+    keepAlive: boolean,
+  ): Promise<void> {
     const bodyless = status === 204 || status === 304 || status < 200;
-    let text = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? res.statusText}\r\n`;
-    for (const [name, value] of res.headers) {
+    let text = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? statusText}\r\n`;
+    for (const [name, value] of headers) {
       if (
         name === "content-length" || name === "connection" || name === "transfer-encoding" ||
         name === "keep-alive"
