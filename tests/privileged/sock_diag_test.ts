@@ -68,9 +68,15 @@ privilegedTest(
     const local = endpoint(net.ip6A, 40001);
     const remote = endpoint(net.ip6B, 5201);
 
-    const first = await waitFor("the iperf3 data connection to carry data", async () => {
+    // The namespace inherits the host's default congestion control (bbr on some hosts), and iperf3's
+    // `-C cubic` can land after the first segments: wait for both data and the requested algorithm.
+    let lastCong: string | undefined;
+    const first = await waitFor("the iperf3 data connection to carry data under cubic", async () => {
       const r = await diagA.lookup(local, remote);
-      return r?.tcpInfo && r.tcpInfo.bytesAcked > 0n ? r : undefined;
+      lastCong = r?.cong?.algorithm;
+      return r?.tcpInfo && r.tcpInfo.bytesAcked > 0n && lastCong === "cubic" ? r : undefined;
+    }).catch((e) => {
+      throw new Error(`${e.message} (last congestion control seen: ${lastCong})`);
     });
     assert.equal(first.socket.state, TCP_ESTABLISHED);
     assert.equal(tcp(first).state, TCP_ESTABLISHED);
