@@ -49,10 +49,31 @@ struct flow_key {
 };
 
 /*
- * Value of flowLabels: the tag in host byte order. Label strategy: the complete 20-bit flow label,
- * entropy included. Extension-header strategies: the 24-bit option data, (experiment << 8) | activity.
+ * Value of flowLabels. The tag is in host byte order: label strategy, the complete 20-bit flow label,
+ * entropy included; extension-header strategies, the 24-bit option data, (experiment << 8) | activity.
+ * The counter slot is the flow's index in flowCounters, chosen by user space (which reuses a slot only
+ * after zeroing it).
  */
-typedef __u32 marker_tag_t;
+struct flow_value {
+	__u32 tag;
+	__u32 counter_slot;
+};
+
+/*
+ * One CPU's share of a flow's counters in flowCounters (a per-CPU array, so the hot path adds without
+ * atomics; user space sums the CPUs). Matched packets the program could not mark are not counted.
+ * Times are jiffies (bpf_jiffies64(), which the verifier inlines: a clock helper would cost more than all the
+ * rest of the counting), 0 when this CPU marked nothing yet.
+ */
+struct flow_counters {
+	__u64 packets; /* wire packets: a GSO packet counts its segments */
+	__u64 bytes; /* skb->len as the packet left the marker (a GSO packet counts its headers once) */
+	__u64 first_jiffies;
+	__u64 last_jiffies;
+};
+
+/* The counter slot of match-all marking: all of it is one (experiment, activity). */
+#define MARKER_MATCH_ALL_SLOT 0
 
 /* Value of the single entry of matchAllTag. */
 struct match_all_value {
@@ -73,8 +94,10 @@ struct flow_cache_slot {
 	__u64 generation; /* flowGeneration when filled; 0: empty or being written */
 	__u64 misses; /* lookups that went to flowLabels */
 	__u32 tag; /* as in flowLabels, when found */
-	__u32 found; /* 1: the flow is in flowLabels; 0: it is not (the packet is left alone) */
+	__u32 counter_slot; /* as in flowLabels; MARKER_NOT_FOUND: the flow is not registered (left alone) */
 };
+
+#define MARKER_NOT_FOUND 0xFFFFFFFFu
 
 /* Slots of flowCache per CPU (a power of two). */
 #define MARKER_CACHE_SLOTS 256

@@ -16,6 +16,7 @@ const SYMBOLS = {
   libbpf_minor_version: { parameters: [], result: "u32" },
   libbpf_set_print: { parameters: ["function"], result: "pointer" },
   libbpf_strerror: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  libbpf_num_possible_cpus: { parameters: [], result: "i32" },
   bpf_object__open_mem: { parameters: ["buffer", "usize", "buffer"], result: "pointer" },
   bpf_object__load: { parameters: ["pointer"], result: "i32" },
   bpf_object__close: { parameters: ["pointer"], result: "void" },
@@ -374,12 +375,35 @@ export function mapLookup(
   return value;
 }
 
+/** Reads one element into `value` (its whole length; per-CPU maps: one value per possible CPU); false when absent. */
+export function mapLookupInto(fd: number, key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>): boolean {
+  const rc = bpf().bpf_map_lookup_elem(fd, key, value);
+  if (rc === -Errno.ENOENT) return false;
+  if (rc < 0) throw new LibbpfError("bpf_map_lookup_elem", rc);
+  return true;
+}
+
 /** Deletes one element; false when it was not there. */
 export function mapDelete(fd: number, key: Uint8Array<ArrayBuffer>): boolean {
   const rc = bpf().bpf_map_delete_elem(fd, key);
   if (rc === -Errno.ENOENT) return false;
   if (rc < 0) throw new LibbpfError("bpf_map_delete_elem", rc);
   return true;
+}
+
+let possibleCpuCount: number | undefined;
+
+/**
+ * CPUs a per-CPU map has a value for (the kernel's possible CPUs, not only the online ones): a lookup
+ * in such a map fills this many values, each rounded up to 8 bytes.
+ */
+export function possibleCpus(): number {
+  if (possibleCpuCount === undefined) {
+    const n = bpf().libbpf_num_possible_cpus();
+    if (n < 0) throw new LibbpfError("libbpf_num_possible_cpus", n);
+    possibleCpuCount = n;
+  }
+  return possibleCpuCount;
 }
 
 /** Every key of a hash map (a snapshot; concurrent changes may be missed or seen). */

@@ -6,18 +6,23 @@ import assert from "node:assert/strict";
 import {
   addedBytes,
   CONFIG_SIZE,
+  decodeCounterSlot,
   decodeMatchAll,
   decodeTag,
   DEFAULT_MAX_FLOWS,
   encodeConfig,
+  encodeFlowValueInto,
   encodeMatchAll,
-  encodeTag,
+  FLOW_COUNTERS_SIZE,
   FLOW_KEY_SIZE,
+  FLOW_VALUE_SIZE,
   LINK_LAYER_CODES,
   MARKING_STRATEGY_CODES,
+  MATCH_ALL_COUNTER_SLOT,
   MATCH_ALL_VALUE_SIZE,
   OPTION_HEADER_LEN,
   OPTION_TYPE,
+  sumCounters,
 } from "../../src/backends/marker/layout.ts";
 import { ENTROPY_MASK } from "../../src/scitags/flow_label.ts";
 import { hasCommand } from "../helpers/privileged.ts";
@@ -50,6 +55,7 @@ Deno.test("marker layout: enum codes and constants match bpf/marker.h", () => {
   assert.equal(OPTION_TYPE, define("MARKER_OPT_TYPE"));
   assert.equal(OPTION_HEADER_LEN, define("MARKER_EH_LEN"));
   assert.equal(DEFAULT_MAX_FLOWS, define("MARKER_MAX_FLOWS"));
+  assert.equal(MATCH_ALL_COUNTER_SLOT, define("MARKER_MATCH_ALL_SLOT"));
   assert.equal(ENTROPY_MASK, define("MARKER_LABEL_ENTROPY_MASK"));
   assert.deepEqual(
     (["label", "hopByHop", "destination", "hopByHopDestination"] as const).map(addedBytes),
@@ -93,6 +99,11 @@ Deno.test({
       size: CONFIG_SIZE,
       members: { strategy: 0, match_all: 4, l2: 8, reserved: 12 },
     });
+    assert.deepEqual(struct("flow_value"), { size: FLOW_VALUE_SIZE, members: { tag: 0, counter_slot: 4 } });
+    assert.deepEqual(struct("flow_counters"), {
+      size: FLOW_COUNTERS_SIZE,
+      members: { packets: 0, bytes: 8, first_jiffies: 16, last_jiffies: 24 },
+    });
     assert.deepEqual(struct("match_all_value"), {
       size: MATCH_ALL_VALUE_SIZE,
       members: { tag: 0, active: 4 },
@@ -115,10 +126,40 @@ Deno.test("marker layout: config, tag and match-all values encode little-endian 
     1,
     0,
   ]);
-  assert.deepEqual([...encodeTag(0x0abcde)], [0xde, 0xbc, 0x0a, 0x00]);
-  assert.equal(decodeTag(encodeTag(0x7fefe)), 0x7fefe);
+  const value = new Uint8Array(FLOW_VALUE_SIZE);
+  encodeFlowValueInto(new DataView(value.buffer), 0x0abcde, 0x010203);
+  assert.deepEqual([...value], [0xde, 0xbc, 0x0a, 0x00, 0x03, 0x02, 0x01, 0x00]);
+  assert.equal(decodeTag(value), 0x0abcde);
+  assert.equal(decodeCounterSlot(value), 0x010203);
+  const tagOnly = new Uint8Array(4);
+  encodeFlowValueInto(new DataView(tagOnly.buffer), 0x7fefe, 9);
+  assert.equal(decodeTag(tagOnly), 0x7fefe);
+  assert.equal(decodeCounterSlot(tagOnly), undefined, "the tag-only layout has no slot");
   assert.deepEqual([...encodeMatchAll(0x012345)], [0x45, 0x23, 0x01, 0, 1, 0, 0, 0]);
   assert.deepEqual([...encodeMatchAll(undefined)], [0, 0, 0, 0, 0, 0, 0, 0]);
   assert.equal(decodeMatchAll(encodeMatchAll(0)), 0, "tag 0 can be active");
   assert.equal(decodeMatchAll(encodeMatchAll(undefined)), undefined);
+});
+
+Deno.test("marker layout: per-CPU counters sum packets and bytes, and keep the earliest first and latest last time", () => {
+  const cpus = 3;
+  const bytes = new Uint8Array(cpus * FLOW_COUNTERS_SIZE);
+  const dv = new DataView(bytes.buffer);
+  const put = (cpu: number, values: bigint[]) =>
+    values.forEach((v, i) => dv.setBigUint64(cpu * FLOW_COUNTERS_SIZE + 8 * i, v, true));
+  put(0, [2n, 3000n, 50n, 90n]);
+  // CPU 1 marked nothing: its zero times must not count as earliest.
+  put(2, [5n, 7000n, 40n, 80n]);
+  assert.deepEqual(sumCounters(bytes, cpus), {
+    packets: 7n,
+    bytes: 10000n,
+    firstJiffies: 40n,
+    lastJiffies: 90n,
+  });
+  assert.deepEqual(sumCounters(new Uint8Array(cpus * FLOW_COUNTERS_SIZE), cpus), {
+    packets: 0n,
+    bytes: 0n,
+    firstJiffies: undefined,
+    lastJiffies: undefined,
+  });
 });

@@ -16,7 +16,7 @@ import { MarkerHooks } from "./hooks.ts";
 import { MarkerProgram } from "./program.ts";
 import { DEFAULT_LEDGER_PATH, QdiscLedger } from "./qdisc_ledger.ts";
 import { MarkedFlows } from "./marked_flows.ts";
-import { DEFAULT_MAX_FLOWS } from "./layout.ts";
+import { DEFAULT_MAX_FLOWS, type FlowCounters, MATCH_ALL_COUNTER_SLOT } from "./layout.ts";
 import type { HealthMetric } from "../../core/health.ts";
 import { errnoName, LibbpfError } from "../../../ffi/libbpf.ts";
 
@@ -48,6 +48,16 @@ export interface MarkerBackendOptions {
   entropy?: () => number;
 }
 
+/** One flow being marked, as `markedFlows` reports it. */
+export interface MarkedFlowView {
+  /** The start event that announced it. */
+  readonly event: FlowEvent;
+  /** The tag in the kernel map; undefined if the entry is gone. */
+  readonly tag: number | undefined;
+  /** Packets and bytes marked so far; undefined when the marker object does not count. */
+  readonly counters: FlowCounters | undefined;
+}
+
 /** Counters, for tests and diagnostics. */
 export interface MarkerBackendStats {
   inserted: number;
@@ -62,6 +72,10 @@ export interface MarkerBackendStats {
   endsNotMarked: number;
   /** Failed map updates by errno name, e.g. E2BIG. */
   failedByErrno: Record<string, number>;
+}
+
+function sameTags(a: FlowEvent, b: FlowEvent): boolean {
+  return a.experimentId === b.experimentId && a.activityId === b.activityId;
 }
 
 function isWildcard(e: FlowEvent): boolean {
@@ -84,6 +98,8 @@ export class MarkerBackend implements Backend {
   };
   #program: MarkerProgram | undefined;
   #marked: MarkedFlows | undefined;
+  /** The wildcard start in force (matchAll). */
+  #matchAllEvent: FlowEvent | undefined;
   #fullLog = new RateLimitedLog();
   #hooks: MarkerHooks | undefined;
   #failLog = new RateLimitedLog();
@@ -162,6 +178,27 @@ export class MarkerBackend implements Backend {
     return Promise.resolve();
   }
 
+  /**
+   * The flows being marked, oldest-started first, each with the tag in the kernel map and its counters
+   * read now (undefined when the object does not count, or the tag when the entry vanished). With matchAll,
+   * the wildcard flow in force with the match-all counters.
+   */
+  markedFlows(): MarkedFlowView[] {
+    const program = this.#program;
+    if (!program) return [];
+    if (program.matchAll) {
+      const event = this.#matchAllEvent;
+      const tag = program.matchAllTag();
+      if (!event || tag === undefined) return [];
+      return [{ event, tag, counters: program.counters(MATCH_ALL_COUNTER_SLOT) }];
+    }
+    const out: MarkedFlowView[] = [];
+    for (const { event, counterSlot } of this.#marked?.values() ?? []) {
+      out.push({ event, tag: program.flowTag(event), counters: program.counters(counterSlot) });
+    }
+    return out;
+  }
+
   async stop(): Promise<void> {
     const hooks = this.#hooks;
     const program = this.#program;
@@ -209,12 +246,13 @@ export class MarkerBackend implements Backend {
         this.stats.evicted++;
         this.#reportFull("the marker's flow map is full; the oldest-started flow is no longer marked");
       }
+      if (admission.kind !== "again" && admission.resetCounters) program.resetCounters(admission.counterSlot);
       const tag = this.#tag(program, event);
-      program.setFlow(event, tag);
+      program.setFlow(event, tag, admission.counterSlot);
       if (admission.kind !== "again") this.stats.inserted++;
       log.debug("marking flow", () => ({ flow: describeFlow(event), tag: formatTag(program.strategy, tag) }));
     } else if (event.state === "end") {
-      const known = marked.forget(event);
+      const known = marked.forget(event) !== undefined;
       if (known && program.deleteFlow(event)) {
         this.stats.deleted++;
         log.debug("stopped marking flow", () => ({ flow: describeFlow(event) }));
@@ -287,6 +325,11 @@ export class MarkerBackend implements Backend {
     }
     if (event.state === "start") {
       const tag = this.#tag(program, event);
+      // The counters are those of one (experiment, activity): a different one starts them afresh.
+      if (this.#matchAllEvent && !sameTags(this.#matchAllEvent, event)) {
+        program.resetCounters(MATCH_ALL_COUNTER_SLOT);
+      }
+      this.#matchAllEvent = event;
       program.setMatchAllTag(tag);
       this.stats.inserted++;
       log.info("marking all IPv6 traffic", {
@@ -296,6 +339,8 @@ export class MarkerBackend implements Backend {
       });
     } else if (event.state === "end") {
       program.setMatchAllTag(undefined);
+      program.resetCounters(MATCH_ALL_COUNTER_SLOT);
+      this.#matchAllEvent = undefined;
       this.stats.deleted++;
       log.info("stopped marking all IPv6 traffic");
     }

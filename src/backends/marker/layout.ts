@@ -23,6 +23,8 @@ export const LINK_LAYER_CODES: Readonly<Record<LinkLayer, number>> = { ethernet:
 export const PROGRAM_NAME = "flowd_marker";
 /** The per-flow map. */
 export const FLOW_MAP_NAME = "flowLabels";
+/** The per-CPU counters of marked packets, by counter slot. */
+export const COUNTERS_MAP_NAME = "flowCounters";
 /** The single-entry map of the match-all tag. */
 export const MATCH_ALL_MAP_NAME = "matchAllTag";
 /** The global-data section holding `struct marker_config`. */
@@ -32,8 +34,14 @@ export const CONFIG_MAP_NAME = ".rodata.config";
 export const CONFIG_SIZE = 16;
 /** sizeof(struct flow_key). */
 export const FLOW_KEY_SIZE = 40;
-/** sizeof(marker_tag_t). */
-export const TAG_SIZE = 4;
+/** sizeof(struct flow_value): the tag and the flow's counter slot. */
+export const FLOW_VALUE_SIZE = 8;
+/** A flowLabels value of a user-supplied object that predates the counters: the tag alone. */
+export const TAG_ONLY_VALUE_SIZE = 4;
+/** sizeof(struct flow_counters): one CPU's packets, bytes, first and last jiffies. */
+export const FLOW_COUNTERS_SIZE = 32;
+/** The counter slot of match-all marking (MARKER_MATCH_ALL_SLOT). */
+export const MATCH_ALL_COUNTER_SLOT = 0;
 /** sizeof(struct match_all_value). */
 export const MATCH_ALL_VALUE_SIZE = 8;
 /** max_entries of flowLabels as compiled. */
@@ -67,16 +75,48 @@ export function encodeConfig(
   return out;
 }
 
-/** The bytes of a flowLabels value (host order, as the program reads it). */
-export function encodeTag(tag: number): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(TAG_SIZE);
-  new DataView(out.buffer).setUint32(0, tag >>> 0, true);
-  return out;
+/** Writes a flowLabels value (host order, as the program reads it) into `out`, tag first. */
+export function encodeFlowValueInto(out: DataView, tag: number, counterSlot: number): void {
+  out.setUint32(0, tag >>> 0, true);
+  if (out.byteLength >= FLOW_VALUE_SIZE) out.setUint32(4, counterSlot >>> 0, true);
 }
 
-/** Reads a flowLabels value. */
+/** Reads the tag of a flowLabels value (either layout: the tag comes first). */
 export function decodeTag(bytes: Uint8Array): number {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0, true);
+}
+
+/** Reads the counter slot of a flowLabels value; undefined for the tag-only layout. */
+export function decodeCounterSlot(bytes: Uint8Array): number | undefined {
+  if (bytes.byteLength < FLOW_VALUE_SIZE) return undefined;
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
+}
+
+/** A flow's counters summed over the CPUs (bpf/marker.h struct flow_counters). */
+export interface FlowCounters {
+  /** Packets marked (a GSO packet counts its segments). */
+  readonly packets: bigint;
+  /** Bytes of the marked packets as they left the marker. */
+  readonly bytes: bigint;
+  /** Jiffies of the first and last marked packet (src/bpf/jiffies.ts turns them into ages); undefined: none. */
+  readonly firstJiffies: bigint | undefined;
+  readonly lastJiffies: bigint | undefined;
+}
+
+/** Sums a per-CPU lookup of flowCounters (`cpus` values of FLOW_COUNTERS_SIZE bytes each). */
+export function sumCounters(bytes: Uint8Array, cpus: number): FlowCounters {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let packets = 0n, sum = 0n;
+  let first: bigint | undefined, last: bigint | undefined;
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    const at = cpu * FLOW_COUNTERS_SIZE;
+    packets += dv.getBigUint64(at, true);
+    sum += dv.getBigUint64(at + 8, true);
+    const f = dv.getBigUint64(at + 16, true), l = dv.getBigUint64(at + 24, true);
+    if (f !== 0n && (first === undefined || f < first)) first = f;
+    if (l !== 0n && (last === undefined || l > last)) last = l;
+  }
+  return { packets, bytes: sum, firstJiffies: first, lastJiffies: last };
 }
 
 /** The bytes of `struct match_all_value`; undefined tag means "mark nothing". */

@@ -13,7 +13,9 @@ import {
   mapDelete,
   mapKeys,
   mapLookup,
+  mapLookupInto,
   mapUpdate,
+  possibleCpus,
   progInfo,
 } from "../../../ffi/libbpf.ts";
 import { logger } from "../../core/log.ts";
@@ -23,19 +25,26 @@ import { decodeFlowKey, encodeFlowKey, encodeFlowKeyInto, type FlowIdentity } fr
 import {
   CONFIG_MAP_NAME,
   CONFIG_SIZE,
+  COUNTERS_MAP_NAME,
+  decodeCounterSlot,
   decodeMatchAll,
   decodeTag,
   DEFAULT_MAX_FLOWS,
   encodeConfig,
+  encodeFlowValueInto,
   encodeMatchAll,
+  FLOW_COUNTERS_SIZE,
   FLOW_KEY_SIZE,
   FLOW_MAP_NAME,
+  FLOW_VALUE_SIZE,
+  type FlowCounters,
   type LinkLayer,
   type MarkingStrategy,
   MATCH_ALL_MAP_NAME,
   MATCH_ALL_VALUE_SIZE,
   PROGRAM_NAME,
-  TAG_SIZE,
+  sumCounters,
+  TAG_ONLY_VALUE_SIZE,
 } from "./layout.ts";
 import { builtMarkerObject, programFileObject } from "./object_bytes.ts";
 
@@ -69,6 +78,8 @@ interface Instance {
 export interface FlowEntry {
   readonly flow: FlowIdentity;
   readonly tag: number;
+  /** Its slot in flowCounters; undefined with an object that has no counters. */
+  readonly counterSlot: number | undefined;
 }
 
 /** Flow map size when match-all makes it unused. */
@@ -95,6 +106,9 @@ export class MarkerProgram implements Disposable {
   readonly #maxFlows: number;
   readonly #instances = new Map<LinkLayer, Instance>();
   #flowFd = -1;
+  /** flowLabels' value size: FLOW_VALUE_SIZE, or TAG_ONLY_VALUE_SIZE for an object without counters. */
+  #flowValueSize = FLOW_VALUE_SIZE;
+  #countersFd = -1;
   #matchAllFd = -1;
   #cacheFd = -1;
   #generationFd = -1;
@@ -106,8 +120,13 @@ export class MarkerProgram implements Disposable {
   #closed = false;
   /** Key and value buffers reused by every update (the FFI call is synchronous). */
   readonly #keyScratch = new Uint8Array(FLOW_KEY_SIZE);
-  readonly #tagScratch = new Uint8Array(TAG_SIZE);
-  readonly #tagView = new DataView(this.#tagScratch.buffer);
+  #valueScratch = new Uint8Array(FLOW_VALUE_SIZE);
+  #valueView = new DataView(this.#valueScratch.buffer);
+  /** Zeroes for every CPU's share of one counter slot, and the buffer its lookups fill. */
+  #zeroCounters: Uint8Array<ArrayBuffer> | undefined;
+  #countersScratch: Uint8Array<ArrayBuffer> | undefined;
+  readonly #slotKey = new Uint8Array(4);
+  readonly #slotKeyView = new DataView(this.#slotKey.buffer);
 
   private constructor(opts: MarkerProgramOptions, bytes: Uint8Array, source: string) {
     this.strategy = opts.strategy;
@@ -161,11 +180,36 @@ export class MarkerProgram implements Disposable {
     return this.#instance(linkLayer).progId;
   }
 
-  /** Starts (or changes) the marking of a flow with a tag computed by flowTag(). */
-  setFlow(flow: FlowIdentity, tag: number): void {
-    this.#tagView.setUint32(0, tag >>> 0, true); // as encodeTag, into the reused value buffer
-    mapUpdate(this.#fd("flow"), encodeFlowKeyInto(flow, this.#keyScratch), this.#tagScratch);
+  /** True when the object counts marked packets per flow (flowCounters); a user-supplied one may not. */
+  get counting(): boolean {
+    return this.#countersFd >= 0;
+  }
+
+  /**
+   * Starts (or changes) the marking of a flow with a tag computed by flowTag(); its packets are counted in
+   * `counterSlot` (below maxFlows, owned by this flow alone; ignored by an object without counters).
+   */
+  setFlow(flow: FlowIdentity, tag: number, counterSlot = 0): void {
+    encodeFlowValueInto(this.#valueView, tag, counterSlot);
+    mapUpdate(this.#fd("flow"), encodeFlowKeyInto(flow, this.#keyScratch), this.#valueScratch);
     this.#bumpGeneration();
+  }
+
+  /** Zeroes a counter slot on every CPU (before a new flow takes a slot an earlier one used). */
+  resetCounters(counterSlot: number): void {
+    if (this.#countersFd < 0) return;
+    this.#zeroCounters ??= new Uint8Array(possibleCpus() * FLOW_COUNTERS_SIZE);
+    mapUpdate(this.#countersFd, this.#slotKeyOf(counterSlot), this.#zeroCounters);
+  }
+
+  /** A slot's counters summed over the CPUs, read while marking goes on; undefined without counters. */
+  counters(counterSlot: number): FlowCounters | undefined {
+    if (this.#countersFd < 0) return undefined;
+    const cpus = possibleCpus();
+    this.#countersScratch ??= new Uint8Array(cpus * FLOW_COUNTERS_SIZE);
+    const value = this.#countersScratch;
+    if (!mapLookupInto(this.#countersFd, this.#slotKeyOf(counterSlot), value)) return undefined;
+    return sumCounters(value, cpus);
   }
 
   /** Stops marking a flow; false when it was not being marked. */
@@ -177,8 +221,14 @@ export class MarkerProgram implements Disposable {
 
   /** The tag a flow is marked with, or undefined. */
   flowTag(flow: FlowIdentity): number | undefined {
-    const value = mapLookup(this.#fd("flow"), encodeFlowKey(flow), TAG_SIZE);
-    return value === undefined ? undefined : decodeTag(value);
+    return this.flowEntry(flow)?.tag;
+  }
+
+  /** A flow's entry in the kernel map, or undefined. */
+  flowEntry(flow: FlowIdentity): FlowEntry | undefined {
+    const value = mapLookup(this.#fd("flow"), encodeFlowKey(flow), this.#flowValueSize);
+    if (value === undefined) return undefined;
+    return { flow, tag: decodeTag(value), counterSlot: this.counting ? decodeCounterSlot(value) : undefined };
   }
 
   /** Every flow being marked (a snapshot). */
@@ -186,8 +236,13 @@ export class MarkerProgram implements Disposable {
     const fd = this.#fd("flow");
     const out: FlowEntry[] = [];
     for (const key of mapKeys(fd, FLOW_KEY_SIZE)) {
-      const value = mapLookup(fd, new Uint8Array(key), TAG_SIZE);
-      if (value !== undefined) out.push({ flow: decodeFlowKey(key), tag: decodeTag(value) });
+      const value = mapLookup(fd, new Uint8Array(key), this.#flowValueSize);
+      if (value === undefined) continue;
+      out.push({
+        flow: decodeFlowKey(key),
+        tag: decodeTag(value),
+        counterSlot: this.counting ? decodeCounterSlot(value) : undefined,
+      });
     }
     return out;
   }
@@ -216,6 +271,11 @@ export class MarkerProgram implements Disposable {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  #slotKeyOf(counterSlot: number): Uint8Array<ArrayBuffer> {
+    this.#slotKeyView.setUint32(0, counterSlot >>> 0, true);
+    return this.#slotKey;
   }
 
   /** Invalidates every CPU's cached lookups: called after each change of flowLabels. */
@@ -298,11 +358,24 @@ export class MarkerProgram implements Disposable {
     if (!program) throw new Error(`${what} has no program named ${PROGRAM_NAME}`);
     const flows = object.findMap(FLOW_MAP_NAME);
     if (!flows) throw new Error(`${what} has no map named ${FLOW_MAP_NAME}`);
-    if (flows.keySize !== FLOW_KEY_SIZE || flows.valueSize !== TAG_SIZE) {
+    if (
+      flows.keySize !== FLOW_KEY_SIZE ||
+      (flows.valueSize !== FLOW_VALUE_SIZE && flows.valueSize !== TAG_ONLY_VALUE_SIZE)
+    ) {
       throw new Error(
         `${what}: map ${FLOW_MAP_NAME} has ${flows.keySize}-byte keys and ${flows.valueSize}-byte values; ` +
-          `the loader writes ${FLOW_KEY_SIZE}-byte keys (bpf/marker.h struct flow_key) and ${TAG_SIZE}-byte tags`,
+          `the loader writes ${FLOW_KEY_SIZE}-byte keys (bpf/marker.h struct flow_key) and ` +
+          `${FLOW_VALUE_SIZE}-byte values (struct flow_value), or ${TAG_ONLY_VALUE_SIZE}-byte tags`,
       );
+    }
+    const counters = object.findMap(COUNTERS_MAP_NAME);
+    if (flows.valueSize === FLOW_VALUE_SIZE) {
+      if (!counters || counters.keySize !== 4 || counters.valueSize !== FLOW_COUNTERS_SIZE) {
+        throw new Error(
+          `${what}: its ${FLOW_MAP_NAME} values carry counter slots, but it has no ${COUNTERS_MAP_NAME} map ` +
+            `of ${FLOW_COUNTERS_SIZE}-byte struct flow_counters`,
+        );
+      }
     }
     const matchAll = object.findMap(MATCH_ALL_MAP_NAME);
     if (matchAll && (matchAll.keySize !== 4 || matchAll.valueSize !== MATCH_ALL_VALUE_SIZE)) {
@@ -334,11 +407,15 @@ export class MarkerProgram implements Disposable {
       throw new Error(`${what}: map ${GENERATION_MAP_NAME} does not hold a u64 generation`);
     }
 
+    const countsFlows = flows.valueSize === FLOW_VALUE_SIZE;
     const first = this.#instances.size === 0;
     if (first) {
       flows.setMaxEntries(this.#maxFlows);
+      // One slot per flow the map can hold (slot 0 serves match-all).
+      if (countsFlows) counters!.setMaxEntries(this.#maxFlows);
     } else {
       flows.reuseFd(this.#flowFd);
+      if (countsFlows && this.#countersFd >= 0) counters!.reuseFd(this.#countersFd);
       if (matchAll && this.#matchAllFd >= 0) matchAll.reuseFd(this.#matchAllFd);
       if (cache && this.#cacheFd >= 0) cache.reuseFd(this.#cacheFd);
       if (generation && this.#generationFd >= 0) generation.reuseFd(this.#generationFd);
@@ -346,6 +423,15 @@ export class MarkerProgram implements Disposable {
     object.load();
     if (first) {
       this.#flowFd = flows.fd;
+      this.#flowValueSize = flows.valueSize;
+      this.#countersFd = countsFlows ? counters!.fd : -1;
+      if (!countsFlows) {
+        this.#valueScratch = new Uint8Array(TAG_ONLY_VALUE_SIZE);
+        this.#valueView = new DataView(this.#valueScratch.buffer);
+        log.info("the marker object has no per-flow counters; packets marked are not counted", {
+          source: this.source,
+        });
+      }
       this.#matchAllFd = matchAll ? matchAll.fd : -1;
       this.#cacheFd = cache ? cache.fd : -1;
       this.#generationFd = generation ? generation.fd : -1;
