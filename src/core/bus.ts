@@ -79,6 +79,11 @@ export class EventBus implements EventSink, EnrichmentSink {
     this.#lanes.push(lane);
   }
 
+  /** The flows open now (started and not ended), oldest first; for listings. */
+  openFlows(): IterableIterator<StartedFlow> {
+    return this.#flows.values();
+  }
+
   /**
    * Adds a backend during a reload. One that keeps per-flow state (`replayOpenFlows`) first gets the
    * start of every flow open now, so a replaced marker goes on marking them; then the events from now on.

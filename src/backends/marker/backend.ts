@@ -19,6 +19,8 @@ import { MarkedFlows } from "./marked_flows.ts";
 import { DEFAULT_MAX_FLOWS, type FlowCounters, MATCH_ALL_COUNTER_SLOT } from "./layout.ts";
 import type { HealthMetric } from "../../core/health.ts";
 import { errnoName, LibbpfError } from "../../../ffi/libbpf.ts";
+import { JiffiesClock } from "../../bpf/jiffies.ts";
+import { kernelHz } from "../../bpf/kernel_hz.ts";
 
 const log = logger("backends", "marker");
 
@@ -100,6 +102,9 @@ export class MarkerBackend implements Backend {
   #marked: MarkedFlows | undefined;
   /** The wildcard start in force (matchAll). */
   #matchAllEvent: FlowEvent | undefined;
+  /** For the ages of the counters' first and last packets (listings only). */
+  #clock: JiffiesClock | undefined;
+  #hz = 1000;
   #fullLog = new RateLimitedLog();
   #hooks: MarkerHooks | undefined;
   #failLog = new RateLimitedLog();
@@ -129,6 +134,7 @@ export class MarkerBackend implements Backend {
         maxFlows: c.maxFlows ?? DEFAULT_MAX_FLOWS,
       });
       this.#marked = new MarkedFlows(this.#program.maxFlows, c.whenFull ?? "evictOldest");
+      this.#hz = (await kernelHz()).hz;
       this.#hooks = new MarkerHooks(this.#program, {
         mode: c.attachMode,
         removeQdisc: c.removeQdisc,
@@ -199,7 +205,26 @@ export class MarkerBackend implements Backend {
     return out;
   }
 
+  /** The tag as operators read it: a flow label or an option value, in hex. */
+  describeTag(tag: number): string {
+    return formatTag(this.#program?.strategy ?? "label", tag);
+  }
+
+  /** The kernel's jiffies now and its HZ; undefined when not running or unreadable. */
+  jiffies(): { now: bigint; hz: number } | undefined {
+    if (!this.#program) return undefined;
+    try {
+      this.#clock ??= new JiffiesClock();
+      return { now: this.#clock.now(), hz: this.#hz };
+    } catch (err) {
+      log.debug("cannot read the kernel's jiffies", { err: errorMessage(err) });
+      return undefined;
+    }
+  }
+
   async stop(): Promise<void> {
+    this.#clock?.close();
+    this.#clock = undefined;
     const hooks = this.#hooks;
     const program = this.#program;
     this.#hooks = undefined;
