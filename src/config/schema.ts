@@ -264,21 +264,24 @@ export function iperf3Schema(registry: Registry) {
   });
 }
 
-/** `plugins`, names resolved with `registry`. */
-export function pluginsSchema(registry: Registry) {
-  return z.strictObject({
-    namedPipe: NamedPipeSchema.optional(),
-    api: ApiSchema.optional(),
-    firefly: FireflyPluginSchema.optional(),
-    perfsonar: perfsonarSchema(registry).optional(),
-    iperf3: iperf3Schema(registry).optional(),
-  });
-}
-
 /** `plugins.perfsonar` with names resolved by the embedded registry. */
 export const PerfsonarSchema = perfsonarSchema(Registry.embedded());
 /** `plugins.iperf3` with names resolved by the embedded registry. */
 export const Iperf3Schema = iperf3Schema(Registry.embedded());
+
+/** `plugins`, names resolved with `registry`. */
+export function pluginsSchema(registry: Registry) {
+  // The embedded registry's sections are built once, at load: every schema built costs start-up time.
+  const embedded = registry === Registry.embedded();
+  return z.strictObject({
+    namedPipe: NamedPipeSchema.optional(),
+    api: ApiSchema.optional(),
+    firefly: FireflyPluginSchema.optional(),
+    perfsonar: (embedded ? PerfsonarSchema : perfsonarSchema(registry)).optional(),
+    iperf3: (embedded ? Iperf3Schema : iperf3Schema(registry)).optional(),
+  });
+}
+
 export const PluginsSchema = pluginsSchema(Registry.embedded());
 
 // ---- backends ----
@@ -418,7 +421,7 @@ export function configSchema(registry: Registry) {
     pidPath: str().default("/var/run/flowd-go.pid"),
     /** Created at start; relative paths of the configuration are relative to it. */
     workDir: str().min(1, { error: "expected a non-empty path" }).default("/var/cache/flowd-go"),
-    plugins: pluginsSchema(registry).default({}),
+    plugins: (registry === Registry.embedded() ? PluginsSchema : pluginsSchema(registry)).default({}),
     backends: BackendsSchema.default({}),
     enrichers: EnrichersSchema.optional(),
     registry: RegistrySchema.optional(),
