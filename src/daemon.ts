@@ -8,6 +8,7 @@ import { EventBus } from "./core/bus.ts";
 import { errorMessage } from "./core/errors.ts";
 import { type ReconcileReport, type StopBudget, Supervisor } from "./core/supervisor.ts";
 import { type RegistrySource, registrySourceFor } from "./scitags/registry_source.ts";
+import type { Registry } from "./scitags/registry.ts";
 import { componentSpecs } from "./wiring.ts";
 
 /** Per-backend queue length and flows remembered. */
@@ -32,6 +33,11 @@ export class Daemon {
   /** The configuration running now. */
   get config(): Config {
     return this.#config;
+  }
+
+  /** The SciTags registry names resolve with now. */
+  get registry(): Registry {
+    return this.#registry.current();
   }
 
   /** The supervisor of the running components. */

@@ -44,6 +44,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import("./cli/run.ts")).runCommand(args);
       case "reload":
         return await (await import("./cli/reload.ts")).reloadCommand(args);
+      case "flows":
+        return await (await import("./cli/flows.ts")).flowsCommand(args);
       case "marker clean":
         return await (await import("./cli/marker_clean.ts")).markerCleanCommand(args);
       case "stun sample":

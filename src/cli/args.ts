@@ -1,6 +1,7 @@
 /**
  * Command-line parsing, compatible with the original:
- * `flowd-go [-h|--help] [--conf PATH] [--log-level LEVEL] [--log-time] run|version|conf|reload|marker clean|stun sample|help`.
+ * `flowd-go [-h|--help] [--conf PATH] [--log-level LEVEL] [--log-time] run|version|conf|reload|marker clean|stun sample|help`,
+ * plus our `flows`.
  * Global flags may come before or after the command.
  */
 import { parseArgs } from "node:util";
@@ -10,7 +11,16 @@ import { DEFAULT_CONFIG_PATH } from "../config/defaults.ts";
 import { splitHostPort } from "../net/ip.ts";
 
 /** The commands, as word paths. */
-export const COMMANDS = ["run", "version", "conf", "reload", "marker clean", "stun sample", "help"] as const;
+export const COMMANDS = [
+  "run",
+  "version",
+  "conf",
+  "reload",
+  "flows",
+  "marker clean",
+  "stun sample",
+  "help",
+] as const;
 export type Command = typeof COMMANDS[number] | "none";
 
 /** Parsed command line. */
@@ -24,8 +34,10 @@ export interface CliArgs {
   confGiven: boolean;
   logLevel: CliLogLevel;
   logTime: boolean;
-  /** `conf --format` (yaml or json), `stun sample --format` (text or json). */
-  format: "yaml" | "json" | "text";
+  /** `conf --format` (yaml or json), `stun sample --format` (text or json), `flows --format` (table or json). */
+  format: "yaml" | "json" | "text" | "table";
+  /** `flows`: what to show and how often. */
+  flows: FlowsArgs;
   /** `stun sample --stun-server` (repeatable); empty when not given. */
   stunServers: string[];
   /** `stun sample --http-server` (repeatable); empty when not given. */
@@ -36,6 +48,20 @@ export interface CliArgs {
   removeQdisc: boolean;
   /** `reload --pid`: the daemon to signal (default: the PID file's). */
   pid?: number;
+}
+
+/** The options of `flows`. */
+export interface FlowsArgs {
+  /** Refresh every `intervalS` seconds until interrupted. */
+  watch: boolean;
+  intervalS: number;
+  /** Only flows of this experiment / activity (a name or an id). */
+  experiment?: string;
+  activity?: string;
+  /** Only flows to this destination address (or address prefix/len). */
+  dst?: string;
+  /** The control socket, instead of the configuration's `controlSocket`. */
+  socket?: string;
 }
 
 /** Groups of commands: the first word of a two-word command and its second words. */
@@ -77,6 +103,12 @@ export function parseCli(argv: string[]): CliArgs {
         "stun-server": { type: "string", multiple: true },
         "http-server": { type: "string", multiple: true },
         pid: { type: "string" },
+        watch: { type: "boolean" },
+        interval: { type: "string" },
+        experiment: { type: "string" },
+        activity: { type: "string" },
+        dst: { type: "string" },
+        socket: { type: "string" },
       },
     });
   } catch (err) {
@@ -108,10 +140,13 @@ export function parseCli(argv: string[]): CliArgs {
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`invalid --log-level "${level}" (use one of ${LOG_LEVELS.join(", ")})`);
   }
-  if (values.format !== undefined && command !== "conf" && command !== "stun sample") {
-    throw new UsageError(`--format only applies to "conf" and "stun sample"`);
+  if (values.format !== undefined && command !== "conf" && command !== "stun sample" && command !== "flows") {
+    throw new UsageError(`--format only applies to "conf", "flows" and "stun sample"`);
   }
-  const formats = command === "stun sample" ? ["text", "json"] : ["yaml", "json"];
+  const formats = command === "stun sample" ? ["text", "json"] : command === "flows" ? ["table", "json"] : [
+    "yaml",
+    "json",
+  ];
   const format = values.format ?? formats[0]!;
   if (!formats.includes(format)) {
     throw new UsageError(`invalid --format "${format}" (use ${formats.join(" or ")})`);
@@ -150,9 +185,11 @@ export function parseCli(argv: string[]): CliArgs {
     }
     pid = Number(values.pid);
   }
+  const flows = flowsArgs(values, command);
   return {
     command,
     rest,
+    flows,
     help: values.help ?? false,
     conf: values.conf ?? DEFAULT_CONFIG_PATH,
     confGiven: values.conf !== undefined,
@@ -164,6 +201,43 @@ export function parseCli(argv: string[]): CliArgs {
     targetInterfaces,
     removeQdisc: !values["no-remove-qdisc"],
     ...(pid !== undefined ? { pid } : {}),
+  };
+}
+
+function flowsArgs(
+  values: {
+    watch?: boolean;
+    interval?: string;
+    experiment?: string;
+    activity?: string;
+    dst?: string;
+    socket?: string;
+  },
+  command: Command,
+): FlowsArgs {
+  const given = (["watch", "interval", "experiment", "activity", "dst", "socket"] as const).filter((k) =>
+    values[k] !== undefined
+  );
+  if (given.length > 0 && command !== "flows") {
+    throw new UsageError(`--${given[0]} only applies to "flows"`);
+  }
+  let intervalS = 2;
+  if (values.interval !== undefined) {
+    intervalS = Number(values.interval);
+    if (!/^\d+(\.\d+)?$/.test(values.interval) || intervalS < 0.2 || intervalS > 3600) {
+      throw new UsageError(`invalid --interval "${values.interval}" (seconds, 0.2 to 3600)`);
+    }
+  }
+  for (const k of ["experiment", "activity", "dst", "socket"] as const) {
+    if (values[k] === "") throw new UsageError(`--${k} needs a value`);
+  }
+  return {
+    watch: values.watch ?? false,
+    intervalS,
+    ...(values.experiment !== undefined ? { experiment: values.experiment } : {}),
+    ...(values.activity !== undefined ? { activity: values.activity } : {}),
+    ...(values.dst !== undefined ? { dst: values.dst } : {}),
+    ...(values.socket !== undefined ? { socket: values.socket } : {}),
   };
 }
 

@@ -21,6 +21,7 @@ Commands:
   run          start the daemon (stops on SIGTERM or SIGINT, reloads its configuration on SIGHUP)
   conf         print the effective configuration, defaults included
   reload       make the running daemon reload its configuration, and say whether it did
+  flows        list the running daemon's open flows with what the marker did (packets, bytes, never seen)
   marker clean remove flowd-go's eBPF marking hooks from the interfaces (after a crash; run at service stop)
   stun sample  show the private-to-public address mapping fireflies would use, and how it was found
   version      print the version and the commit it was built from
@@ -49,6 +50,23 @@ or no outcome came within 60 s. The systemd unit's ExecReload, so that systemctl
 configuration that cannot be applied.
 
   --pid PID    the daemon's process id (the unit passes $MAINPID)
+
+${FLAGS}
+`,
+  flows: `Usage: flowd-go [flags] flows [--format table|json] [--watch [--interval S]]
+                    [--experiment E] [--activity A] [--dst ADDRESS[/LEN]] [--socket PATH]
+
+Asks the running daemon, through its control socket (controlSocket in the configuration), for its open
+flows: age, protocol, local and peer address:port, experiment and activity (registry names and ids), the tag
+the marker writes, packets and bytes it marked, the rate since the previous listing, and when the last marked
+packet left. "never seen" means the marker holds the flow but no packet matched it: the announced 5-tuple is
+not the traffic's. Exits 1 with a plain message when no daemon runs.
+
+  --format table|json  output (default table; json is the daemon's answer, protocol in flowd-go(1))
+  --watch              refresh until interrupted, every --interval seconds (default 2)
+  --experiment E       only this experiment (name or id); --activity A likewise
+  --dst ADDRESS[/LEN]  only flows to this peer address or prefix
+  --socket PATH        the control socket, instead of the configuration's
 
 ${FLAGS}
 `,

@@ -14,6 +14,7 @@ import { Daemon, type ReloadOutcome } from "../daemon.ts";
 import { SystemdNotifier } from "../core/sd_notify.ts";
 import { reloadStatusPath, ReloadStatusWriter } from "../core/reload_status.ts";
 import { loadCliConfig } from "./load.ts";
+import { startControl } from "../control/daemon_control.ts";
 import type { CliArgs } from "./args.ts";
 import { VERSION } from "../version.ts";
 
@@ -85,6 +86,7 @@ export async function runCommand(args: CliArgs): Promise<number> {
   const reloadStatus = pidFile ? new ReloadStatusWriter(reloadStatusPath(pidFile.path)) : undefined;
   try {
     const daemon = await Daemon.start(config);
+    const control = await startControl(daemon, config);
     announce(daemon);
     reloadStatus?.started();
     systemd.ready(describeRunning(daemon));
@@ -112,6 +114,7 @@ export async function runCommand(args: CliArgs): Promise<number> {
       pidFile?.release();
       Deno.exit(1);
     }, HARD_STOP_MS);
+    await control?.close();
     const clean = await daemon.stop(STOP_BUDGET);
     clearTimeout(watchdog);
     log.info(clean ? "stopped" : "stopped, with errors (see above)");

@@ -5,3 +5,6 @@
 
 /** Default location, as in the original. */
 export const DEFAULT_CONFIG_PATH = "/etc/flowd-go/conf.yaml";
+
+/** Default control socket (top-level `controlSocket`), under the unit's RuntimeDirectory. */
+export const DEFAULT_CONTROL_SOCKET = "/run/flowd-go/control.sock";

@@ -10,6 +10,7 @@ import { clip } from "../core/clip.ts";
 import { IpAddress } from "../net/ip.ts";
 import { parsePrefix } from "../net/private_ranges.ts";
 import { Registry, RegistryError } from "../scitags/registry.ts";
+import { DEFAULT_CONTROL_SOCKET } from "./defaults.ts";
 
 // ---- scalar helpers: one place for the wording of type errors ----
 
@@ -421,6 +422,8 @@ export function configSchema(registry: Registry) {
     pidPath: str().default("/var/run/flowd-go.pid"),
     /** Created at start; relative paths of the configuration are relative to it. */
     workDir: str().min(1, { error: "expected a non-empty path" }).default("/var/cache/flowd-go"),
+    /** Addition: the local control socket of `flowd-go flows` and `status`; "" disables it. */
+    controlSocket: str().default(DEFAULT_CONTROL_SOCKET),
     plugins: (registry === Registry.embedded() ? PluginsSchema : pluginsSchema(registry)).default({}),
     backends: BackendsSchema.default({}),
     enrichers: EnrichersSchema.optional(),

@@ -30,7 +30,9 @@ export async function askDaemon(path: string, command: ControlCommand, timeoutMs
   try {
     await conn.write(new TextEncoder().encode(JSON.stringify({ command }) + "\n"));
     const line = await readLine(conn);
-    if (line === undefined) throw new Error(`the daemon closed the control socket without answering ${command}`);
+    if (line === undefined) {
+      throw new Error(`the daemon closed the control socket without answering ${command}`);
+    }
     const reply = JSON.parse(line) as ControlReply;
     if (!reply.ok) throw new Error(reply.error);
     return reply.result;

@@ -36,13 +36,15 @@ export function parseRequest(line: string): ControlRequest | string {
     return `the request is not JSON: ${err instanceof Error ? err.message : String(err)}`;
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return "the request must be a JSON object with a \"command\"";
+    return 'the request must be a JSON object with a "command"';
   }
   const command = (value as Record<string, unknown>).command;
-  if (typeof command !== "string") return "the request has no \"command\" string";
+  if (typeof command !== "string") return 'the request has no "command" string';
   if (!(CONTROL_COMMANDS as readonly string[]).includes(command)) {
     return `unknown command ${JSON.stringify(command)}; known: ${[...CONTROL_COMMANDS].sort().join(", ")}`;
   }
   const id = (value as Record<string, unknown>).id;
-  return id === undefined ? { command: command as ControlCommand } : { command: command as ControlCommand, id };
+  return id === undefined
+    ? { command: command as ControlCommand }
+    : { command: command as ControlCommand, id };
 }

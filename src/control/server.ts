@@ -7,12 +7,7 @@
  */
 import { errorMessage } from "../core/errors.ts";
 import { logger } from "../core/log.ts";
-import {
-  type ControlCommand,
-  type ControlReply,
-  MAX_REQUEST_BYTES,
-  parseRequest,
-} from "./protocol.ts";
+import { type ControlCommand, type ControlReply, MAX_REQUEST_BYTES, parseRequest } from "./protocol.ts";
 
 const log = logger("control");
 
@@ -121,7 +116,10 @@ export class ControlServer {
         if (line.length > 0 && !await this.#reply(conn, await this.#answer(line))) return;
       }
       if (pending.length > MAX_REQUEST_BYTES) {
-        await this.#reply(conn, { ok: false, error: `a request line is longer than ${MAX_REQUEST_BYTES} bytes` });
+        await this.#reply(conn, {
+          ok: false,
+          error: `a request line is longer than ${MAX_REQUEST_BYTES} bytes`,
+        });
         return;
       }
     }
@@ -183,7 +181,9 @@ async function removeStaleSocket(path: string): Promise<void> {
     return; // nothing there
   }
   if (!info.isSocket) {
-    throw new Error(`the control socket path ${path} exists and is not a socket; remove it or set controlSocket`);
+    throw new Error(
+      `the control socket path ${path} exists and is not a socket; remove it or set controlSocket`,
+    );
   }
   try {
     const conn = await Deno.connect({ transport: "unix", path });

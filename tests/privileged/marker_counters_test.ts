@@ -156,17 +156,23 @@ privilegedTest("marker counters matchAll: every marked IPv6 packet in one counte
   assert.deepEqual([c.packets, c.bytes], [9n, BigInt(bytes)]);
 });
 
-privilegedTest("jiffies clock: read through the kernel, it advances with wall time at CONFIG_HZ", async () => {
-  using clock = new JiffiesClock();
-  const { hz } = await kernelHz();
-  const first = clock.now();
-  const started = performance.now();
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  const second = clock.now();
-  const wallMs = performance.now() - started;
-  assert.ok(first > 0n);
-  const ms = jiffiesAgeMs(first, second, hz);
-  // One jiffy of rounding at each end, and a coarse machine.
-  assert.ok(Math.abs(ms - wallMs) <= 2 * 1000 / hz + 50, `jiffies say ${ms} ms, the wall clock ${wallMs} ms`);
-  assert.equal(jiffiesAgeMs(second, first, hz), 0, "a time ahead of now is no age");
-});
+privilegedTest(
+  "jiffies clock: read through the kernel, it advances with wall time at CONFIG_HZ",
+  async () => {
+    using clock = new JiffiesClock();
+    const { hz } = await kernelHz();
+    const first = clock.now();
+    const started = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const second = clock.now();
+    const wallMs = performance.now() - started;
+    assert.ok(first > 0n);
+    const ms = jiffiesAgeMs(first, second, hz);
+    // One jiffy of rounding at each end, and a coarse machine.
+    assert.ok(
+      Math.abs(ms - wallMs) <= 2 * 1000 / hz + 50,
+      `jiffies say ${ms} ms, the wall clock ${wallMs} ms`,
+    );
+    assert.equal(jiffiesAgeMs(second, first, hz), 0, "a time ahead of now is no age");
+  },
+);

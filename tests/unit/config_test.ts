@@ -224,7 +224,7 @@ Deno.test("config: unknown keys are refused with path, line and a suggestion", (
   fails("backends:\n  marker:\n    forceHookRemoval: true\n", /forceHookRemoval .*removeQdisc/);
   fails(
     "zzz: 1\n",
-    /conf\.yaml:1: unknown key zzz \(known keys here: pidPath, workDir, plugins, backends, enrichers, registry\)/,
+    /conf\.yaml:1: unknown key zzz \(known keys here: pidPath, workDir, controlSocket, plugins, backends, enrichers, registry\)/,
   );
 });
 

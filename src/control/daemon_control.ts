@@ -1,0 +1,63 @@
+/**
+ * The control socket of a running daemon: where it listens (top-level `controlSocket`) and what each
+ * command answers. A socket that cannot be made leaves the daemon running without it, with a warning:
+ * marking matters more than looking at it.
+ */
+import { gidOf } from "../../ffi/libc.ts";
+import type { Config } from "../config/schema.ts";
+import { errorMessage } from "../core/errors.ts";
+import { logger } from "../core/log.ts";
+import type { Daemon } from "../daemon.ts";
+import { VERSION } from "../version.ts";
+import { FlowReporter, isMarkingSource } from "./flows_report.ts";
+import { ControlServer } from "./server.ts";
+import { dirname } from "node:path";
+
+const log = logger("control");
+
+/** The group of the socket file: the named pipe's, so the pipe's writers may also look. */
+function socketGroup(config: Config): number | undefined {
+  const g = config.plugins.namedPipe?.pipeGroup;
+  if (g === undefined) return undefined;
+  if (typeof g === "number") return g;
+  if (/^\d+$/.test(g)) return Number(g);
+  return gidOf(g);
+}
+
+/** Starts the control socket of `daemon`, or returns undefined (disabled, or it could not be made). */
+export async function startControl(daemon: Daemon, config: Config): Promise<ControlServer | undefined> {
+  const path = config.controlSocket;
+  if (path === "") return undefined;
+  const flows = new FlowReporter();
+  const started = Date.now();
+  try {
+    await Deno.mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    return await ControlServer.listen({ path, gid: socketGroup(config) }, {
+      ping: () => ({ version: VERSION, pid: Deno.pid, uptimeS: (Date.now() - started) / 1000 }),
+      flows: () =>
+        flows.report(
+          daemon.bus.openFlows(),
+          daemon.supervisor.components.backends.filter(isMarkingSource),
+          daemon.registry,
+        ),
+      status: () => ({
+        version: VERSION,
+        pid: Deno.pid,
+        uptimeS: (Date.now() - started) / 1000,
+        components: describeComponents(daemon),
+      }),
+    });
+  } catch (err) {
+    log.warn("running without the control socket", { path, err: errorMessage(err) });
+    return undefined;
+  }
+}
+
+function describeComponents(daemon: Daemon) {
+  const c = daemon.supervisor.components;
+  return [
+    ...c.plugins.map((p) => ({ kind: "plugin", name: p.name })),
+    ...c.backends.map((b) => ({ kind: "backend", name: b.name })),
+    ...c.enrichers.map((e) => ({ kind: "enricher", name: e.name })),
+  ];
+}
