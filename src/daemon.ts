@@ -40,6 +40,11 @@ export class Daemon {
     return this.#registry.current();
   }
 
+  /** Where the registry in use came from: "embedded", "cache PATH" or the URL. */
+  get registryOrigin(): string {
+    return this.#registry.origin;
+  }
+
   /** The supervisor of the running components. */
   get supervisor(): Supervisor {
     if (!this.#supervisor) throw new Error("the daemon has not started");

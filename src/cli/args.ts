@@ -17,6 +17,7 @@ export const COMMANDS = [
   "conf",
   "reload",
   "flows",
+  "status",
   "marker clean",
   "stun sample",
   "help",
@@ -140,13 +141,16 @@ export function parseCli(argv: string[]): CliArgs {
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`invalid --log-level "${level}" (use one of ${LOG_LEVELS.join(", ")})`);
   }
-  if (values.format !== undefined && command !== "conf" && command !== "stun sample" && command !== "flows") {
-    throw new UsageError(`--format only applies to "conf", "flows" and "stun sample"`);
+  const formatsOf: Partial<Record<Command, string[]>> = {
+    conf: ["yaml", "json"],
+    "stun sample": ["text", "json"],
+    flows: ["table", "json"],
+    status: ["text", "json"],
+  };
+  if (values.format !== undefined && formatsOf[command] === undefined) {
+    throw new UsageError(`--format only applies to "conf", "flows", "status" and "stun sample"`);
   }
-  const formats = command === "stun sample" ? ["text", "json"] : command === "flows" ? ["table", "json"] : [
-    "yaml",
-    "json",
-  ];
+  const formats = formatsOf[command] ?? ["yaml", "json"];
   const format = values.format ?? formats[0]!;
   if (!formats.includes(format)) {
     throw new UsageError(`invalid --format "${format}" (use ${formats.join(" or ")})`);
@@ -218,8 +222,12 @@ function flowsArgs(
   const given = (["watch", "interval", "experiment", "activity", "dst", "socket"] as const).filter((k) =>
     values[k] !== undefined
   );
-  if (given.length > 0 && command !== "flows") {
-    throw new UsageError(`--${given[0]} only applies to "flows"`);
+  if (
+    given.length > 0 && command !== "flows" && !(command === "status" && given.every((g) => g === "socket"))
+  ) {
+    throw new UsageError(
+      `--${given[0]} only applies to "flows"${given[0] === "socket" ? ' and "status"' : ""}`,
+    );
   }
   let intervalS = 2;
   if (values.interval !== undefined) {

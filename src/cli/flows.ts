@@ -17,7 +17,7 @@ import { loadCliConfig } from "./load.ts";
 const encoder = new TextEncoder();
 
 export async function flowsCommand(args: CliArgs): Promise<number> {
-  const socket = args.flows.socket ?? await socketFromConfig(args);
+  const socket = await controlSocketPath(args);
   const keep = flowFilter(args.flows);
   for (;;) {
     const report = await askDaemon(socket, "flows") as FlowReport;
@@ -32,7 +32,9 @@ export async function flowsCommand(args: CliArgs): Promise<number> {
   }
 }
 
-async function socketFromConfig(args: CliArgs): Promise<string> {
+/** The control socket: --socket, else the configuration's `controlSocket`. */
+export async function controlSocketPath(args: CliArgs): Promise<string> {
+  if (args.flows.socket !== undefined) return args.flows.socket;
   const { config } = await loadCliConfig(args);
   if (config.controlSocket === "") {
     throw new UsageError('the configuration disables the control socket (controlSocket: ""); use --socket');

@@ -22,6 +22,7 @@ Commands:
   conf         print the effective configuration, defaults included
   reload       make the running daemon reload its configuration, and say whether it did
   flows        list the running daemon's open flows with what the marker did (packets, bytes, never seen)
+  status       show what the running daemon runs and how each component is doing
   marker clean remove flowd-go's eBPF marking hooks from the interfaces (after a crash; run at service stop)
   stun sample  show the private-to-public address mapping fireflies would use, and how it was found
   version      print the version and the commit it was built from
@@ -67,6 +68,19 @@ not the traffic's. Exits 1 with a plain message when no daemon runs.
   --experiment E       only this experiment (name or id); --activity A likewise
   --dst ADDRESS[/LEN]  only flows to this peer address or prefix
   --socket PATH        the control socket, instead of the configuration's
+
+${FLAGS}
+`,
+  status: `Usage: flowd-go [flags] status [--format text|json] [--socket PATH]
+
+Asks the running daemon, through its control socket, what it runs: version and commit, uptime, the
+configuration file, every component with its state (running, degraded or failed, and why), per backend the
+events handled, dropped and failed, each component's own counters (inputs rejected by reason, ...), the
+marker's hooks per interface, enrichment samples and the SciTags registry in use. Exits 0 when everything
+runs, 3 when a component is degraded or failed, 1 when no daemon answers.
+
+  --format text|json  output (default text)
+  --socket PATH       the control socket, instead of the configuration's
 
 ${FLAGS}
 `,

@@ -86,7 +86,7 @@ export async function runCommand(args: CliArgs): Promise<number> {
   const reloadStatus = pidFile ? new ReloadStatusWriter(reloadStatusPath(pidFile.path)) : undefined;
   try {
     const daemon = await Daemon.start(config);
-    const control = await startControl(daemon, config);
+    const control = await startControl(daemon, config, loaded.source);
     announce(daemon);
     reloadStatus?.started();
     systemd.ready(describeRunning(daemon));

@@ -8,7 +8,8 @@ import type { Config } from "../config/schema.ts";
 import { errorMessage } from "../core/errors.ts";
 import { logger } from "../core/log.ts";
 import type { Daemon } from "../daemon.ts";
-import { VERSION } from "../version.ts";
+import { buildCommit, VERSION } from "../version.ts";
+import { statusReport } from "./status_report.ts";
 import { FlowReporter, isMarkingSource } from "./flows_report.ts";
 import { ControlServer } from "./server.ts";
 import { dirname } from "node:path";
@@ -25,11 +26,17 @@ function socketGroup(config: Config): number | undefined {
 }
 
 /** Starts the control socket of `daemon`, or returns undefined (disabled, or it could not be made). */
-export async function startControl(daemon: Daemon, config: Config): Promise<ControlServer | undefined> {
+export async function startControl(
+  daemon: Daemon,
+  config: Config,
+  configFile: string,
+): Promise<ControlServer | undefined> {
   const path = config.controlSocket;
   if (path === "") return undefined;
   const flows = new FlowReporter();
   const started = Date.now();
+  // Asked of git in a source checkout: only when someone wants a status, not on the way to READY.
+  let commit: Promise<string> | undefined;
   try {
     await Deno.mkdir(dirname(path), { recursive: true, mode: 0o755 });
     return await ControlServer.listen({ path, gid: socketGroup(config) }, {
@@ -40,24 +47,11 @@ export async function startControl(daemon: Daemon, config: Config): Promise<Cont
           daemon.supervisor.components.backends.filter(isMarkingSource),
           daemon.registry,
         ),
-      status: () => ({
-        version: VERSION,
-        pid: Deno.pid,
-        uptimeS: (Date.now() - started) / 1000,
-        components: describeComponents(daemon),
-      }),
+      status: async () =>
+        statusReport(daemon, { commit: await (commit ??= buildCommit()), configFile, startedMs: started }),
     });
   } catch (err) {
     log.warn("running without the control socket", { path, err: errorMessage(err) });
     return undefined;
   }
-}
-
-function describeComponents(daemon: Daemon) {
-  const c = daemon.supervisor.components;
-  return [
-    ...c.plugins.map((p) => ({ kind: "plugin", name: p.name })),
-    ...c.backends.map((b) => ({ kind: "backend", name: b.name })),
-    ...c.enrichers.map((e) => ({ kind: "enricher", name: e.name })),
-  ];
 }

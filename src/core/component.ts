@@ -10,6 +10,18 @@ import type { HealthMetric } from "./health.ts";
 import type { FlowInfo } from "./flow_info.ts";
 import type { Micros } from "./time.ts";
 
+/**
+ * How a running component is doing, for `flowd-go status` and `/readyz`: running as configured, degraded
+ * (running, but something it should do it cannot, e.g. an interface to mark vanished), or failed.
+ */
+export interface ComponentStatus {
+  readonly state: "running" | "degraded" | "failed";
+  /** Why, when not running. */
+  readonly reason?: string;
+  /** What the component wants an operator to see (hooks, sockets, counts), as plain JSON. */
+  readonly details?: Readonly<Record<string, unknown>>;
+}
+
 /** What a plugin hands its events to. Never blocks; tells the caller whether the event was taken. */
 export interface EventSink {
   emit(event: FlowEvent): EmitResult;
@@ -35,6 +47,8 @@ export interface Plugin {
   stop(): Promise<void>;
   /** Counters about itself (inputs rejected by reason, ...), read at scrape time. */
   health?(): HealthMetric[];
+  /** How it is doing; a component without it is "running" while started. */
+  status?(): ComponentStatus;
   /**
    * On a reload whose settings for this plugin changed: applies `options` (what its constructor took)
    * in place and returns true, or returns false to be replaced by a new instance. Lets the named pipe
@@ -66,6 +80,8 @@ export interface Backend {
   stop(): Promise<void>;
   /** Counters about itself (sends failed, map entries evicted, ...), read at scrape time. */
   health?(): HealthMetric[];
+  /** How it is doing; a component without it is "running" while started. */
+  status?(): ComponentStatus;
 }
 
 /** Where an enricher delivers samples; never blocks. */
@@ -99,6 +115,8 @@ export interface Enricher {
   stop(): Promise<void>;
   /** Counters about itself, read at scrape time. */
   health?(): HealthMetric[];
+  /** How it is doing; a component without it is "running" while started. */
+  status?(): ComponentStatus;
 }
 
 /** How to make one component from the configuration, and the settings that identify it (see wiring.ts). */

@@ -10,6 +10,7 @@ import { createVethPair } from "../helpers/netns.ts";
 import { runFlowd, startDaemon } from "../helpers/daemon.ts";
 import { startPeer } from "../helpers/traffic_peer.ts";
 import type { FlowReport } from "../../src/control/flows_report.ts";
+import type { StatusReport } from "../../src/control/status_report.ts";
 
 const SERVER_PORT = 5201;
 const SENT = 200_000;
@@ -104,6 +105,73 @@ backends:
       const none = await runFlowd(["flows", "--socket", socket]);
       assert.equal(none.code, 1);
       assert.match(none.stderr, /no flowd-go daemon is running \(nothing answers on .*control\.sock\)/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+privilegedTest(
+  "status command: components with their state, the marker's hooks, and a vanished interface as degraded",
+  async () => {
+    await using net = await createVethPair();
+    const dir = await Deno.makeTempDir({ prefix: "flowd-status-" });
+    const socket = `${dir}/control.sock`;
+    try {
+      const conf = `${dir}/conf.yaml`;
+      await Deno.writeTextFile(
+        conf,
+        `pidPath: ${dir}/pid
+workDir: ${dir}
+controlSocket: ${socket}
+plugins:
+  namedPipe: {pipePath: np, pipeMode: "0600"}
+backends:
+  marker:
+    targetInterfaces: [${net.ifA}]
+`,
+      );
+      await using daemon = await startDaemon(conf, [], { prefix: net.prefix(net.nsA) });
+      await daemon.waitForLine(/marker ready/);
+      await writePipe(`${dir}/np`, `start tcp ${net.ip6A} 40001 ${net.ip6B} ${SERVER_PORT} 2 9`);
+      await writePipe(`${dir}/np`, "start tcp not-an-address 1 ::1 2 2 9");
+      await daemon.waitForLine(/marking flow.*40001/);
+
+      const first = await runFlowd(["status", "--socket", socket, "--format", "json"]);
+      assert.equal(first.code, 0, first.stderr);
+      const report = JSON.parse(first.stdout) as StatusReport;
+      assert.equal(report.state, "running");
+      assert.equal(report.configFile, conf);
+      assert.match(report.commit, /^[0-9a-f]{7,40}(-dirty)?$|^unknown$/);
+      const marker = report.components.find((c) => c.name === "marker")!;
+      assert.equal(marker.state, "running");
+      const hooks = marker.details?.hooks as { interface: string; hook: string; progId: number }[];
+      assert.deepEqual(hooks.map((h) => [h.interface, h.hook]), [[net.ifA, "tcx"]]);
+      assert.ok(hooks[0]!.progId > 0);
+      assert.equal(report.backends.marker?.handled, 1);
+      const pipe = report.components.find((c) => c.name === "namedPipe")!;
+      const lines = (outcome: string) =>
+        pipe.counters.find((m) => m.name === "flowd_named_pipe_lines_total" && m.labels?.outcome === outcome)
+          ?.value;
+      assert.deepEqual([lines("accepted"), lines("rejected")], [1, 1], JSON.stringify(pipe));
+
+      const text = await runFlowd(["status", "--socket", socket]);
+      assert.equal(text.code, 0);
+      assert.match(text.stdout, new RegExp(`hook: ${net.ifA} tcx program \\d+`));
+      assert.match(text.stdout, /backend marker: running\n  events: 1 handled, 0 dropped, 0 failed/);
+
+      // The interface goes away: the marker notices within its check interval (5 s) and says so.
+      await net.exec(net.nsA, ["ip", "link", "del", net.ifA]);
+      let degraded: { code: number; stdout: string } | undefined;
+      for (let i = 0; i < 80 && !degraded; i++) {
+        const r = await runFlowd(["status", "--socket", socket]);
+        if (r.code !== 0) degraded = r;
+        else await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert.ok(degraded, "status never turned degraded");
+      assert.equal(degraded.code, 3);
+      assert.match(degraded.stdout, new RegExp(`backend marker: degraded \\(interface ${net.ifA} vanished`));
+      assert.match(degraded.stdout.split("\n")[0]!, /: degraded$/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

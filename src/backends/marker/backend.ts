@@ -4,7 +4,7 @@
  * label or the extension headers used here. With matchAll, the wildcard flow ([::]:0 to [::]:0, as the
  * perfSONAR plugin sends) sets the one tag that marks every IPv6 packet.
  */
-import type { Backend } from "../../core/component.ts";
+import type { Backend, ComponentStatus } from "../../core/component.ts";
 import { errorMessage, StartupError } from "../../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../../core/flow_event.ts";
 import { logger, RateLimitedLog } from "../../core/log.ts";
@@ -203,6 +203,33 @@ export class MarkerBackend implements Backend {
       out.push({ event, tag: program.flowTag(event), counters: program.counters(counterSlot) });
     }
     return out;
+  }
+
+  /** Degraded while an interface it marks has vanished; the hooks and the map's fill in the details. */
+  status(): ComponentStatus {
+    const hooks = this.#hooks, program = this.#program;
+    if (!hooks || !program) return { state: "failed", reason: "not started" };
+    const vanished = hooks.vanished();
+    const details = {
+      strategy: program.strategy,
+      matchAll: program.matchAll,
+      counting: program.counting,
+      flows: this.#marked?.size ?? 0,
+      maxFlows: program.maxFlows,
+      hooks: hooks.attachments().map((a) => ({
+        interface: a.ifname,
+        hook: a.kind === "tcx" ? "tcx" : "clsact",
+        progId: a.progId,
+        linkLayer: a.linkLayer,
+      })),
+      ...(vanished.length ? { vanished } : {}),
+    };
+    if (vanished.length === 0) return { state: "running", details };
+    return {
+      state: "degraded",
+      reason: `interface${vanished.length > 1 ? "s" : ""} ${vanished.join(", ")} vanished; not marked there`,
+      details,
+    };
   }
 
   /** The tag as operators read it: a flow label or an option value, in hex. */

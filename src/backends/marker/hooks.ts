@@ -93,6 +93,11 @@ export class MarkerHooks {
     return [...this.#live.values()].filter((a) => !a.gone).map(publicView);
   }
 
+  /** Interfaces the marker was attached to that have disappeared (it re-attaches when they come back). */
+  vanished(): string[] {
+    return [...this.#live.values()].filter((a) => a.gone).map((a) => a.ifname);
+  }
+
   /** Attaches the marker to an interface's egress; throws naming the interface and the cause. */
   async attach(ifname: string): Promise<Attachment> {
     const existing = this.#live.get(ifname);
