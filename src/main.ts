@@ -48,6 +48,8 @@ export async function main(argv: string[]): Promise<number> {
         return await (await import("./cli/flows.ts")).flowsCommand(args);
       case "status":
         return await (await import("./cli/status.ts")).statusCommand(args);
+      case "doctor":
+        return await (await import("./cli/doctor.ts")).doctorCommand(args);
       case "marker clean":
         return await (await import("./cli/marker_clean.ts")).markerCleanCommand(args);
       case "stun sample":

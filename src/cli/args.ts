@@ -1,7 +1,7 @@
 /**
  * Command-line parsing, compatible with the original:
  * `flowd-go [-h|--help] [--conf PATH] [--log-level LEVEL] [--log-time] run|version|conf|reload|marker clean|stun sample|help`,
- * plus our `flows`.
+ * plus our `flows`, `status` and `doctor`.
  * Global flags may come before or after the command.
  */
 import { parseArgs } from "node:util";
@@ -18,6 +18,7 @@ export const COMMANDS = [
   "reload",
   "flows",
   "status",
+  "doctor",
   "marker clean",
   "stun sample",
   "help",

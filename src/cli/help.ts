@@ -23,6 +23,7 @@ Commands:
   reload       make the running daemon reload its configuration, and say whether it did
   flows        list the running daemon's open flows with what the marker did (packets, bytes, never seen)
   status       show what the running daemon runs and how each component is doing
+  doctor       check that this host can run the configuration (kernel, BPF, capabilities, interfaces, ports)
   marker clean remove flowd-go's eBPF marking hooks from the interfaces (after a crash; run at service stop)
   stun sample  show the private-to-public address mapping fireflies would use, and how it was found
   version      print the version and the commit it was built from
@@ -81,6 +82,18 @@ runs, 3 when a component is degraded or failed, 1 when no daemon answers.
 
   --format text|json  output (default text)
   --socket PATH       the control socket, instead of the configuration's
+
+${FLAGS}
+`,
+  doctor: `Usage: flowd-go [flags] doctor
+
+Checks what the configuration given by --conf needs from this host, one line per check with pass, WARN or
+FAIL and the fix: kernel version and TCX, capabilities, the BPF syscall (a test program is loaded), libbpf,
+memlock, BTF, bpffs, cgroup v2, the target interfaces (or what discoverInterfaces would pick), the pipe
+directory, the API and prometheus ports, the collector's name. With the marker on, it loads the marker and
+attaches it to a test interface in a private network namespace (then removes both), so that "the marker
+works here" is proven. Needs no running daemon. Exits 0 when everything the configuration needs holds, 1
+otherwise.
 
 ${FLAGS}
 `,

@@ -322,8 +322,10 @@ backends:
         const wrapper = `${scratch}/flowd-go-hidden`;
         await Deno.writeTextFile(
           wrapper,
-          // Only root may make a mount namespace; a test that drops to another user runs the binary directly.
-          `#!/bin/sh\n[ "$(id -u)" = 0 ] || exec ${shq(bin)} "$@"\nexec ${hidingPrefix().map(shq).join(" ")} ${shq(bin)} "$@"\n`,
+          // Only root with CAP_SYS_ADMIN may make a mount namespace; a test that drops to another user or sheds
+          // its capabilities runs the binary directly.
+          `#!/bin/sh\nunshare --mount true 2>/dev/null || exec ${shq(bin)} "$@"\n` +
+            `exec ${hidingPrefix().map(shq).join(" ")} ${shq(bin)} "$@"\n`,
         );
         await Deno.chmod(wrapper, 0o755);
         const r = await run([Deno.execPath(), "test", "--allow-all", ...files], {
