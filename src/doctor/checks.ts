@@ -215,7 +215,7 @@ export async function hostChecks(config: Config, needs: Needs): Promise<CheckRes
 
   if (needs.marker) out.push(...await interfaceChecks(config));
   out.push(...await pipeCheck(config));
-  out.push(...await portChecks(config));
+  out.push(...portChecks(config));
   out.push(...await collectorCheck(config));
   return out;
 }
@@ -282,7 +282,7 @@ async function pipeCheck(config: Config): Promise<CheckResult[]> {
   }
 }
 
-async function portChecks(config: Config): Promise<CheckResult[]> {
+function portChecks(config: Config): CheckResult[] {
   const wanted: { what: string; hostname: string; port: number }[] = [];
   const api = config.plugins.api;
   if (api) wanted.push({ what: "api port", hostname: api.bindAddress, port: api.bindPort });
