@@ -6,6 +6,8 @@
 import type { Config } from "./config/schema.ts";
 import { EventBus } from "./core/bus.ts";
 import { errorMessage } from "./core/errors.ts";
+import type { ComponentStatus } from "./core/component.ts";
+import { type ComponentState, type DaemonPhase, type Readiness, statusOf } from "./core/readiness.ts";
 import { type ReconcileReport, type StopBudget, Supervisor } from "./core/supervisor.ts";
 import { type RegistrySource, registrySourceFor } from "./scitags/registry_source.ts";
 import type { Registry } from "./scitags/registry.ts";
@@ -24,6 +26,7 @@ export class Daemon {
   #supervisor: Supervisor | undefined;
   #registry: RegistrySource;
   #config: Config;
+  #phase: DaemonPhase = "starting";
 
   private constructor(config: Config, private readonly hostname: string) {
     this.#config = config;
@@ -45,6 +48,25 @@ export class Daemon {
     return this.#registry.origin;
   }
 
+  /** Where the daemon is, and how each component is doing: what /healthz and /readyz answer from. */
+  readiness(): Readiness {
+    const c = this.#supervisor?.components;
+    if (!c) return { phase: this.#phase, components: [] };
+    const of =
+      (kind: ComponentState["kind"]) => (part: { readonly name: string; status?(): ComponentStatus }) => {
+        const s = statusOf(part);
+        return { kind, name: part.name, state: s.state, ...(s.reason ? { reason: s.reason } : {}) };
+      };
+    return {
+      phase: this.#phase,
+      components: [
+        ...c.plugins.map(of("plugin")),
+        ...c.backends.map(of("backend")),
+        ...c.enrichers.map(of("enricher")),
+      ],
+    };
+  }
+
   /** The supervisor of the running components. */
   get supervisor(): Supervisor {
     if (!this.#supervisor) throw new Error("the daemon has not started");
@@ -59,6 +81,7 @@ export class Daemon {
     try {
       daemon.#supervisor = await Supervisor.fromSpecs(daemon.#specs(config), daemon.bus);
       await daemon.#supervisor.start();
+      daemon.#phase = "running";
     } catch (err) {
       await daemon.#registry.stop();
       throw err;
@@ -90,6 +113,7 @@ export class Daemon {
 
   /** Stops everything within the budget; false when something did not stop cleanly. */
   async stop(budget: StopBudget): Promise<boolean> {
+    this.#phase = "stopping";
     const clean = this.#supervisor ? await this.#supervisor.stop(budget) : true;
     await this.#registry.stop();
     return clean;
@@ -101,6 +125,7 @@ export class Daemon {
       // Read through the daemon, so kept components see a registry a reload brought in.
       registry: () => this.#registry.current(),
       health: () => this.#supervisor?.health() ?? [],
+      readiness: () => this.readiness(),
     });
   }
 }

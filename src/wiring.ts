@@ -12,6 +12,7 @@ import { APPLICATION_NAME, VERSION } from "./version.ts";
 import { Registry } from "./scitags/registry.ts";
 import { registryIdResolver } from "./plugins/pipe_line.ts";
 import type { HealthSource } from "./core/health.ts";
+import type { ReadinessSource } from "./core/readiness.ts";
 
 export type { ComponentSpec } from "./core/component.ts";
 
@@ -22,6 +23,8 @@ export interface HostFacts {
   registry?: () => Registry;
   /** The daemon's health metrics (bus and components), for the prometheus backend to serve. */
   health?: HealthSource;
+  /** The daemon's liveness and readiness, for /healthz and /readyz on the API and metrics ports. */
+  readiness?: ReadinessSource;
 }
 
 /** Resolves a path from the configuration: relative paths are relative to workDir. */
@@ -52,6 +55,7 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
         bodyTimeoutMs: p.api.bodyTimeout * 1000,
         idleTimeoutMs: p.api.idleTimeout * 1000,
       },
+      readiness: host.readiness,
     };
     specs.push({
       kind: "plugin",
@@ -128,7 +132,12 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
     });
   }
   if (b.prometheus) {
-    const options = { config: b.prometheus, version: VERSION, health: host.health };
+    const options = {
+      config: b.prometheus,
+      version: VERSION,
+      health: host.health,
+      readiness: host.readiness,
+    };
     specs.push({
       kind: "backend",
       slot: "backends.prometheus",

@@ -8,6 +8,7 @@
  * A port that cannot be bound stops the daemon from starting (the original only logged it at INFO), and
  * an IPv6 `bindAddress` works. Samples of a flavour whose port is 0 are ignored (the original panicked).
  */
+import { probeAnswer, type ReadinessSource } from "../core/readiness.ts";
 import { getLogger } from "@logtape/logtape";
 import { Registry } from "prom-client";
 import type { Backend, EnrichmentSample, Flavour } from "../core/component.ts";
@@ -34,6 +35,8 @@ export interface PrometheusBackendOptions {
   maxFlows?: number;
   /** The daemon's health metrics (queues, drops, rejections), served on every endpoint. */
   health?: HealthSource;
+  /** The daemon's state, for /healthz and /readyz on every metrics port. */
+  readiness?: ReadinessSource;
 }
 
 /** One flavour's registry, data and server. */
@@ -171,6 +174,13 @@ export class PrometheusBackend implements Backend {
 
   async #respond(e: Endpoint, req: Request): Promise<Response> {
     const path = new URL(req.url).pathname;
+    const probe = probeAnswer(path, this.opts.readiness);
+    if (probe) {
+      return new Response(probe.body, {
+        status: probe.status,
+        headers: { "content-type": "application/json" },
+      });
+    }
     if (path !== "/metrics") return new Response("not found; metrics are on /metrics\n", { status: 404 });
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });

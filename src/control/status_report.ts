@@ -5,7 +5,7 @@
  * component's own counters (inputs rejected by reason, sends failed, ...); enrichment samples; the registry.
  */
 import type { ComponentStatus } from "../core/component.ts";
-import { errorMessage } from "../core/errors.ts";
+import { statusOf, worstState } from "../core/readiness.ts";
 import type { HealthMetric } from "../core/health.ts";
 import type { BackendStats } from "../core/bus.ts";
 import type { Daemon } from "../daemon.ts";
@@ -40,12 +40,7 @@ interface Reporting {
 }
 
 function componentReport(kind: ComponentReport["kind"], part: Reporting): ComponentReport {
-  let status: ComponentStatus = { state: "running" };
-  try {
-    if (part.status) status = part.status();
-  } catch (err) {
-    status = { state: "failed", reason: `cannot report its state: ${errorMessage(err)}` };
-  }
+  const status = statusOf(part);
   let counters: ComponentReport["counters"] = [];
   try {
     counters = (part.health?.() ?? []).map((m) => ({
@@ -57,8 +52,6 @@ function componentReport(kind: ComponentReport["kind"], part: Reporting): Compon
   return { kind, name: part.name, ...status, counters };
 }
 
-const RANK: Record<ComponentStatus["state"], number> = { running: 0, degraded: 1, failed: 2 };
-
 export function statusReport(
   daemon: Daemon,
   o: { commit: string; configFile: string; startedMs: number },
@@ -69,10 +62,7 @@ export function statusReport(
     ...c.backends.map((b) => componentReport("backend", b)),
     ...c.enrichers.map((e) => componentReport("enricher", e)),
   ];
-  const state = components.reduce<ComponentStatus["state"]>(
-    (worst, x) => RANK[x.state] > RANK[worst] ? x.state : worst,
-    "running",
-  );
+  const state = worstState(components.map((x) => x.state));
   const samples = daemon.bus.sampleStats;
   return {
     version: VERSION,

@@ -9,6 +9,7 @@
  * cannot hold sockets); the GET routes that emit a dummy flow are off unless enabled (any web page could
  * trigger a GET against 127.0.0.1), and POST /flow can require a bearer token.
  */
+import { probeAnswer, type ReadinessSource } from "../core/readiness.ts";
 import { type Context, Hono } from "hono";
 import type { EventSink, Plugin } from "../core/component.ts";
 import { ConfigError, errorMessage, StartupError } from "../core/errors.ts";
@@ -41,6 +42,8 @@ export interface ApiPluginOptions {
   tokenFile?: string;
   /** Connection cap and timeouts of the HTTP server (its defaults otherwise). */
   limits?: Pick<HttpServerLimits, "maxConnections" | "headerTimeoutMs" | "bodyTimeoutMs" | "idleTimeoutMs">;
+  /** The daemon's state, for GET /healthz and /readyz (without it they answer as a lone plugin would). */
+  readiness?: ReadinessSource;
 }
 
 /** One entry of GET /'s route list, shaped like the original's echo route records. */
@@ -179,6 +182,7 @@ export class ApiPlugin implements Plugin {
   readonly #application: string;
   readonly #shutdownTimeoutMs: number;
   readonly #resolveId: ApiIdResolver | undefined;
+  readonly #readiness: ReadinessSource | undefined;
   readonly #routes: readonly ApiRoute[];
   readonly #tokenFile: string | undefined;
   readonly #limits: ApiPluginOptions["limits"];
@@ -209,6 +213,7 @@ export class ApiPlugin implements Plugin {
     this.#routes = options.enableDummyEndpoints ? API_ROUTES : API_ROUTES.filter((r) => !isDummyRoute(r));
     this.#tokenFile = options.tokenFile;
     this.#limits = options.limits;
+    this.#readiness = options.readiness;
   }
 
   /** The port actually bound (useful with bindPort 0); only valid after start(). */
@@ -290,6 +295,13 @@ export class ApiPlugin implements Plugin {
       await next();
     });
     app.get("/", () => jsonResponse(200, { ApiRoutes: this.#routes }));
+    // Probes for monitors and load balancers: no token, never an event (not in the original's route list).
+    for (const path of ["/healthz", "/readyz"]) {
+      app.get(path, () => {
+        const a = probeAnswer(path, this.#readiness)!;
+        return new Response(a.body, { status: a.status, headers: { "content-type": "application/json" } });
+      });
+    }
     if (this.#routes.some(isDummyRoute)) {
       for (const state of ["start", "end"] as const) {
         app.get(`/dummy/${state}`, (c) => {

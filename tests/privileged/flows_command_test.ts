@@ -6,13 +6,27 @@
  */
 import assert from "node:assert/strict";
 import { privilegedTest } from "../helpers/privileged.ts";
-import { createVethPair } from "../helpers/netns.ts";
+import { createVethPair, type VethPair } from "../helpers/netns.ts";
 import { runFlowd, startDaemon } from "../helpers/daemon.ts";
 import { startPeer } from "../helpers/traffic_peer.ts";
 import type { FlowReport } from "../../src/control/flows_report.ts";
 import type { StatusReport } from "../../src/control/status_report.ts";
 
 const SERVER_PORT = 5201;
+/** The metrics port inside the daemon's namespace, for /readyz and /healthz. */
+const PROBE_PORT = 9471;
+
+/** GET on the daemon's metrics port from inside its namespace (python3: on every machine): [status, JSON body]. */
+async function probe(net: VethPair, path: string): Promise<[number, unknown]> {
+  const script = `import urllib.request, urllib.error, sys
+try:
+    r = urllib.request.urlopen("http://127.0.0.1:${PROBE_PORT}${path}", timeout=5); print(r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode())`;
+  const r = await net.exec(net.nsA, ["python3", "-c", script]);
+  const [status, ...body] = r.stdout.trim().split("\n");
+  return [Number(status), JSON.parse(body.join("\n"))];
+}
 const SENT = 200_000;
 
 async function writePipe(path: string, line: string): Promise<void> {
@@ -40,6 +54,7 @@ plugins:
 backends:
   marker:
     targetInterfaces: [${net.ifA}]
+  prometheus: {bindAddress: 127.0.0.1, netlinkPort: ${PROBE_PORT}}
 `,
       );
       await using daemon = await startDaemon(conf, [], { prefix: net.prefix(net.nsA) });
@@ -129,6 +144,7 @@ plugins:
 backends:
   marker:
     targetInterfaces: [${net.ifA}]
+  prometheus: {bindAddress: 127.0.0.1, netlinkPort: ${PROBE_PORT}}
 `,
       );
       await using daemon = await startDaemon(conf, [], { prefix: net.prefix(net.nsA) });
@@ -155,6 +171,9 @@ backends:
           ?.value;
       assert.deepEqual([lines("accepted"), lines("rejected")], [1, 1], JSON.stringify(pipe));
 
+      assert.deepEqual(await probe(net, "/readyz"), [200, { status: "ready", components: 3 }]);
+      assert.deepEqual(await probe(net, "/healthz"), [200, { status: "ok" }]);
+
       const text = await runFlowd(["status", "--socket", socket]);
       assert.equal(text.code, 0);
       assert.match(text.stdout, new RegExp(`hook: ${net.ifA} tcx program \\d+`));
@@ -172,6 +191,19 @@ backends:
       assert.equal(degraded.code, 3);
       assert.match(degraded.stdout, new RegExp(`backend marker: degraded \\(interface ${net.ifA} vanished`));
       assert.match(degraded.stdout.split("\n")[0]!, /: degraded$/);
+      const [code, body] = await probe(net, "/readyz");
+      assert.equal(code, 503);
+      assert.deepEqual(body, {
+        status: "degraded",
+        problems: [{
+          kind: "backend",
+          name: "marker",
+          state: "degraded",
+          reason: (body as { problems: { reason: string }[] }).problems[0]!.reason,
+        }],
+      });
+      assert.match(JSON.stringify(body), new RegExp(`interface ${net.ifA} vanished`));
+      assert.deepEqual(await probe(net, "/healthz"), [200, { status: "ok" }], "degraded is still alive");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
