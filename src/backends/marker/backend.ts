@@ -15,6 +15,7 @@ import { flowTag, formatTag, tagTruncation } from "./flow_tag.ts";
 import { MarkerHooks } from "./hooks.ts";
 import { MarkerProgram } from "./program.ts";
 import { DEFAULT_LEDGER_PATH, QdiscLedger } from "./qdisc_ledger.ts";
+import { type MarkedTotal, MarkedTotals } from "./marked_totals.ts";
 import { MarkedFlows } from "./marked_flows.ts";
 import { DEFAULT_MAX_FLOWS, type FlowCounters, MATCH_ALL_COUNTER_SLOT } from "./layout.ts";
 import type { HealthMetric } from "../../core/health.ts";
@@ -102,6 +103,8 @@ export class MarkerBackend implements Backend {
   #marked: MarkedFlows | undefined;
   /** The wildcard start in force (matchAll). */
   #matchAllEvent: FlowEvent | undefined;
+  /** Marked packets and bytes per (experiment, activity) of flows no longer in the map. */
+  #totals = new MarkedTotals();
   /** For the ages of the counters' first and last packets (listings only). */
   #clock: JiffiesClock | undefined;
   #hz = 1000;
@@ -134,6 +137,7 @@ export class MarkerBackend implements Backend {
         maxFlows: c.maxFlows ?? DEFAULT_MAX_FLOWS,
       });
       this.#marked = new MarkedFlows(this.#program.maxFlows, c.whenFull ?? "evictOldest");
+      this.#totals = new MarkedTotals();
       this.#hz = (await kernelHz()).hz;
       this.#hooks = new MarkerHooks(this.#program, {
         mode: c.attachMode,
@@ -203,6 +207,21 @@ export class MarkerBackend implements Backend {
       out.push({ event, tag: program.flowTag(event), counters: program.counters(counterSlot) });
     }
     return out;
+  }
+
+  /** The totals with the open flows' counts read now (one map lookup per open flow). */
+  #markedTotals(): MarkedTotal[] {
+    const program = this.#program;
+    if (!program?.counting) return [];
+    if (program.matchAll) {
+      const e = this.#matchAllEvent;
+      return this.#totals.withOpen(e ? [{ ids: e, counters: program.counters(MATCH_ALL_COUNTER_SLOT) }] : []);
+    }
+    const open = [];
+    for (const { event, counterSlot } of this.#marked?.values() ?? []) {
+      open.push({ ids: event, counters: program.counters(counterSlot) });
+    }
+    return this.#totals.withOpen(open);
   }
 
   /** Degraded while an interface it marks has vanished; the hooks and the map's fill in the details. */
@@ -295,6 +314,7 @@ export class MarkerBackend implements Backend {
       }
       if (admission.kind === "evict") {
         program.deleteFlow(admission.victim);
+        this.#totals.retire(admission.victim, program.counters(admission.victimSlot));
         this.stats.evicted++;
         this.#reportFull("the marker's flow map is full; the oldest-started flow is no longer marked");
       }
@@ -304,8 +324,11 @@ export class MarkerBackend implements Backend {
       if (admission.kind !== "again") this.stats.inserted++;
       log.debug("marking flow", () => ({ flow: describeFlow(event), tag: formatTag(program.strategy, tag) }));
     } else if (event.state === "end") {
-      const known = marked.forget(event) !== undefined;
-      if (known && program.deleteFlow(event)) {
+      const open = marked.remove(event);
+      if (open && program.deleteFlow(event)) {
+        // Read after the delete, so packets marked until then are in; the slot is not reused before this.
+        // Counted under the start's ids: those the packets were marked with.
+        this.#totals.retire(open.event, program.counters(open.counterSlot));
         this.stats.deleted++;
         log.debug("stopped marking flow", () => ({ flow: describeFlow(event) }));
       } else {
@@ -356,6 +379,22 @@ export class MarkerBackend implements Backend {
         value: s.refused,
       },
     ];
+    for (const t of this.#markedTotals()) {
+      const labels = { exp: t.exp, act: t.act };
+      out.push({
+        name: "flowd_marked_packets_total",
+        help: "Packets the marker's program marked, counted in the kernel, per experiment and activity",
+        type: "counter",
+        labels,
+        value: Number(t.packets),
+      }, {
+        name: "flowd_marked_bytes_total",
+        help: "Bytes of the packets the marker's program marked, per experiment and activity",
+        type: "counter",
+        labels,
+        value: Number(t.bytes),
+      });
+    }
     for (const [errno, value] of Object.entries(s.failedByErrno)) {
       out.push({
         name: "flowd_marker_map_update_failures_total",
@@ -379,6 +418,7 @@ export class MarkerBackend implements Backend {
       const tag = this.#tag(program, event);
       // The counters are those of one (experiment, activity): a different one starts them afresh.
       if (this.#matchAllEvent && !sameTags(this.#matchAllEvent, event)) {
+        this.#totals.retire(this.#matchAllEvent, program.counters(MATCH_ALL_COUNTER_SLOT));
         program.resetCounters(MATCH_ALL_COUNTER_SLOT);
       }
       this.#matchAllEvent = event;
@@ -391,6 +431,9 @@ export class MarkerBackend implements Backend {
       });
     } else if (event.state === "end") {
       program.setMatchAllTag(undefined);
+      if (this.#matchAllEvent) {
+        this.#totals.retire(this.#matchAllEvent, program.counters(MATCH_ALL_COUNTER_SLOT));
+      }
       program.resetCounters(MATCH_ALL_COUNTER_SLOT);
       this.#matchAllEvent = undefined;
       this.stats.deleted++;

@@ -26,6 +26,8 @@ export type Admission =
   | {
     readonly kind: "evict";
     readonly victim: FlowEvent;
+    /** The victim's counter slot, to be read before it is reset (it may be the new flow's slot). */
+    readonly victimSlot: number;
     readonly counterSlot: number;
     readonly resetCounters: boolean;
   }
@@ -73,16 +75,27 @@ export class MarkedFlows {
     this.#slots.release(victim.counterSlot);
     const taken = this.#slots.take()!;
     this.#flows.set(key, { event: flow, counterSlot: taken.slot });
-    return { kind: "evict", victim: victim.event, counterSlot: taken.slot, resetCounters: taken.reused };
+    return {
+      kind: "evict",
+      victim: victim.event,
+      victimSlot: victim.counterSlot,
+      counterSlot: taken.slot,
+      resetCounters: taken.reused,
+    };
   }
 
   /** Forgets a flow that ended (or whose map update failed); its counter slot, or undefined when unknown. */
   forget(flow: Pick<FlowEvent, "protocol" | "src" | "dst">): number | undefined {
+    return this.remove(flow)?.counterSlot;
+  }
+
+  /** Forgets a flow and returns what was recorded of it (its start event and counter slot). */
+  remove(flow: Pick<FlowEvent, "protocol" | "src" | "dst">): MarkedFlow | undefined {
     const key = flowKey(flow);
     const open = this.#flows.get(key);
     if (!open) return undefined;
     this.#flows.delete(key);
     this.#slots.release(open.counterSlot);
-    return open.counterSlot;
+    return open;
   }
 }
