@@ -107,6 +107,7 @@ export function renderTable(flows: readonly FlowReportEntry[]): string {
     "Bytes",
     "Rate",
     "Last",
+    "Plugin",
   ];
   const rows = flows.map((f) => {
     const m = f.marking;
@@ -129,6 +130,7 @@ export function renderTable(flows: readonly FlowReportEntry[]): string {
       m === null ? "-" : quantity(m.bytes === null ? null : Number(m.bytes), "B"),
       m === null ? "-" : quantity(m.rateBps, "bit/s"),
       last,
+      f.plugin ?? "-",
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

@@ -46,6 +46,8 @@ export interface FlowReportEntry {
   readonly experiment: { readonly id: number; readonly name: string | null };
   readonly activity: { readonly id: number; readonly name: string | null };
   readonly application: string;
+  /** The plugin that announced it; null for a flow only the marker holds. */
+  readonly plugin: string | null;
   readonly startTime: string | null;
   /** Seconds since the start. */
   readonly ageS: number | null;
@@ -121,6 +123,7 @@ export class FlowReporter {
           name: registry.activityName(event.experimentId, event.activityId) ?? null,
         },
         application: event.application,
+        plugin: event.source ?? null,
         startTime: startTime === undefined ? null : formatMicrosUtc(startTime),
         ageS: startTime === undefined ? null : Math.max(0, (now - startTime) / 1e6),
         marking,

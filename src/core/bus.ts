@@ -162,9 +162,17 @@ export class EventBus implements EventSink, EnrichmentSink {
     return this.#lanes.filter((l) => l.queue.full).map((l) => l.backend.name);
   }
 
-  emit(event: FlowEvent): EmitResult {
+  /** The sink a plugin is handed: its starts are recorded as announced by it (`flowd-go flows`). */
+  sinkFor(source: string): EventSink {
+    return {
+      emit: (event) => this.emit(event, source),
+      whenRoom: () => this.whenRoom(),
+    };
+  }
+
+  emit(event: FlowEvent, source?: string): EmitResult {
     if (this.#closed) return { accepted: false, reason: "the daemon is shutting down" };
-    const completed = this.#complete(event);
+    const completed = this.#complete(event, source);
     this.#received++;
     log.debug("dispatching flow event", () => ({ flow: describeFlow(completed) }));
     let taken = 0;
@@ -295,12 +303,15 @@ export class EventBus implements EventSink, EnrichmentSink {
   }
 
   /** Fills in what the core knows: start time of starts, start/end times of ends; tells enrichers. */
-  #complete(event: FlowEvent): FlowEvent {
+  #complete(event: FlowEvent, source: string | undefined): FlowEvent {
     switch (event.state) {
       case "start": {
-        // Plugins that know the time already set it (the pipe does): no copy then.
+        // One copy at most, and none when the plugin set the time and no source is to be added.
         const startTime = event.startTime ?? this.#now();
-        const completed = event.startTime === undefined ? { ...event, startTime } : event;
+        const named = source !== undefined && event.source === undefined;
+        const completed = event.startTime === undefined || named
+          ? { ...event, startTime, ...(named ? { source } : {}) }
+          : event;
         const previous = this.#flows.started(completed as StartedFlow);
         if (previous) log.debug("flow started again before it ended", () => ({ flow: describeFlow(event) }));
         for (const e of this.#enrichers) this.#tell(e, "watch", completed);

@@ -35,6 +35,8 @@ export interface FlowEvent {
   readonly endTime?: Micros;
   /** Goes into the firefly's `context.application`. */
   readonly application: string;
+  /** The plugin that announced the flow (its configuration name, e.g. "namedPipe"); set by the core. */
+  readonly source?: string;
   /**
    * What a received firefly reported beyond the flow itself (XRootD's byte counts, a peer's TCP
    * statistics), kept so that a relay sends it on; the core and other backends ignore it.

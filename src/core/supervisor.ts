@@ -242,7 +242,7 @@ export class Supervisor {
         if (duringReload) this.bus.attachEnricherToOpenFlows(part as Enricher);
         else this.bus.attachEnricher(part as Enricher);
       } else {
-        await (part as Plugin).start(this.bus);
+        await (part as Plugin).start(this.bus.sinkFor(part.name));
       }
     } catch (err) {
       const msg = errorMessage(err);

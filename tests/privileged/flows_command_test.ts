@@ -96,11 +96,16 @@ backends:
       assert.ok(seen.lastPacketAgoS !== null && seen.lastPacketAgoS < 10, "the last packet left just now");
       assert.equal(seen.tag?.startsWith("0x"), true);
       assert.deepEqual([never.seen, Number(never.packets)], [false, 0]);
+      assert.deepEqual(
+        [bySport(40001)?.plugin, bySport(40009)?.plugin],
+        ["namedPipe", "namedPipe"],
+        "the plugin that announced each",
+      );
 
       const table = await runFlowd(["flows", "--socket", socket, "--dst", `${net.ip6B}`]);
       assert.equal(table.code, 0, table.stderr);
       const line40009 = table.stdout.split("\n").find((l) => l.includes(":40009"));
-      assert.match(line40009 ?? "", /never seen/);
+      assert.match(line40009 ?? "", /never seen\s+namedPipe$/);
       assert.match(table.stdout.split("\n")[0]!, /^Age\s+Proto\s+Local\s+Peer/);
       const filtered = await runFlowd(["flows", "--socket", socket, "--dst", "2001:db8::/32"]);
       assert.match(filtered.stdout, /\(no open flows\)/, "the --dst filter applies");
