@@ -46,7 +46,11 @@ export function renderStatus(r: StatusReport): string {
         out.push(`  hook: ${h.interface} ${h.hook} program ${h.progId}`);
       }
     }
-    for (const m of c.counters) out.push(`  ${m.name}${labelText(m.labels)} ${m.value}`);
+    // Zeros are noise in a terminal (every HTTP reason, every timeout); the JSON form has them all.
+    const shown = c.counters.filter((m) => m.value !== 0);
+    for (const m of shown) out.push(`  ${m.name}${labelText(m.labels)} ${m.value}`);
+    const zeros = c.counters.length - shown.length;
+    if (zeros > 0) out.push(`  (${zeros} counter${zeros === 1 ? "" : "s"} at 0 not shown)`);
   }
   return out.join("\n") + "\n";
 }
