@@ -198,6 +198,8 @@ Deno.test({
             `/usr/share/doc/flowd-go-${rpmVersion}`,
             `/usr/share/doc/flowd-go-${rpmVersion}/README.md`,
             "/usr/share/man/man1/flowd-go.1.gz",
+            "/usr/share/bash-completion/completions/flowd-go",
+            "/usr/share/zsh/site-functions/_flowd-go",
           ].sort(),
         );
         const meta = await ok(["rpm", "-qp", "--qf", "%{NAME} %{VERSION} %{ARCH}\\n", rpmFile]);
