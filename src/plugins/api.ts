@@ -19,7 +19,13 @@ import { nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
 import { type FastReply, headerValue, HttpServer, type HttpServerLimits } from "../net/http_server.ts";
 import type { HealthMetric } from "../core/health.ts";
-import { ApiFlowError, type ApiIdResolver, flowEventToApiJson, parseApiFlowBody } from "./api_json.ts";
+import {
+  ApiFlowError,
+  type ApiIdResolver,
+  flowEventToApiJson,
+  parseApiFlowBody,
+  rejectionReason,
+} from "./api_json.ts";
 import { BearerToken, readTokenFile } from "./api_token.ts";
 
 /** Settings of the api plugin (the `plugins.api` configuration section plus what the daemon adds). */
@@ -116,6 +122,15 @@ class Rejection {
   constructor(readonly status: number, readonly message: string, readonly field?: string) {}
 }
 
+/** Reasons of rejections that name no field, by status. */
+const REJECTION_REASONS: Readonly<Record<number, string>> = {
+  400: "body",
+  401: "unauthorized",
+  413: "too-large",
+  415: "media-type",
+  503: "busy",
+};
+
 const SHUTTING_DOWN = "the daemon is shutting down";
 const EMPTY_BODY = new Uint8Array(0);
 
@@ -192,7 +207,8 @@ export class ApiPlugin implements Plugin {
   #server: HttpServer | undefined;
   #sink: EventSink | undefined;
   /** Requests answered 503 because a backend queue was full (back-pressure). */
-  readonly stats = { busy: 0 };
+  /** 503s for a full queue; requests turned away by reason (a field of the body, or what the status says). */
+  readonly stats = { busy: 0, rejected: new Map<string, number>() };
   #stopped: Promise<void> | undefined;
 
   constructor(options: ApiPluginOptions) {
@@ -283,6 +299,14 @@ export class ApiPlugin implements Plugin {
         type: "counter",
         value: this.stats.busy,
       },
+      ...[...this.stats.rejected].map(([reason, value]): HealthMetric => ({
+        name: "flowd_api_requests_rejected_total",
+        help: "Flow requests the api turned away, by reason: the body field at fault, or " +
+          "unauthorized, media-type, too-large, stopping, busy",
+        type: "counter",
+        labels: { reason },
+        value,
+      })),
     ];
   }
 
@@ -379,6 +403,12 @@ export class ApiPlugin implements Plugin {
   }
 
   #reject(at: RequestAt, r: Rejection, headers?: Record<string, string>): Outcome {
+    const reason = r.field !== undefined
+      ? rejectionReason(r.field)
+      : r.message === SHUTTING_DOWN
+      ? "stopping"
+      : REJECTION_REASONS[r.status] ?? String(r.status);
+    this.stats.rejected.set(reason, (this.stats.rejected.get(reason) ?? 0) + 1);
     this.#rejectLog.run((suppressed) =>
       log.info("api rejected a request", {
         method: at.method,

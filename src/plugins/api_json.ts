@@ -45,6 +45,16 @@ export interface ApiFlowJson {
   FlowInfoChans: null;
 }
 
+/**
+ * The rejection-counter reason of a field at fault: the API key it belongs to ("Src" for "Src.Port"),
+ * "unknown-key" for a key the API does not have, else "body"; a bounded set whatever clients send.
+ */
+export function rejectionReason(field: string): string {
+  const top = field.split(".")[0]!;
+  if ((FIELDS as readonly string[]).includes(top)) return top;
+  return field === "body" ? "body" : "unknown-key";
+}
+
 /** A request body that cannot be turned into a flow event; `field` is the API key at fault, or "body". */
 export class ApiFlowError extends Error {
   constructor(readonly field: string, message: string) {
@@ -87,7 +97,7 @@ export function flowEventToApiJson(event: FlowEvent): ApiFlowJson {
 }
 
 /** Keys the API reads. */
-const FIELDS = [
+export const FIELDS = [
   "State",
   "Protocol",
   "Family",

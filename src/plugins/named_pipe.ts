@@ -29,7 +29,14 @@ import type { HealthMetric } from "../core/health.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { type Micros, nowMicros } from "../core/time.ts";
 import { readBoundedTextFileSync } from "../core/bounded_file.ts";
-import { type IdResolver, LineSplitter, parsePipeLine, splitGluedLine } from "./pipe_line.ts";
+import {
+  type IdResolver,
+  LineSplitter,
+  parsePipeLine,
+  PipeLineError,
+  type PipeRejectReason,
+  splitGluedLine,
+} from "./pipe_line.ts";
 
 /** What the plugin needs from its configuration section (paths already resolved). */
 export interface NamedPipeOptions {
@@ -48,6 +55,8 @@ export interface NamedPipeOptions {
 export interface NamedPipeStats {
   linesAccepted: number;
   linesRejected: number;
+  /** The rejected lines by reason. */
+  rejectedByReason: Partial<Record<PipeRejectReason, number>>;
   eventsRefused: number;
   /** Lines recovered from two writers' lines glued together. */
   linesUnglued: number;
@@ -70,6 +79,7 @@ export class NamedPipePlugin implements Plugin {
   readonly stats: NamedPipeStats = {
     linesAccepted: 0,
     linesRejected: 0,
+    rejectedByReason: {},
     eventsRefused: 0,
     linesUnglued: 0,
     pauses: 0,
@@ -177,6 +187,14 @@ export class NamedPipePlugin implements Plugin {
       lines("accepted", s.linesAccepted),
       lines("rejected", s.linesRejected),
       lines("unglued", s.linesUnglued),
+      ...Object.entries(s.rejectedByReason).map(([reason, value]): HealthMetric => ({
+        name: "flowd_named_pipe_lines_rejected_total",
+        help:
+          "Lines rejected, by reason (fields, state, protocol, address, port, family, id, name, too-long)",
+        type: "counter",
+        labels: { reason },
+        value,
+      })),
       {
         name: "flowd_named_pipe_pauses_total",
         help: "Times the named pipe stopped reading because a backend queue was full (writers waited)",
@@ -352,7 +370,9 @@ export class NamedPipePlugin implements Plugin {
         const n = await file.read(buf).finally(() => this.#awaitingData = false);
         if (n === null) break;
         const { lines, discarded } = splitter.push(buf.subarray(0, n));
-        if (discarded) this.#rejected(`line longer than ${splitter.maxLineLength} bytes`, "", discarded);
+        if (discarded) {
+          this.#rejected(`line longer than ${splitter.maxLineLength} bytes`, "too-long", "", discarded);
+        }
         const now = nowMicros(); // one clock read per chunk: its lines arrived together
         for (const line of lines) {
           const paused = this.#handleLine(line, sink, now);
@@ -402,7 +422,7 @@ export class NamedPipePlugin implements Plugin {
         this.stats.linesUnglued += pieces.length;
         return pieces.flatMap((piece) => this.#parseLine(piece, now) ?? []);
       }
-      this.#rejected(errorMessage(err), line, 1);
+      this.#rejected(errorMessage(err), err instanceof PipeLineError ? err.reason : "other", line, 1);
       return undefined;
     }
     if (!event) return undefined; // blank line
@@ -450,8 +470,9 @@ export class NamedPipePlugin implements Plugin {
     }
   }
 
-  #rejected(reason: string, line: string, count: number): void {
+  #rejected(reason: string, code: PipeRejectReason, line: string, count: number): void {
     this.stats.linesRejected += count;
+    this.stats.rejectedByReason[code] = (this.stats.rejectedByReason[code] ?? 0) + count;
     this.#badLineLog.run((suppressed) =>
       log.warn("ignoring a bad line from the named pipe", {
         reason,

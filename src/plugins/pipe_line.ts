@@ -10,9 +10,22 @@ import type { Micros } from "../core/time.ts";
 import { IpAddress } from "../net/ip.ts";
 import { type Registry, RegistryError } from "../scitags/registry.ts";
 
-/** A line that is not a valid flow event; `message` says which field and why. */
+/** Why a line was rejected, as a short code for the rejection counters. */
+export type PipeRejectReason =
+  | "fields"
+  | "state"
+  | "protocol"
+  | "address"
+  | "port"
+  | "family"
+  | "id"
+  | "name"
+  | "too-long"
+  | "other";
+
+/** A line that is not a valid flow event; `message` says which field and why, `reason` the kind. */
 export class PipeLineError extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly reason: PipeRejectReason) {
     super(message);
     this.name = "PipeLineError";
   }
@@ -33,7 +46,7 @@ const FIELDS = "state protocol srcIP srcPort dstIP dstPort experiment activity";
 function parsePort(text: string, field: string): number {
   const port = decimal(text, 5);
   if (port < 0 || port > 65535) {
-    throw new PipeLineError(`${field} ${quoted(text)} is not a port number (0-65535)`);
+    throw new PipeLineError(`${field} ${quoted(text)} is not a port number (0-65535)`, "port");
   }
   return port;
 }
@@ -83,7 +96,7 @@ export function registryIdResolver(registry: () => Registry): IdResolver {
       const r = registry();
       return kind === "experiment" ? r.experimentId(text) : r.activityId(experimentId ?? text, text);
     } catch (err) {
-      if (err instanceof RegistryError) throw new PipeLineError(err.message);
+      if (err instanceof RegistryError) throw new PipeLineError(err.message, "name");
       throw err;
     }
   };
@@ -92,13 +105,15 @@ export function registryIdResolver(registry: () => Registry): IdResolver {
 /** Decimal ids only, as the original. */
 export function numericId(kind: "experiment" | "activity", text: string): number {
   const id = decimal(text, 10);
-  if (id < 0 || id > MAX_ID) throw new PipeLineError(`${kind} ${quoted(text)} is not an id (0-${MAX_ID})`);
+  if (id < 0 || id > MAX_ID) {
+    throw new PipeLineError(`${kind} ${quoted(text)} is not an id (0-${MAX_ID})`, "id");
+  }
   return id;
 }
 
 function parseAddress(text: string, field: string): IpAddress {
   const ip = IpAddress.tryParse(text);
-  if (!ip) throw new PipeLineError(`${field} ${quoted(text)} is not an IPv4 or IPv6 address`);
+  if (!ip) throw new PipeLineError(`${field} ${quoted(text)} is not an IPv4 or IPv6 address`, "address");
   return ip;
 }
 
@@ -109,7 +124,7 @@ function parseAddress(text: string, field: string): IpAddress {
 export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | undefined {
   const count = splitFields(line, fieldScratch, 8);
   if (count === 0) return undefined;
-  if (count !== 8) throw new PipeLineError(`expected 8 fields (${FIELDS}), got ${count}`);
+  if (count !== 8) throw new PipeLineError(`expected 8 fields (${FIELDS}), got ${count}`, "fields");
   const f = fieldScratch;
   const stateText = f[0]!, protoText = f[1]!, srcText = f[2]!, sportText = f[3]!;
   const dstText = f[4]!, dportText = f[5]!, expText = f[6]!, actText = f[7]!;
@@ -119,18 +134,22 @@ export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | u
       state === "ongoing"
         ? `state "ongoing" is not accepted from the named pipe (use start or end)`
         : `state ${quoted(stateText)} is not start or end`,
+      "state",
     );
   }
   const protocol = protoText.toLowerCase();
   if (protocol !== "tcp" && protocol !== "udp") {
-    throw new PipeLineError(`protocol ${quoted(protoText)} is not tcp or udp`);
+    throw new PipeLineError(`protocol ${quoted(protoText)} is not tcp or udp`, "protocol");
   }
   const srcAddress = parseAddress(srcText, "srcIP");
   const srcPort = parsePort(sportText, "srcPort");
   const dstAddress = parseAddress(dstText, "dstIP");
   const dstPort = parsePort(dportText, "dstPort");
   if (srcAddress.family !== dstAddress.family) {
-    throw new PipeLineError(`srcIP ${srcAddress} and dstIP ${dstAddress} are of different address families`);
+    throw new PipeLineError(
+      `srcIP ${srcAddress} and dstIP ${dstAddress} are of different address families`,
+      "family",
+    );
   }
   const resolve = ctx.resolveId ?? numericId;
   const experimentId = resolve("experiment", expText);

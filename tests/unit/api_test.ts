@@ -289,7 +289,7 @@ Deno.test("api: every 400 names the bad field and emits nothing", async () => {
     ["42", "body", /must be a JSON object/],
     ["null", "body", /must be a JSON object/],
   ];
-  await withApi("127.0.0.1", async ({ url, sink }) => {
+  await withApi("127.0.0.1", async ({ url, sink, plugin }) => {
     for (const [body, field, message] of cases) {
       const r = await post(url, body);
       assertJsonReply(r, 400);
@@ -301,6 +301,23 @@ Deno.test("api: every 400 names the bad field and emits nothing", async () => {
     assertJsonReply(bad, 400);
     assert.match(String(bad.json.message), /not valid UTF-8/);
     assert.equal(sink.events.length, 0);
+    // Counted by the key at fault; a key the API does not have is one reason, whatever its name.
+    const rejected = Object.fromEntries(
+      plugin.health().filter((m) => m.name === "flowd_api_requests_rejected_total").map((m) => [
+        m.labels!.reason,
+        m.value,
+      ]),
+    );
+    assert.deepEqual(rejected, {
+      State: 2,
+      Src: 1,
+      Dst: 1,
+      Family: 1,
+      Experiment: 4,
+      Activity: 1,
+      "unknown-key": 1,
+      body: 7,
+    });
   });
 });
 

@@ -136,6 +136,13 @@ Deno.test("namedPipe: bad lines are counted and skipped, good lines around them 
     await sink.waitFor(2);
     assert.equal(plugin.stats.linesRejected, 7);
     assert.equal(plugin.stats.linesAccepted, 2);
+    const byReason = Object.fromEntries(
+      plugin.health().filter((m) => m.name === "flowd_named_pipe_lines_rejected_total").map((m) => [
+        m.labels!.reason,
+        m.value,
+      ]),
+    );
+    assert.deepEqual(byReason, { fields: 2, state: 1, protocol: 1, port: 1, family: 1, id: 1 });
   });
 });
 
@@ -160,6 +167,7 @@ Deno.test("namedPipe: an overlong line is discarded without taking the next line
     await sink.waitFor(1);
     assert.equal(plugin.stats.linesRejected, 1);
     assert.equal(sink.events.length, 1);
+    assert.deepEqual(plugin.stats.rejectedByReason, { "too-long": 1 });
   });
 });
 
