@@ -26,6 +26,7 @@ Deno.test("e2e: registry refresh, names from the fresh copy, the cache when the 
     conf,
     `pidPath: ${dir}/pid
 workDir: ${dir}
+controlSocket: ""
 registry: {url: "${url}", refreshInterval: 0, timeout: 1}
 plugins:
   namedPipe: {pipePath: np}

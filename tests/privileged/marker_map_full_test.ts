@@ -110,6 +110,7 @@ privilegedTest(
       conf,
       `pidPath: ${dir}/flowd-go.pid
 workDir: ${dir}
+controlSocket: ""
 plugins:
   namedPipe:
     pipePath: np

@@ -183,6 +183,7 @@ privilegedTest("netns: the daemon's fireflies carry A's public addresses, at the
       `${dir}/conf.yaml`,
       `pidPath: ${dir}/pid
 workDir: ${dir}
+controlSocket: ""
 plugins:
   namedPipe: {pipePath: np}
 backends:
