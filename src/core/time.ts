@@ -62,22 +62,49 @@ export function parseRfc3339Micros(text: string): Micros | undefined {
   const m = RFC3339.exec(text);
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac, z, sign, oh, om] = m;
-  const month = Number(mo), day = Number(d), hour = Number(h), minute = Number(mi), second = Number(s);
+  return microsFromFields(
+    Number(y),
+    Number(mo),
+    Number(d),
+    Number(h),
+    Number(mi),
+    Number(s),
+    Number(((frac ?? "") + "000000").slice(0, 6)),
+    z ? 0 : sign === "-" ? -1 : 1,
+    z ? 0 : Number(oh),
+    z ? 0 : Number(om),
+  );
+}
+
+/**
+ * The instant of date-time fields already read from text (second 60 counts as 59; `sign` 0 for `Z`, else
+ * ±1 with the offset's hours and minutes); undefined when a field is out of range or the instant is not
+ * writable. Shared by the RFC 3339 parsers so that they agree on every value.
+ */
+export function microsFromFields(
+  year: number,
+  month: number,
+  day: number,
+  hour: number,
+  minute: number,
+  second: number,
+  micros: number,
+  sign: number,
+  offsetHours: number,
+  offsetMinutes: number,
+): Micros | undefined {
   if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
     return undefined;
   }
-  const year = Number(y);
   if (day > daysInMonth(year, month)) return undefined; // 2025-02-30 and the like
   // Arithmetic instead of a Date: the same proleptic Gregorian calendar, at a fraction of the cost (the
   // firefly listener parses three times per datagram).
   let ms = daysFromCivil(year, month, day) * 86_400_000 + hour * 3_600_000 + minute * 60_000 +
     Math.min(second, 59) * 1000;
-  if (!z) {
-    const offsetMin = Number(oh) * 60 + Number(om);
-    if (Number(oh) > 23 || Number(om) > 59) return undefined;
-    ms -= (sign === "-" ? -1 : 1) * offsetMin * 60_000;
+  if (sign !== 0) {
+    if (offsetHours > 23 || offsetMinutes > 59) return undefined;
+    ms -= sign * (offsetHours * 60 + offsetMinutes) * 60_000;
   }
-  const micros = Number(((frac ?? "") + "000000").slice(0, 6));
   const us = ms * 1000 + micros;
   // 9999-12-31T23:00:00-05:00 is in year 10000 in UTC, which no RFC 3339 date-time we write can hold.
   return isWritableTime(us) ? us : undefined;
