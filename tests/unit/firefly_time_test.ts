@@ -1,19 +1,24 @@
 /**
- * parseFireflyTime (a character scanner) against a reference built from a regular expression and Date, on
- * hand-picked edges and many generated and mutated texts: the same instant, or both undefined.
+ * parseFireflyTime and parseRfc3339Micros (character scanners) against a reference built from a regular
+ * expression and Date, on hand-picked edges and many generated and mutated texts: the same instant, or
+ * both undefined.
  */
 import assert from "node:assert/strict";
 import { parseFireflyTime } from "../../src/scitags/firefly.ts";
-import { isWritableTime } from "../../src/core/time.ts";
+import { isWritableTime, parseRfc3339Micros } from "../../src/core/time.ts";
 
 const SHAPE =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
 
-/** RFC 3339 with Z or an offset, any fraction length truncated to µs, :60 only as the last UTC minute. */
-function reference(text: string): number | undefined {
+/**
+ * RFC 3339 with Z or an offset, a fraction truncated to µs; `firefly`: any fraction length, :60 only as
+ * the last UTC minute; else at most 9 fraction digits and :60 read as :59 anywhere.
+ */
+function reference(text: string, firefly = true): number | undefined {
   const m = SHAPE.exec(text);
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac = "", z, sign, oh = "0", om = "0"] = m;
+  if (!firefly && frac.length > 9) return undefined;
   const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as [
     number,
     number,
@@ -31,7 +36,7 @@ function reference(text: string): number | undefined {
   const offsetMs = z ? 0 : (sign === "-" ? -1 : 1) * (Number(oh) * 60 + Number(om)) * 60_000;
   const us = (date.getTime() - offsetMs) * 1000 + Number((frac + "000000").slice(0, 6));
   if (!isWritableTime(us)) return undefined;
-  if (second === 60) {
+  if (firefly && second === 60) {
     const utc = new Date(Math.floor(us / 1000));
     if (utc.getUTCHours() !== 23 || utc.getUTCMinutes() !== 59) return undefined;
   }
@@ -75,11 +80,17 @@ const EDGES = [
   "２025-03-01T09:00:00Z",
 ];
 
-Deno.test("parseFireflyTime: hand-picked edges agree with the reference", () => {
-  for (const text of EDGES) assert.equal(parseFireflyTime(text), reference(text), JSON.stringify(text));
+Deno.test("parseFireflyTime, parseRfc3339Micros: hand-picked edges agree with the reference", () => {
+  for (const text of EDGES) {
+    assert.equal(parseFireflyTime(text), reference(text), JSON.stringify(text));
+    assert.equal(parseRfc3339Micros(text), reference(text, false), JSON.stringify(text));
+  }
   // Not vacuous: the edges hold both accepted and refused times.
   assert.equal(parseFireflyTime("2016-12-31T23:59:60Z"), reference("2016-12-31T23:59:59Z"));
   assert.equal(parseFireflyTime("2025-02-29T00:00:00Z"), undefined);
+  assert.equal(parseRfc3339Micros("2016-12-31T22:59:60Z"), reference("2016-12-31T22:59:59Z"));
+  assert.equal(parseRfc3339Micros("2025-03-01T09:00:00.1234567890Z"), undefined);
+  assert.notEqual(parseFireflyTime("2025-03-01T09:00:00.1234567890Z"), undefined);
 });
 
 /** A small deterministic generator (xorshift), so a failure can be replayed. */
@@ -93,7 +104,7 @@ function random(seed: number): () => number {
   };
 }
 
-Deno.test("parseFireflyTime: generated and mutated times agree with the reference", () => {
+Deno.test("parseFireflyTime, parseRfc3339Micros: generated and mutated times agree with the reference", () => {
   const rnd = random(20261203);
   const int = (n: number) => Math.floor(rnd() * n);
   const pad = (v: number, w: number) => String(v).padStart(w, "0");
@@ -116,6 +127,7 @@ Deno.test("parseFireflyTime: generated and mutated times agree with the referenc
     }
     const want = reference(text);
     assert.equal(parseFireflyTime(text), want, JSON.stringify(text));
+    assert.equal(parseRfc3339Micros(text), reference(text, false), JSON.stringify(text));
     if (want === undefined) refused++;
     else accepted++;
   }
