@@ -7,7 +7,7 @@
  *     [--rates 10000,30000,50000,80000,0] [--receivers dgram,mmsg,plugin]
  *
  * Receivers: `dgram` a bare node:dgram socket that only counts (anchors-perf §3's Deno receiver), `mmsg` a
- * bare ffi/udp_batch receiver (recvmmsg) that only counts, `plugin` the firefly listener. The parent compiles
+ * bare ffi/udp_batch receiver (recvmmsg) that only counts, with the plugin's SO_RCVBUF, `plugin` the firefly listener. The parent compiles
  * bench/udp_blast.c (gcc), then per rate runs `--runs` rounds, each round every receiver once (in a rotating
  * order), each as a child process fed by the blaster. Rate 0 means unpaced. `--quick`: 1 s per run, 1 round.
  */
@@ -17,7 +17,7 @@ import { parseArgs } from "node:util";
 import { UdpBatchReceiver } from "../ffi/udp_batch.ts";
 import type { EmitResult, EventSink } from "../src/core/component.ts";
 import type { FlowEvent } from "../src/core/flow_event.ts";
-import { FireflyPlugin } from "../src/plugins/firefly.ts";
+import { FireflyPlugin, RECEIVE_BUFFER_BYTES } from "../src/plugins/firefly.ts";
 
 /** A flowd-go style start firefly with header, padded (application) to exactly 400 bytes. */
 export function firefly400(): string {
@@ -54,7 +54,13 @@ async function child(kind: Kind): Promise<void> {
     port = socket.address().port;
     stop = () => new Promise((r) => socket.close(() => r()));
   } else if (kind === "mmsg") {
-    const rx = UdpBatchReceiver.open({ address: "127.0.0.1", port: 0, slotSize: 4096 });
+    // The same receive buffer as the plugin's, so the ceiling differs from it only by the work per datagram.
+    const rx = UdpBatchReceiver.open({
+      address: "127.0.0.1",
+      port: 0,
+      slotSize: 4096,
+      receiveBufferBytes: RECEIVE_BUFFER_BYTES,
+    });
     rx.start(count);
     port = rx.port;
     stop = async () => {
@@ -211,7 +217,9 @@ async function main(): Promise<void> {
       } bytes, ${seconds} s per run, ${runs} round(s), ` +
         `receivers ${kinds.join(",")}, rmem_default ${
           Deno.readTextFileSync("/proc/sys/net/core/rmem_default").trim()
-        }, load ${load}, ${new Date().toISOString()}`,
+        }, rmem_max ${Deno.readTextFileSync("/proc/sys/net/core/rmem_max").trim()}, load ${load}, ${
+          new Date().toISOString()
+        }`,
     );
     const rows: string[][] = [];
     for (const rate of rates) {

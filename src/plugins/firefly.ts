@@ -33,6 +33,13 @@ const DEFAULT_RATE_BURST = 2000;
 /** Bytes kept of a datagram: every UDP payload fits in 64 KiB, so a larger bufferSize needs no more. */
 const MAX_SLOT_SIZE = 65536;
 
+/**
+ * SO_RCVBUF asked for (the kernel caps it at net.core.rmem_max and doubles it): the default (~208 KiB,
+ * about 170 loopback datagrams) overflows whenever the event loop pauses for a few milliseconds (GC, a
+ * busy core), although the listener keeps up on average; 4 MiB rides out pauses of ~100 ms at 50,000/s.
+ */
+export const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+
 /** Longest delay a timer takes; longer deadlines are checked in steps of this. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -153,8 +160,8 @@ export class FireflyPlugin implements Plugin {
     const v6 = this.#address.family === "ipv6";
     // `::` also takes IPv4 (as IPv4-mapped senders), like the original's Go listener. Datagrams are read in
     // batches with recvmmsg (ffi/udp_batch.ts): node:dgram's event-loop turn and buffer per datagram cost
-    // more than the whole firefly parse. The receive buffer stays the kernel's default (rmem_default), as
-    // with node:dgram; a datagram longer than bufferSize arrives cut, with its real length, and is rejected.
+    // more than the whole firefly parse. A datagram longer than bufferSize arrives cut, with its real length,
+    // and is rejected.
     let socket: UdpBatchReceiver;
     try {
       socket = UdpBatchReceiver.open({
@@ -162,6 +169,7 @@ export class FireflyPlugin implements Plugin {
         port: this.opts.bindPort,
         v6Only: v6 && !this.#address.isUnspecified(),
         slotSize: Math.min(this.opts.bufferSize, MAX_SLOT_SIZE),
+        receiveBufferBytes: RECEIVE_BUFFER_BYTES,
         onError: (message, err) =>
           this.#receiveErrorLog.run((suppressed) =>
             log.error(`error on the firefly socket: ${message}`, { err: errorMessage(err), suppressed })

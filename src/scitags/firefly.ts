@@ -12,7 +12,7 @@ import {
   type RelayedReport,
   validateFlowEvent,
 } from "../core/flow_event.ts";
-import { formatMicrosUtc, type Micros, nowMicros, parseRfc3339Micros } from "../core/time.ts";
+import { formatMicrosUtc, type Micros, nowMicros, scanRfc3339Micros } from "../core/time.ts";
 import { type Family, IpAddress } from "../net/ip.ts";
 import {
   FIREFLY_MSG_ID,
@@ -188,36 +188,16 @@ export function encodeFireflyDatagram(doc: FireflyDocument, syslogHeader = ""): 
   return encoder.encode(syslogHeader + serializeFirefly(doc));
 }
 
-// RFC 3339 date-time with any number of fraction digits; `Z` or a `±hh:mm` offset.
-const DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))$/;
-
-function daysInMonth(year: number, month: number): number {
-  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
-  return [4, 6, 9, 11].includes(month) ? 30 : 31;
-}
-
 /**
  * Parses a firefly time: RFC 3339 with `Z` or a numeric offset and any fraction length (truncated to
  * microseconds); a leap second only at 23:59:60 UTC. Undefined when the text is not such a time.
  */
 export function parseFireflyTime(text: string): Micros | undefined {
-  const m = DATE_TIME.exec(text);
-  if (!m) return undefined;
-  const [, y, mo, d, h, mi, s, frac = "", zone = "", sign, oh, om] = m;
-  const year = Number(y), month = Number(mo), day = Number(d);
-  const hour = Number(h), minute = Number(mi), second = Number(s);
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
-  if (hour > 23 || minute > 59 || second > 60) return undefined;
-  if (sign !== undefined && (Number(oh) > 23 || Number(om) > 59)) return undefined;
-  const head = text.slice(0, 19);
-  const micros = parseRfc3339Micros(`${head}${frac.slice(0, 10)}${zone}`);
-  if (micros === undefined) return undefined;
-  if (second === 60) {
-    // The core parser reads :60 as :59; a real leap second is the last minute of a UTC day.
-    const utc = new Date(Math.floor(micros / 1000));
-    if (utc.getUTCHours() !== 23 || utc.getUTCMinutes() !== 59) return undefined;
-  }
-  return micros;
+  const us = scanRfc3339Micros(text, Infinity);
+  if (us === undefined || text.charCodeAt(17) !== 54 || text.charCodeAt(18) !== 48) return us;
+  // Read with :60 as :59; a real leap second is the last minute of a UTC day.
+  const utc = new Date(Math.floor(us / 1000));
+  return utc.getUTCHours() === 23 && utc.getUTCMinutes() === 59 ? us : undefined;
 }
 
 /** The result of `validateFireflyDocument`. */

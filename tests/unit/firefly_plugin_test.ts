@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { ConfigError, StartupError } from "../../src/core/errors.ts";
 import { parseRfc3339Micros } from "../../src/core/time.ts";
-import { FireflyPlugin, type FireflyPluginOptions } from "../../src/plugins/firefly.ts";
+import { FireflyPlugin, type FireflyPluginOptions, RECEIVE_BUFFER_BYTES } from "../../src/plugins/firefly.ts";
 import {
   FLOWD_GO_BARE,
   FLOWD_GO_END,
@@ -106,6 +106,18 @@ Deno.test("firefly plugin: each emitter's fireflies become exactly one event eac
     assert.equal(plugin.stats.accepted, GOLDENS.length);
     assert.equal(plugin.stats.repaired, 1, "only flowd-go's end firefly had an empty start-time");
     assert.deepEqual(Object.values(plugin.stats.rejected).filter((n) => n > 0), []);
+  });
+});
+
+Deno.test("firefly plugin: the socket asks for a larger receive buffer than the kernel's default", async () => {
+  await withListener(async ({ plugin }) => {
+    const out = await new Deno.Command("ss", { args: ["-u", "-a", "-n", "-m", `sport = :${plugin.port}`] })
+      .output();
+    const rb = /rb(\d+)/.exec(new TextDecoder().decode(out.stdout));
+    assert.ok(rb, "ss shows the socket's memory");
+    const max = Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_max"));
+    // The kernel doubles what it grants (bookkeeping), capped at rmem_max.
+    assert.equal(Number(rb[1]), 2 * Math.min(RECEIVE_BUFFER_BYTES, max));
   });
 });
 
