@@ -74,9 +74,13 @@ const DEFAULT_SHUTDOWN_TIMEOUT_MS = 5000;
 
 const log = logger("plugins", "api");
 
+const GO_ESCAPED = /[<>&\u2028\u2029]/;
+
 /** Serialises like Go's json.Encoder with an indent: HTML-significant characters escaped, trailing newline. */
 function goJson(value: unknown, pretty: boolean): string {
   const text = pretty ? JSON.stringify(value, null, 4) : JSON.stringify(value);
+  // Most answers have none of these characters: a test is cheaper than a replace with a callback.
+  if (!GO_ESCAPED.test(text)) return text + "\n";
   return text.replace(/[<>&\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`) +
     "\n";
 }
@@ -165,6 +169,8 @@ function checkContentType(header: string | undefined): Rejection | undefined {
   if (header === undefined) {
     return new Rejection(415, "the request has no Content-Type; send the flow as application/json");
   }
+  // The common spelling, without the split/trim/lower-case below (which would accept it too).
+  if (header === "application/json") return undefined;
   const media = header.split(";", 1)[0]?.trim().toLowerCase();
   if (media !== "application/json") {
     return new Rejection(415, `Content-Type must be application/json, not ${JSON.stringify(header)}`);

@@ -131,7 +131,10 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function canonicalKeys(body: Record<string, unknown>): Map<Field, unknown> {
   const out = new Map<Field, unknown>();
   const spelled = new Map<Field, string>();
-  for (const [key, value] of Object.entries(body)) {
+  // for-in with an own-key check visits the keys of Object.entries in the same order, without its arrays.
+  for (const key in body) {
+    if (!Object.hasOwn(body, key)) continue;
+    const value = body[key];
     const field = EXACT.has(key as Field) ? key as Field : CANONICAL.get(key.toLowerCase());
     if (field === undefined) {
       throw new ApiFlowError(

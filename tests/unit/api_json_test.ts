@@ -221,3 +221,42 @@ Deno.test("parseApiFlowBody names the field in every rejection", () => {
   rejects({ ...V4_START, state: 3 }, "State", /State is given twice, as "State" and as "state"/);
   rejects({ ...V4_START, Application: 5 }, "Application", /Application must be a string/);
 });
+
+Deno.test("api json: on shuffled, duplicated and unknown keys the first fault found follows Object.entries order", () => {
+  // Key visiting order decides which fault is named; predict it from Object.entries (the general walk).
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const extras = ["src", "STATE", "dst", "1", "0", "__proto__", "Bogus", "family"];
+  const known = new Set(Object.keys(V4_START).map((k) => k.toLowerCase()).concat(["application"]));
+  for (let round = 0; round < 300; round++) {
+    const pairs: [string, unknown][] = Object.entries(V4_START);
+    for (let i = rand(3); i > 0; i--) {
+      pairs.splice(rand(pairs.length + 1), 0, [extras[rand(extras.length)]!, 1]);
+    }
+    const text = `{${pairs.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(",")}}`;
+    const body = JSON.parse(text);
+    let expected: string | undefined;
+    const seen = new Map<string, string>();
+    for (const [key] of Object.entries(body)) {
+      const lower = key.toLowerCase();
+      if (!known.has(lower)) {
+        expected = `unknown key ${JSON.stringify(key)}`;
+        break;
+      }
+      if (seen.has(lower)) {
+        expected = `given twice, as ${JSON.stringify(seen.get(lower))} and as ${JSON.stringify(key)}`;
+        break;
+      }
+      seen.set(lower, key);
+    }
+    let got: string | undefined;
+    try {
+      parseApiFlowBody(body, NOW, APP);
+    } catch (err) {
+      assert.ok(err instanceof ApiFlowError, text);
+      got = err.message;
+    }
+    if (expected === undefined) assert.equal(got, undefined, text);
+    else assert.ok(got?.includes(expected), `${text}: ${got} lacks ${expected}`);
+  }
+});
