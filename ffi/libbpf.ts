@@ -376,7 +376,11 @@ export function mapLookup(
 }
 
 /** Reads one element into `value` (its whole length; per-CPU maps: one value per possible CPU); false when absent. */
-export function mapLookupInto(fd: number, key: Uint8Array<ArrayBuffer>, value: Uint8Array<ArrayBuffer>): boolean {
+export function mapLookupInto(
+  fd: number,
+  key: Uint8Array<ArrayBuffer>,
+  value: Uint8Array<ArrayBuffer>,
+): boolean {
   const rc = bpf().bpf_map_lookup_elem(fd, key, value);
   if (rc === -Errno.ENOENT) return false;
   if (rc < 0) throw new LibbpfError("bpf_map_lookup_elem", rc);

@@ -323,7 +323,9 @@ backends:
         await Deno.writeTextFile(
           wrapper,
           // Only root may make a mount namespace; a test that drops to another user runs the binary directly.
-          `#!/bin/sh\n[ "$(id -u)" = 0 ] || exec ${shq(bin)} "$@"\nexec ${hidingPrefix().map(shq).join(" ")} ${shq(bin)} "$@"\n`,
+          `#!/bin/sh\n[ "$(id -u)" = 0 ] || exec ${shq(bin)} "$@"\nexec ${
+            hidingPrefix().map(shq).join(" ")
+          } ${shq(bin)} "$@"\n`,
         );
         await Deno.chmod(wrapper, 0o755);
         const r = await run([Deno.execPath(), "test", "--allow-all", ...files], {

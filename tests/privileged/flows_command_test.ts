@@ -158,7 +158,7 @@ backends:
       const text = await runFlowd(["status", "--socket", socket]);
       assert.equal(text.code, 0);
       assert.match(text.stdout, new RegExp(`hook: ${net.ifA} tcx program \\d+`));
-      assert.match(text.stdout, /backend marker: running\n  events: 1 handled, 0 dropped, 0 failed/);
+      assert.match(text.stdout, /backend marker: running\n {2}events: 1 handled, 0 dropped, 0 failed/);
 
       // The interface goes away: the marker notices within its check interval (5 s) and says so.
       await net.exec(net.nsA, ["ip", "link", "del", net.ifA]);
