@@ -33,6 +33,7 @@ import {
   type IdResolver,
   LineSplitter,
   parsePipeLine,
+  type PipeLineContext,
   PipeLineError,
   type PipeRejectReason,
   splitGluedLine,
@@ -87,6 +88,8 @@ export class NamedPipePlugin implements Plugin {
   };
   #opts: NamedPipeOptions;
   #buf: Uint8Array;
+  /** The parse context, rebuilt when the options change (application and id resolver live in it). */
+  #ctx: PipeLineContext | undefined;
   #reader: Promise<void> | undefined;
   #stopping = false;
   /** True while the reader waits in read(): what it got so far is handled. */
@@ -116,10 +119,12 @@ export class NamedPipePlugin implements Plugin {
     if (next.pipePath !== this.#opts.pipePath || !this.#created) return false;
     const previous = this.#opts;
     this.#opts = next;
+    this.#ctx = undefined;
     try {
       await this.#applyPermissions(next.pipePath, false);
     } catch (err) {
       this.#opts = previous;
+      this.#ctx = undefined;
       throw err;
     }
     if (next.buffSize !== previous.buffSize) this.#buf = new Uint8Array(next.buffSize);
@@ -388,15 +393,16 @@ export class NamedPipePlugin implements Plugin {
 
   /** Parses a line and emits its events, waiting first while the bus has no room (the FIFO then fills). */
   #handleLine(line: string, sink: EventSink, now: Micros): Promise<void> | void {
-    const events = this.#parseLine(line, now);
-    if (events === undefined) return;
-    if (events.length === 1) {
+    const parsed = this.#parseLine(line, now);
+    if (parsed === undefined) return;
+    // The common case, one event, goes without an array or a promise.
+    if (!Array.isArray(parsed)) {
       const wait = sink.whenRoom?.();
-      if (!wait) return this.#emit(events[0]!, sink);
-      return this.#pause(wait, sink).then(() => this.#emit(events[0]!, sink));
+      if (!wait) return this.#emit(parsed, sink);
+      return this.#pause(wait, sink).then(() => this.#emit(parsed, sink));
     }
     return (async () => {
-      for (const event of events) {
+      for (const event of parsed) {
         const wait = sink.whenRoom?.();
         if (wait) await this.#pause(wait, sink);
         this.#emit(event, sink);
@@ -405,8 +411,10 @@ export class NamedPipePlugin implements Plugin {
   }
 
   /** The events of one line: one, several (writers' lines glued together), or none (blank, rejected). */
-  #parseLine(line: string, now: Micros): FlowEvent[] | undefined {
-    const ctx = { now, application: this.#opts.application, resolveId: this.#opts.resolveId };
+  #parseLine(line: string, now: Micros): FlowEvent | FlowEvent[] | undefined {
+    // One context reused for every line: only the clock changes (parsePipeLine keeps no reference to it).
+    const ctx = this.#ctx ??= { now, application: this.#opts.application, resolveId: this.#opts.resolveId };
+    ctx.now = now;
     let event;
     try {
       event = parsePipeLine(line, ctx);
@@ -427,7 +435,7 @@ export class NamedPipePlugin implements Plugin {
     }
     if (!event) return undefined; // blank line
     this.stats.linesAccepted++;
-    return [event];
+    return event;
   }
 
   /** Waits for room on the bus, counting the pause and saying so when it lasts. */
