@@ -45,6 +45,7 @@ const SYMBOLS = {
   bpf_link_get_next_id: { parameters: ["u32", "buffer"], result: "i32" },
   bpf_link_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_prog_get_fd_by_id: { parameters: ["u32"], result: "i32" },
+  bpf_map_get_fd_by_id: { parameters: ["u32"], result: "i32" },
   bpf_obj_get_info_by_fd: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   bpf_prog_test_run_opts: { parameters: ["i32", "buffer"], result: "i32" },
   bpf_prog_load: { parameters: ["u32", "buffer", "buffer", "buffer", "usize", "buffer"], result: "i32" },
@@ -205,7 +206,8 @@ export const LAYOUT = {
     repeat: 60,
     duration: 64,
   },
-  bpf_prog_info: { size: 232, type: 0, id: 4, name: 64 },
+  bpf_prog_info: { size: 232, type: 0, id: 4, nr_map_ids: 52, map_ids: 56, name: 64 },
+  bpf_map_info: { size: 88, type: 0, id: 4, key_size: 8, value_size: 12, max_entries: 16, name: 24 },
   /** The tcx member of the union (kernel 6.6+) is read at the union's offset: ifindex, then attach_type. */
   bpf_link_info: { size: 48, type: 0, id: 4, prog_id: 8, union: 16 },
   __sk_buff: { size: 192, mark: 8, ifindex: 40 },
@@ -627,6 +629,57 @@ export function progInfo(fd: number): ProgInfo {
   return {
     type: dv.getUint32(L.type, true),
     id: dv.getUint32(L.id, true),
+    name: new TextDecoder().decode(nameBytes.subarray(0, end < 0 ? 16 : end)),
+  };
+}
+
+/** The ids of the maps a loaded program uses. */
+export function progMapIds(fd: number): number[] {
+  const L = LAYOUT.bpf_prog_info;
+  const count = objInfo(fd, L.size).getUint32(L.nr_map_ids, true);
+  if (count === 0) return [];
+  const ids = new Uint32Array(count);
+  const info = new Uint8Array(L.size);
+  const dv = new DataView(info.buffer);
+  dv.setUint32(L.nr_map_ids, count, true);
+  dv.setBigUint64(L.map_ids, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(ids))), true);
+  const len = new Uint32Array([L.size]);
+  check("bpf_obj_get_info_by_fd", () => bpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(len.buffer)));
+  // The kernel says how many there are now; it filled at most what we gave room for.
+  return [...ids.subarray(0, Math.min(count, dv.getUint32(L.nr_map_ids, true)))];
+}
+
+/** A map by its kernel id: an fd (the caller closes it), or undefined when it is gone. */
+export function mapFdById(id: number): number | undefined {
+  const fd = bpf().bpf_map_get_fd_by_id(id);
+  if (fd === -Errno.ENOENT) return undefined;
+  if (fd < 0) throw new LibbpfError("bpf_map_get_fd_by_id", fd, [], `map ${id}`);
+  return fd;
+}
+
+/** What the kernel says about a map. */
+export interface MapInfo {
+  type: number;
+  id: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  /** Up to 15 characters of the map's name. */
+  name: string;
+}
+
+/** Kernel information about the map behind an fd. */
+export function mapInfo(fd: number): MapInfo {
+  const L = LAYOUT.bpf_map_info;
+  const dv = objInfo(fd, L.size);
+  const nameBytes = new Uint8Array(dv.buffer, L.name, 16);
+  const end = nameBytes.indexOf(0);
+  return {
+    type: dv.getUint32(L.type, true),
+    id: dv.getUint32(L.id, true),
+    keySize: dv.getUint32(L.key_size, true),
+    valueSize: dv.getUint32(L.value_size, true),
+    maxEntries: dv.getUint32(L.max_entries, true),
     name: new TextDecoder().decode(nameBytes.subarray(0, end < 0 ? 16 : end)),
   };
 }

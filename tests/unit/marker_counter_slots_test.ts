@@ -53,3 +53,21 @@ Deno.test("marked flows: a flow keeps its slot when started again; an evicted fl
   assert.deepEqual(marked.admit(flow(4)), { kind: "new", counterSlot: 0, resetCounters: true });
   assert.deepEqual([...marked.values()].map((m) => [m.event.src.port, m.counterSlot]), [[3, 1], [4, 0]]);
 });
+
+Deno.test("counter slots: claimed slots (adopted flows) stay owned; the gaps below them are free and reset", () => {
+  const slots = new CounterSlots(8);
+  slots.claim([5, 1, 3]);
+  assert.equal(slots.inUse, 3);
+  // Never-used slots first, as always; then the gaps, flagged for zeroing.
+  assert.deepEqual([slots.take(), slots.take()], [{ slot: 6, reused: false }, { slot: 7, reused: false }]);
+  const taken = [slots.take(), slots.take(), slots.take()];
+  assert.deepEqual(taken.map((t) => t!.slot), [0, 2, 4]);
+  assert.ok(taken.every((t) => t!.reused), "a gap may hold the earlier run's counts: reset it");
+  assert.equal(slots.take(), undefined);
+  slots.release(3);
+  assert.deepEqual(slots.take(), { slot: 3, reused: true });
+  assert.throws(() => new CounterSlots(4).claim([4]), /not below 4/);
+  const busy = new CounterSlots(4);
+  busy.take();
+  assert.throws(() => busy.claim([2]), /before any is taken/);
+});

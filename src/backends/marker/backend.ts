@@ -15,6 +15,7 @@ import { flowTag, formatTag, tagTruncation } from "./flow_tag.ts";
 import { MarkerHooks } from "./hooks.ts";
 import { MarkerProgram } from "./program.ts";
 import { DEFAULT_LEDGER_PATH, QdiscLedger } from "./qdisc_ledger.ts";
+import { adoptedStart, findLeftoverMaps, type LeftoverMaps, releaseLeftoverMaps } from "./adoption.ts";
 import { type MarkedTotal, MarkedTotals } from "./marked_totals.ts";
 import { MarkedFlows } from "./marked_flows.ts";
 import { DEFAULT_MAX_FLOWS, type FlowCounters, MATCH_ALL_COUNTER_SLOT } from "./layout.ts";
@@ -129,14 +130,24 @@ export class MarkerBackend implements Backend {
     const c = this.opts.config;
     try {
       const interfaces = await this.#interfaces();
-      this.#program = await MarkerProgram.load({
-        strategy: c.markingStrategy,
-        matchAll: c.matchAll,
-        debug: c.debugMode,
-        programPath: c.programPath || undefined,
-        maxFlows: c.maxFlows ?? DEFAULT_MAX_FLOWS,
-      });
+      const maxFlows = c.maxFlows ?? DEFAULT_MAX_FLOWS;
+      const leftover = c.matchAll
+        ? undefined
+        : await findLeftoverMaps(interfaces, maxFlows, c.markingStrategy, this.opts.netns);
+      try {
+        this.#program = await MarkerProgram.load({
+          strategy: c.markingStrategy,
+          matchAll: c.matchAll,
+          debug: c.debugMode,
+          programPath: c.programPath || undefined,
+          maxFlows,
+          adopt: leftover,
+        });
+      } finally {
+        if (leftover) releaseLeftoverMaps(leftover);
+      }
       this.#marked = new MarkedFlows(this.#program.maxFlows, c.whenFull ?? "evictOldest");
+      if (leftover) this.#adopt(this.#program, leftover);
       this.#totals = new MarkedTotals();
       this.#hz = (await kernelHz()).hz;
       this.#hooks = new MarkerHooks(this.#program, {
@@ -159,6 +170,19 @@ export class MarkerBackend implements Backend {
       await this.stop();
       throw new StartupError(`marker: ${errorMessage(err)}`, { cause: err });
     }
+  }
+
+  /** Takes the flows a killed run left in the adopted map into the table, with their counter slots. */
+  #adopt(program: MarkerProgram, leftover: LeftoverMaps): void {
+    const entries = program.flows().filter((e) => e.counterSlot !== undefined);
+    this.#marked!.adopt(
+      entries.map((e) => ({ event: adoptedStart(e, program.strategy), counterSlot: e.counterSlot! })),
+    );
+    log.info("adopted the flows and counters of a marker left by an earlier run", {
+      interface: leftover.interface,
+      progId: leftover.progId,
+      flows: entries.length,
+    });
   }
 
   handle(event: FlowEvent): Promise<void> {

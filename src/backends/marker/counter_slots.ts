@@ -32,6 +32,27 @@ export class CounterSlots {
     this.#freed = new Uint32Array(capacity);
   }
 
+  /**
+   * On a fresh instance: marks these slots as owned (flows adopted from an earlier run); the others below the
+   * highest become free, to be zeroed when taken (they may hold that run's counts).
+   */
+  claim(slots: Iterable<number>): void {
+    if (this.#handedOut !== 0) throw new Error("slots can only be claimed before any is taken");
+    const owned = new Set<number>();
+    let highest = -1;
+    for (const slot of slots) {
+      if (!Number.isInteger(slot) || slot < 0 || slot >= this.capacity) {
+        throw new RangeError(`counter slot ${slot} is not below ${this.capacity}`);
+      }
+      owned.add(slot);
+      if (slot > highest) highest = slot;
+    }
+    this.#handedOut = highest + 1;
+    for (let slot = 0; slot < this.#handedOut; slot++) {
+      if (!owned.has(slot)) this.#freed[(this.#head + this.#count++) % this.capacity] = slot;
+    }
+  }
+
   /** Slots currently owned by flows. */
   get inUse(): number {
     return this.#handedOut - this.#count;

@@ -84,6 +84,13 @@ export class MarkedFlows {
     };
   }
 
+  /** Takes back the flows an earlier run left in the map, oldest first; only on an empty table. */
+  adopt(flows: readonly MarkedFlow[]): void {
+    if (this.#flows.size !== 0) throw new Error("flows can only be adopted into an empty table");
+    this.#slots.claim(flows.map((f) => f.counterSlot));
+    for (const f of flows) this.#flows.set(flowKey(f.event), f);
+  }
+
   /** Forgets a flow that ended (or whose map update failed); its counter slot, or undefined when unknown. */
   forget(flow: Pick<FlowEvent, "protocol" | "src" | "dst">): number | undefined {
     return this.remove(flow)?.counterSlot;

@@ -65,6 +65,8 @@ export interface MarkerProgramOptions {
   objectBytes?: Uint8Array;
   /** Capacity of the flow map (default 100000); the backend decides what goes when it is full. */
   maxFlows?: number;
+  /** Maps of a leftover marker to load onto instead of new ones (adoption.ts; the caller keeps its fds). */
+  adopt?: { flowLabelsFd: number; flowCountersFd: number };
 }
 
 /** A program instance for one link layer. */
@@ -104,6 +106,7 @@ export class MarkerProgram implements Disposable {
   readonly source: string;
   readonly #bytes: Uint8Array;
   readonly #maxFlows: number;
+  readonly #adopt: MarkerProgramOptions["adopt"];
   readonly #instances = new Map<LinkLayer, Instance>();
   #flowFd = -1;
   /** flowLabels' value size: FLOW_VALUE_SIZE, or TAG_ONLY_VALUE_SIZE for an object without counters. */
@@ -134,6 +137,7 @@ export class MarkerProgram implements Disposable {
     this.source = source;
     this.#bytes = bytes;
     this.#maxFlows = opts.matchAll ? MATCH_ALL_FLOW_CAPACITY : opts.maxFlows ?? DEFAULT_MAX_FLOWS;
+    this.#adopt = opts.matchAll ? undefined : opts.adopt;
   }
 
   /** Reads the object and loads the instance for Ethernet devices; throws naming what went wrong. */
@@ -409,7 +413,11 @@ export class MarkerProgram implements Disposable {
 
     const countsFlows = flows.valueSize === FLOW_VALUE_SIZE;
     const first = this.#instances.size === 0;
-    if (first) {
+    if (first && this.#adopt && countsFlows) {
+      // libbpf takes its own duplicate of each fd: the entries and counts live on in the shared maps.
+      flows.reuseFd(this.#adopt.flowLabelsFd);
+      counters!.reuseFd(this.#adopt.flowCountersFd);
+    } else if (first) {
       flows.setMaxEntries(this.#maxFlows);
       // One slot per flow the map can hold (slot 0 serves match-all).
       if (countsFlows) counters!.setMaxEntries(this.#maxFlows);
