@@ -287,7 +287,15 @@ function portChecks(config: Config): CheckResult[] {
   const api = config.plugins.api;
   if (api) wanted.push({ what: "api port", hostname: api.bindAddress, port: api.bindPort });
   const prom = config.backends.prometheus;
-  if (prom) wanted.push({ what: "prometheus port", hostname: prom.bindAddress, port: prom.netlinkPort });
+  if (prom) {
+    // One server per enricher flavour; port 0 turns one off.
+    if (prom.netlinkPort) {
+      wanted.push({ what: "prometheus port", hostname: prom.bindAddress, port: prom.netlinkPort });
+    }
+    if (prom.skopsPort) {
+      wanted.push({ what: "prometheus port", hostname: prom.bindAddress, port: prom.skopsPort });
+    }
+  }
   const out: CheckResult[] = [];
   for (const w of wanted) {
     const where = `${w.hostname.includes(":") ? `[${w.hostname}]` : w.hostname}:${w.port}`;
