@@ -20,9 +20,10 @@ import { IpAddress, joinHostPort } from "../net/ip.ts";
 import { type FastReply, headerValue, HttpServer, type HttpServerLimits } from "../net/http_server.ts";
 import type { HealthMetric } from "../core/health.ts";
 import {
+  apiFlowEchoText,
   ApiFlowError,
   type ApiIdResolver,
-  flowEventToApiJson,
+  goJson,
   parseApiFlowBody,
   rejectionReason,
 } from "./api_json.ts";
@@ -74,17 +75,6 @@ const DEFAULT_SHUTDOWN_TIMEOUT_MS = 5000;
 
 const log = logger("plugins", "api");
 
-const GO_ESCAPED = /[<>&\u2028\u2029]/;
-
-/** Serialises like Go's json.Encoder with an indent: HTML-significant characters escaped, trailing newline. */
-function goJson(value: unknown, pretty: boolean): string {
-  const text = pretty ? JSON.stringify(value, null, 4) : JSON.stringify(value);
-  // Most answers have none of these characters: a test is cheaper than a replace with a callback.
-  if (!GO_ESCAPED.test(text)) return text + "\n";
-  return text.replace(/[<>&\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`) +
-    "\n";
-}
-
 function jsonResponse(
   status: number,
   value: unknown,
@@ -98,21 +88,34 @@ function jsonResponse(
 interface Outcome {
   status: number;
   json: unknown;
+  /** The pretty JSON of `json` when already serialised (the echo of an accepted event). */
+  text?: string;
   headers?: Record<string, string>;
 }
 
+function outcomeText(o: Outcome): string {
+  return o.text ?? goJson(o.json, true);
+}
+
 function outcomeResponse(o: Outcome): Response {
-  return jsonResponse(o.status, o.json, { headers: o.headers });
+  const headers = { ...o.headers, "content-type": "application/json" };
+  return new Response(outcomeText(o), { status: o.status, headers });
 }
 
 const JSON_TYPE: readonly [string, string] = ["content-type", "application/json"];
+/** Shared by every answer without extra headers, so the common one allocates no header list. */
+const JSON_ONLY: readonly (readonly [string, string])[] = [JSON_TYPE];
 const textEncoder = new TextEncoder();
 
 function outcomeReply(o: Outcome): FastReply {
-  const headers: (readonly [string, string])[] = [];
-  if (o.headers) { for (const [k, v] of Object.entries(o.headers)) headers.push([k.toLowerCase(), v]); }
-  headers.push(JSON_TYPE);
-  return { status: o.status, headers, body: textEncoder.encode(goJson(o.json, true)) };
+  let headers = JSON_ONLY;
+  if (o.headers) {
+    const list: (readonly [string, string])[] = [];
+    for (const [k, v] of Object.entries(o.headers)) list.push([k.toLowerCase(), v]);
+    list.push(JSON_TYPE);
+    headers = list;
+  }
+  return { status: o.status, headers, body: textEncoder.encode(outcomeText(o)) };
 }
 
 /** The path of a request target, without its query. */
@@ -405,7 +408,7 @@ export class ApiPlugin implements Plugin {
       return this.#reject(at, new Rejection(503, `the event was not accepted: ${refused}`));
     }
     log.debug("api accepted a flow event", () => ({ flow: describeFlow(event) }));
-    return { status: 200, json: flowEventToApiJson(event) };
+    return { status: 200, json: undefined, text: apiFlowEchoText(event) };
   }
 
   #reject(at: RequestAt, r: Rejection, headers?: Record<string, string>): Outcome {
