@@ -98,8 +98,11 @@ export type HttpHandler = (req: Request, info: HttpRequestInfo) => Response | Pr
 export interface FastReply {
   readonly status: number;
   readonly headers: readonly (readonly [string, string])[];
-  readonly body: Uint8Array;
+  /** Bytes, or text sent as UTF-8 (ASCII text goes out with the head in one encode). */
+  readonly body: Uint8Array | string;
 }
+
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * Answers the requests it claims straight from the parsed head and body, or returns undefined to leave the
@@ -506,7 +509,10 @@ export class HttpServer {
       const fast = this.#fast === undefined ? undefined : this.#fastReply(c, head, body);
       if (fast !== undefined) {
         const keepAlive = head.keepAlive && !this.#stopping;
-        const out = this.#encodeReply(c, fast.status, "", fast.headers, fast.body, head, keepAlive);
+        const body = typeof fast.body === "string" && NON_ASCII.test(fast.body)
+          ? encoder.encode(fast.body)
+          : fast.body;
+        const out = this.#encodeReply(c, fast.status, "", fast.headers, body, head, keepAlive);
         const n = await c.conn.write(out);
         if (n < out.byteLength) await this.#writeAll(c, out.subarray(n));
         if (!keepAlive) return;
@@ -778,16 +784,17 @@ export class HttpServer {
     if (n < out.byteLength) await this.#writeAll(c, out.subarray(n));
   }
 
-  /** An answer's bytes, head and body; counts it and starts the write phase. */
+  /** An answer's bytes, head and body (a string body must be ASCII); counts it and starts the write phase. */
   #encodeReply(
     c: Connection,
     status: number,
     statusText: string,
     headers: Iterable<readonly [string, string]>,
-    body: Uint8Array,
+    body: Uint8Array | string,
     head: RequestHead | undefined,
     keepAlive: boolean,
   ): Uint8Array {
+    const bodyBytes = typeof body === "string" ? body.length : body.byteLength;
     const bodyless = status === 204 || status === 304 || status < 200;
     let text = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? statusText}\r\n`;
     for (const [name, value] of headers) {
@@ -797,14 +804,17 @@ export class HttpServer {
       ) continue;
       text += `${name}: ${value}\r\n`;
     }
-    if (!bodyless) text += `content-length: ${body.byteLength}\r\n`;
+    if (!bodyless) text += `content-length: ${bodyBytes}\r\n`;
     if (!keepAlive) text += "connection: close\r\n";
     else if (head?.minor === 0) text += "connection: keep-alive\r\n";
     text += "\r\n";
     const withBody = head?.method !== "HEAD";
-    const out = new Uint8Array(text.length + (withBody ? body.byteLength : 0));
-    encodeHead(text, out);
-    if (withBody) out.set(body, text.length);
+    const out = new Uint8Array(text.length + (withBody ? bodyBytes : 0));
+    if (typeof body === "string") encodeHead(withBody ? text + body : text, out);
+    else {
+      encodeHead(text, out);
+      if (withBody) out.set(body, text.length);
+    }
     const cls = Math.floor(status / 100);
     if (cls >= 1 && cls <= 5) this.#responses[cls - 1]!++;
     c.phase = Phase.Write;

@@ -105,7 +105,6 @@ function outcomeResponse(o: Outcome): Response {
 const JSON_TYPE: readonly [string, string] = ["content-type", "application/json"];
 /** Shared by every answer without extra headers, so the common one allocates no header list. */
 const JSON_ONLY: readonly (readonly [string, string])[] = [JSON_TYPE];
-const textEncoder = new TextEncoder();
 
 function outcomeReply(o: Outcome): FastReply {
   let headers = JSON_ONLY;
@@ -115,7 +114,8 @@ function outcomeReply(o: Outcome): FastReply {
     list.push(JSON_TYPE);
     headers = list;
   }
-  return { status: o.status, headers, body: textEncoder.encode(outcomeText(o)) };
+  // Text: the server encodes an ASCII answer together with its head.
+  return { status: o.status, headers, body: outcomeText(o) };
 }
 
 /** The path of a request target, without its query. */

@@ -790,3 +790,27 @@ Deno.test("asciiText gives the UTF-8 decoder's text for ASCII bodies and leaves 
   assert.equal(asciiText(new Uint8Array(5000).fill(0x41)), undefined); // large: the decoder's
   assert.equal(asciiText(new Uint8Array(4096).fill(0x41)), "A".repeat(4096));
 });
+
+Deno.test("POST /flow echoes a non-ASCII application as UTF-8 with a Content-Length in bytes", async () => {
+  const app = "flöwd-€-😀<&>";
+  await withApi("127.0.0.1", async ({ url }) => {
+    const res = await fetch(`${url}/flow`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        State: 2,
+        Protocol: 0,
+        Src: "127.0.0.1:1",
+        Dst: "127.0.0.2:2",
+        Experiment: 1,
+        Activity: 1,
+      }),
+    });
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    assert.equal(res.status, 200);
+    assert.equal(Number(res.headers.get("content-length")), bytes.byteLength);
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    assert.ok(text.includes('"Application": "flöwd-€-😀\\u003c\\u0026\\u003e",'), text);
+    assert.equal(JSON.parse(text).Application, app);
+  }, { application: app });
+});
