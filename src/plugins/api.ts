@@ -20,9 +20,10 @@ import { IpAddress, joinHostPort } from "../net/ip.ts";
 import { type FastReply, headerValue, HttpServer, type HttpServerLimits } from "../net/http_server.ts";
 import type { HealthMetric } from "../core/health.ts";
 import {
+  apiFlowEchoText,
   ApiFlowError,
   type ApiIdResolver,
-  flowEventToApiJson,
+  goJson,
   parseApiFlowBody,
   rejectionReason,
 } from "./api_json.ts";
@@ -74,17 +75,6 @@ const DEFAULT_SHUTDOWN_TIMEOUT_MS = 5000;
 
 const log = logger("plugins", "api");
 
-const GO_ESCAPED = /[<>&\u2028\u2029]/;
-
-/** Serialises like Go's json.Encoder with an indent: HTML-significant characters escaped, trailing newline. */
-function goJson(value: unknown, pretty: boolean): string {
-  const text = pretty ? JSON.stringify(value, null, 4) : JSON.stringify(value);
-  // Most answers have none of these characters: a test is cheaper than a replace with a callback.
-  if (!GO_ESCAPED.test(text)) return text + "\n";
-  return text.replace(/[<>&\u2028\u2029]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, "0")}`) +
-    "\n";
-}
-
 function jsonResponse(
   status: number,
   value: unknown,
@@ -98,21 +88,34 @@ function jsonResponse(
 interface Outcome {
   status: number;
   json: unknown;
+  /** The pretty JSON of `json` when already serialised (the echo of an accepted event). */
+  text?: string;
   headers?: Record<string, string>;
 }
 
+function outcomeText(o: Outcome): string {
+  return o.text ?? goJson(o.json, true);
+}
+
 function outcomeResponse(o: Outcome): Response {
-  return jsonResponse(o.status, o.json, { headers: o.headers });
+  const headers = { ...o.headers, "content-type": "application/json" };
+  return new Response(outcomeText(o), { status: o.status, headers });
 }
 
 const JSON_TYPE: readonly [string, string] = ["content-type", "application/json"];
-const textEncoder = new TextEncoder();
+/** Shared by every answer without extra headers, so the common one allocates no header list. */
+const JSON_ONLY: readonly (readonly [string, string])[] = [JSON_TYPE];
 
 function outcomeReply(o: Outcome): FastReply {
-  const headers: (readonly [string, string])[] = [];
-  if (o.headers) { for (const [k, v] of Object.entries(o.headers)) headers.push([k.toLowerCase(), v]); }
-  headers.push(JSON_TYPE);
-  return { status: o.status, headers, body: textEncoder.encode(goJson(o.json, true)) };
+  let headers = JSON_ONLY;
+  if (o.headers) {
+    const list: (readonly [string, string])[] = [];
+    for (const [k, v] of Object.entries(o.headers)) list.push([k.toLowerCase(), v]);
+    list.push(JSON_TYPE);
+    headers = list;
+  }
+  // Text: the server encodes an ASCII answer together with its head.
+  return { status: o.status, headers, body: outcomeText(o) };
 }
 
 /** The path of a request target, without its query. */
@@ -146,11 +149,24 @@ interface RequestAt {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** Bodies up to this size are tried as ASCII in JS (one argument per byte below). */
+const ASCII_MAX = 4096;
+
+/**
+ * The text of an all-ASCII body, as the UTF-8 decoder would give it, without the decoder's op (which
+ * costs more than a scan of a small body); undefined for other bodies, which the decoder then takes.
+ */
+export function asciiText(bytes: Uint8Array): string | undefined {
+  if (bytes.length > ASCII_MAX) return undefined;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return undefined;
+  return String.fromCharCode.apply(null, bytes as unknown as number[]);
+}
+
 /** Decodes a POST /flow body into JSON, or says what is wrong with it. */
 function decodeJsonBody(bytes: Uint8Array): unknown {
-  let text: string;
+  let text: string | undefined = asciiText(bytes);
   try {
-    text = utf8.decode(bytes);
+    text ??= utf8.decode(bytes);
   } catch {
     throw new Rejection(400, "the request body is not valid UTF-8", "body");
   }
@@ -405,7 +421,7 @@ export class ApiPlugin implements Plugin {
       return this.#reject(at, new Rejection(503, `the event was not accepted: ${refused}`));
     }
     log.debug("api accepted a flow event", () => ({ flow: describeFlow(event) }));
-    return { status: 200, json: flowEventToApiJson(event) };
+    return { status: 200, json: undefined, text: apiFlowEchoText(event) };
   }
 
   #reject(at: RequestAt, r: Rejection, headers?: Record<string, string>): Outcome {

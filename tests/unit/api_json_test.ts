@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import {
+  apiFlowEchoText,
   ApiFlowError,
   flowEventToApiJson,
   formatApiTime,
+  goJson,
   parseApiFlowBody,
   ZERO_TIME,
 } from "../../src/plugins/api_json.ts";
@@ -259,4 +261,68 @@ Deno.test("api json: on shuffled, duplicated and unknown keys the first fault fo
     if (expected === undefined) assert.equal(got, undefined, text);
     else assert.ok(got?.includes(expected), `${text}: ${got} lacks ${expected}`);
   }
+});
+
+Deno.test("apiFlowEchoText is byte-identical to goJson of the echo object, over many events", () => {
+  // A seeded generator, so a failure can be replayed.
+  let seed = 12345;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return Math.floor(seed / 65536) % n; // the high bits: the low ones of an LCG repeat quickly
+  };
+  const apps = [
+    "",
+    "bench",
+    "a<b>&c",
+    "\u2028x\u2029",
+    'q"uo\\te',
+    "ünï€😀",
+    "tab\tnl\n\u0001",
+    "x".repeat(300),
+  ];
+  const v4 = ["127.0.0.1", "192.0.2.7", "0.0.0.0", "255.255.255.255"];
+  const v6 = ["::1", "2001:db8::2", "fe80::1%eth0", "::ffff:192.0.2.1", "2001:db8:1:2:3:4:5:6"];
+  const times = [
+    undefined,
+    0,
+    1,
+    999_999,
+    1_000_000,
+    NOW,
+    NOW + 123_456,
+    NOW + 100_000,
+    253402300799_999_999,
+  ];
+  const states = ["start", "end", "ongoing"] as const;
+  let n = 0;
+  for (let i = 0; i < 3000; i++) {
+    const family = rnd(2) === 0 ? "ipv4" : "ipv6";
+    const ips = family === "ipv4" ? v4 : v6;
+    const start = times[rnd(times.length)];
+    const event: FlowEvent = {
+      state: states[rnd(3)]!,
+      protocol: rnd(2) === 0 ? "tcp" : "udp",
+      family,
+      src: ep(ips[rnd(ips.length)]!, rnd(65536)),
+      dst: ep(ips[rnd(ips.length)]!, rnd(65536)),
+      experimentId: rnd(4) === 0 ? 65535 : rnd(512),
+      activityId: rnd(64),
+      application: apps[rnd(apps.length)]!,
+      // Runs of nearby times, so the cached second of formatApiTime is both hit and replaced.
+      startTime: start === undefined ? undefined : start + rnd(3) * 1_000_000,
+      endTime: times[rnd(times.length)],
+    };
+    assert.equal(
+      apiFlowEchoText(event),
+      goJson(flowEventToApiJson(event), true),
+      JSON.stringify(plain(event)),
+    );
+    n++;
+  }
+  assert.equal(n, 3000);
+});
+
+Deno.test("goJson escapes like Go's encoder and ends with a newline", () => {
+  assert.equal(goJson({ a: "<&>\u2028\u2029" }, false), '{"a":"\\u003c\\u0026\\u003e\\u2028\\u2029"}\n');
+  assert.equal(goJson({ a: 1 }, true), '{\n    "a": 1\n}\n');
 });
