@@ -2,14 +2,18 @@
  * Start-up: time to the first HTTP answer and idle RSS of the daemon with the quick-start configuration,
  * beside a bare Deno.serve started the same way; `version` and `help` beside an empty Deno script.
  *
- *   deno run --allow-all bench/startup.ts [--rounds 5] [--quick]
+ *   deno run --allow-all bench/startup.ts [--rounds 5] [--quick] [--built DIR]
+ *
+ * --built DIR also times the built program (`scripts/build.sh --out DIR`, the bundle form operators get from
+ * the RPM), once with the launcher's code cache (a private HOME, warmed by the first round) and once without
+ * (FLOWD_GO_CODE_CACHE=off: what a user without a usable cache directory sees).
  *
  * Interleaved rounds, medians and ranges. "Ready" is from spawn to the first answer on the port (polled
  * every 5 ms); idle RSS is VmRSS 2 s later. Commands are timed from spawn to exit.
  */
 import { median, parseFlags, range } from "./lib.ts";
 
-const flags = parseFlags({ rounds: "5", quick: "false" });
+const flags = parseFlags({ rounds: "5", quick: "false", built: "" });
 const ROUNDS = flags.quick === "true" ? 3 : Number(flags.rounds);
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const dir = await Deno.makeTempDir({ prefix: "flowd-bench-startup-" });
@@ -26,9 +30,19 @@ function rssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-async function ready(args: string[], url: string): Promise<{ ms: number; rss: number }> {
+interface Run {
+  exe?: string;
+  env?: Record<string, string>;
+}
+
+async function ready(args: string[], url: string, run: Run = {}): Promise<{ ms: number; rss: number }> {
   const t0 = performance.now();
-  const child = new Deno.Command(Deno.execPath(), { args, stdout: "null", stderr: "null" }).spawn();
+  const child = new Deno.Command(run.exe ?? Deno.execPath(), {
+    args,
+    env: run.env,
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
   try {
     for (;;) {
       try {
@@ -48,11 +62,20 @@ async function ready(args: string[], url: string): Promise<{ ms: number; rss: nu
   }
 }
 
-async function command(args: string[]): Promise<number> {
+async function command(args: string[], run: Run = {}): Promise<number> {
   const t0 = performance.now();
-  await new Deno.Command(Deno.execPath(), { args, stdout: "null", stderr: "null" }).output();
+  await new Deno.Command(run.exe ?? Deno.execPath(), { args, env: run.env, stdout: "null", stderr: "null" })
+    .output();
   return performance.now() - t0;
 }
+
+const BUILT = flags.built ? `${flags.built}/bin/flowd-go` : "";
+const HOME = `${dir}/home`;
+Deno.mkdirSync(HOME, { mode: 0o700 });
+const cached: Run = { exe: BUILT, env: { HOME, FLOWD_GO_CODE_CACHE: "on" } };
+const uncached: Run = { exe: BUILT, env: { FLOWD_GO_CODE_CACHE: "off" } };
+const QUICK = ["--conf", "builtin:quickstart"];
+if (BUILT) await command(["version"], cached); // fills the code cache before the first timed round
 
 const rows: Record<string, number[]> = {};
 const add = (k: string, v: number) => (rows[k] ??= []).push(v);
@@ -70,6 +93,15 @@ try {
     add("empty", await command(["run", "--allow-all", "--quiet", EMPTY]));
     add("version", await command(["run", "--allow-all", "--quiet", MAIN, "version"]));
     add("help", await command(["run", "--allow-all", "--quiet", MAIN, "help"]));
+    if (BUILT) {
+      for (const [name, run] of [["cached", cached], ["uncached", uncached]] as const) {
+        const r = await ready([...QUICK, "run"], "http://127.0.0.1:7777/", run);
+        add(`built ${name} ready`, r.ms);
+        add(`built ${name} rss`, r.rss);
+        add(`built ${name} version`, await command(["version"], run));
+        add(`built ${name} conf`, await command([...QUICK, "conf"], run));
+      }
+    }
   }
   const cell = (k: string, digits = 0) => `${median(rows[k]!).toFixed(digits)} (${range(rows[k]!)})`;
   console.log(`start-up: ${ROUNDS} rounds, load ${Deno.loadavg()[0]?.toFixed(2)}`);
@@ -82,6 +114,17 @@ try {
   console.log(`idle RSS, MB | ${cell("ours rss")} | ${cell("bare rss")} |`);
   console.log(`version, ms (vs an empty script) | ${cell("version")} | ${cell("empty")} |`);
   console.log(`help, ms | ${cell("help")} | ${cell("empty")} |`);
+  for (const name of BUILT ? ["cached", "uncached"] : []) {
+    const r = `built ${name}`;
+    console.log(
+      `built (${name}) ready, ms | ${cell(`${r} ready`)} | ${cell("bare ready")} | ${
+        (median(rows[`${r} ready`]!) / median(rows["bare ready"]!)).toFixed(2)
+      }x`,
+    );
+    console.log(`built (${name}) idle RSS, MB | ${cell(`${r} rss`)} | ${cell("bare rss")} |`);
+    console.log(`built (${name}) version, ms | ${cell(`${r} version`)} | ${cell("empty")} |`);
+    console.log(`built (${name}) conf, ms | ${cell(`${r} conf`)} | ${cell("empty")} |`);
+  }
 } finally {
   await Deno.remove(dir, { recursive: true });
 }

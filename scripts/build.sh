@@ -2,8 +2,10 @@
 # Builds the distributable flowd-go into dist/ (or --out DIR), offline:
 #
 #   1. the BPF objects (scripts/build_bpf.sh);
-#   2. one JavaScript bundle of the daemon (`deno bundle`) in a temporary copy of the sources whose
-#      src/build_info.json carries the commit; the BPF objects, the registry and the version are inside it;
+#   2. the JavaScript bundle of the daemon (`deno bundle`) in a temporary copy of the sources whose
+#      src/build_info.json carries the commit; the BPF objects, the registry and the version are inside it:
+#      one file for `deno compile`, or split into chunks for the bundle form, so that each command loads
+#      only the components it uses;
 #   3. the man page, rendered to roff with pandoc (or taken pre-rendered from man/flowd-go.1, as the source
 #      tarball ships it);
 #   4. one of two forms, the same program in both:
@@ -15,7 +17,7 @@
 #
 # Layout of the output, a prefix tree that mirrors /usr:
 #   bin/flowd-go                     the executable (compile) or the launcher (bundle)
-#   libexec/flowd-go/{deno,flowd-go.js}   bundle form only
+#   libexec/flowd-go/{deno,app/main.js,app/*.js}   bundle form only
 #   share/man/man1/flowd-go.1.gz
 #   flowd-go -> bin/flowd-go, build-form ("compile" or "bundle")
 #
@@ -115,9 +117,16 @@ for u in "${unstable[@]}"; do unstable_flags+=("--unstable-$u"); done
 
 log "bundling flowd-go $version ($commit)"
 # No node_modules: npm packages come from the Deno cache exactly as deno.lock pins them.
-(cd "$stage/tree" && "$deno_bin" bundle --quiet --frozen --node-modules-dir=none --platform deno \
-  -o "$stage/flowd-go.js" src/main.ts) || fail "deno bundle failed (are the npm packages in the Deno cache? run scripts/setup.sh, or give DENO_DIR the vendored cache)"
-if grep -qE '(from|import\() *"(npm|jsr|https?):' "$stage/flowd-go.js"; then
+bundle() {
+  (cd "$stage/tree" && "$deno_bin" bundle --quiet --frozen --node-modules-dir=none --platform deno "$@" \
+    src/main.ts) || fail "deno bundle failed (are the npm packages in the Deno cache? run scripts/setup.sh, or give DENO_DIR the vendored cache)"
+}
+# One file for deno compile; chunks (one per dynamic import: each command, each component) for the bundle
+# form, so that `version` does not compile the daemon and `run` compiles only the configured components.
+bundle -o "$stage/flowd-go.js"
+bundle --code-splitting --outdir "$stage/app"
+[[ -f "$stage/app/main.js" ]] || fail "the split bundle has no app/main.js"
+if grep -qE '(from|import\() *"(npm|jsr|https?):' "$stage/flowd-go.js" "$stage"/app/*.js; then
   fail "the bundle still imports remote or npm modules; it would need the network at run time"
 fi
 
@@ -184,7 +193,8 @@ else
   log "no denort runtime at hand (DENORT_BIN, DENORT_ZIP or $cached_zip): building the FALLBACK form, the bundle and the Deno $deno_version runtime side by side behind a launcher"
   mkdir -p "$out/libexec/flowd-go"
   install -m 0755 "$deno_bin" "$out/libexec/flowd-go/deno"
-  install -m 0644 "$stage/flowd-go.js" "$out/libexec/flowd-go/flowd-go.js"
+  install -d "$out/libexec/flowd-go/app"
+  install -m 0644 "$stage"/app/*.js "$out/libexec/flowd-go/app/"
   sed "s|@UNSTABLE_FLAGS@|${unstable_flags[*]}|" "$here/scripts/launcher.sh.in" >"$stage/launcher"
   install -m 0755 "$stage/launcher" "$out/bin/flowd-go"
 fi

@@ -183,10 +183,21 @@ Deno.test({
       if (isRoot) assert.match(built.stderr, /empty network namespace/, "the build did not run offline");
 
       await t.step("rpm -qlp lists exactly what operators get, with the right metadata", async () => {
-        const files = (await ok(["rpm", "-qlp", rpmFile])).trim().split("\n").sort();
+        const listed = (await ok(["rpm", "-qlp", rpmFile])).trim().split("\n").sort();
+        // The bundle form's program is split into chunks with content-hashed names: main.js and *.js only.
+        const APP = "/usr/libexec/flowd-go/app/";
+        const chunks = listed.filter((f) => f.startsWith(APP));
+        const files = listed.filter((f) => !f.startsWith(APP));
         const runtime = form === "bundle"
-          ? ["/usr/libexec/flowd-go", "/usr/libexec/flowd-go/deno", "/usr/libexec/flowd-go/flowd-go.js"]
+          ? ["/usr/libexec/flowd-go", "/usr/libexec/flowd-go/deno", APP.slice(0, -1)]
           : [];
+        if (form === "bundle") {
+          assert.ok(chunks.includes(`${APP}main.js`), `no ${APP}main.js in ${chunks.join(" ")}`);
+          for (const c of chunks) assert.match(c.slice(APP.length), /^[\w-]+\.js$/, `unexpected file ${c}`);
+          assert.ok(chunks.length > 10, `only ${chunks.length} chunks: the bundle is not split per command`);
+        } else {
+          assert.deepEqual(chunks, []);
+        }
         assert.deepEqual(
           files,
           [
@@ -256,6 +267,31 @@ Deno.test({
         );
         assert.equal(conf.backends.firefly.sendToDestination, true);
         if (form === "bundle") {
+          // A code cache in the caller's private cache directory, none where another user could write.
+          const home = await Deno.makeTempDir({ dir: scratch, prefix: "home-" });
+          await ok([...hidingPrefix(), "env", "-i", `PATH=${ENV_PATH}`, `HOME=${home}`, bin, "version"]);
+          assert.ok(
+            (await Deno.stat(`${home}/.cache/flowd-go/deno`)).isDirectory,
+            "no code cache in ~/.cache",
+          );
+          assert.equal((await Deno.stat(`${home}/.cache/flowd-go`)).mode! & 0o077, 0, "cache not private");
+          const off = await Deno.makeTempDir({ dir: scratch, prefix: "home-off-" });
+          await ok([
+            ...hidingPrefix(),
+            "env",
+            "-i",
+            `PATH=${ENV_PATH}`,
+            `HOME=${off}`,
+            "FLOWD_GO_CODE_CACHE=off",
+            bin,
+            "version",
+          ]);
+          const shared = await Deno.makeTempDir({ dir: scratch, prefix: "home-shared-" });
+          await Deno.chmod(shared, 0o1777);
+          await ok([...hidingPrefix(), "env", "-i", `PATH=${ENV_PATH}`, `HOME=${shared}`, bin, "version"]);
+          for (const h of [off, shared]) {
+            assert.deepEqual([...Deno.readDirSync(h)], [], `${h}: a code cache where there must be none`);
+          }
           const launcher = await Deno.readTextFile(bin);
           assert.match(launcher, /--cached-only/);
           assert.doesNotMatch(
