@@ -103,8 +103,11 @@ const CA_HEAD = ascii(`# HELP ${CA_INFO} ${CA_INFO_HELP}\n# TYPE ${CA_INFO} gaug
 const CA_PREFIX = ascii(`${CA_INFO}{`);
 const CA_SUFFIX = ascii(`"} 1\n`);
 const ALG_LABEL = ascii(`,alg="`);
-/** Longest decimal text of a value: a safe integer has 16 digits, `String()` of a larger one 21 characters. */
-const MAX_VALUE_BYTES = 24;
+/**
+ * Room a line needs beyond its prefix and labels: `} `, the value (a safe integer has 16 digits, `String()`
+ * of a larger one 21 characters) and the newline; for a congestion line, its suffix.
+ */
+export const LINE_ROOM = 32;
 
 /**
  * A flow's latest statistics as the numbers its series show (read from the sample once, so the sample
@@ -152,26 +155,90 @@ export function writeNumber(out: Uint8Array, pos: number, value: number): number
   return pos + encoder.encodeInto(String(value), out.subarray(pos)).written;
 }
 
-/** One value family: HELP, TYPE, then `name{labels} value` per flow with tcp_info. */
-function renderFamily(out: Uint8Array, pos: number, f: number, flows: readonly FlowEntry[]): number {
-  const head = FAMILY_HEADS[f]!, prefix = FAMILY_PREFIXES[f]!;
-  out.set(head, pos);
-  pos += head.byteLength;
-  const prefixLength = prefix.byteLength;
-  for (let i = 0; i < flows.length; i++) {
-    const e = flows[i]!;
-    if (!e.hasTcpInfo) continue;
-    out.set(prefix, pos);
-    pos += prefixLength;
-    const labels = e.labels;
-    out.set(labels, pos);
-    pos += labels.byteLength;
-    out[pos++] = 0x7d; // }
-    out[pos++] = 0x20;
-    pos = writeNumber(out, pos, e.values[f]!);
-    out[pos++] = 0x0a;
+/**
+ * Where a streamed rendering of the per-flow families stands: family `f` (VALUE_FAMILIES, then the
+ * congestion-control family), flow `i` of the flows taken when it started (`head`: that family's HELP and
+ * TYPE lines are still to write). Flows that end meanwhile are still written from their last values.
+ */
+export class SeriesCursor {
+  #f = 0;
+  #i = 0;
+  #head = true;
+
+  constructor(private readonly flows: readonly FlowEntry[]) {}
+
+  /** True once every line is written. */
+  get done(): boolean {
+    return this.#f > VALUE_FAMILIES.length;
   }
-  return pos;
+
+  /**
+   * Writes lines into `out` from `pos` while they fit (a line is never split; `out` must hold the longest,
+   * LINE_ROOM bytes beyond a flow's labels); returns the end. Call again with room until `done`.
+   */
+  fill(out: Uint8Array, pos: number): number {
+    const flows = this.flows, n = flows.length, end = out.byteLength;
+    while (this.#f < VALUE_FAMILIES.length) {
+      const f = this.#f;
+      if (this.#head) {
+        const head = FAMILY_HEADS[f]!;
+        if (pos + head.byteLength > end) return pos;
+        out.set(head, pos);
+        pos += head.byteLength;
+        this.#head = false;
+      }
+      const prefix = FAMILY_PREFIXES[f]!, prefixLength = prefix.byteLength;
+      let i = this.#i;
+      for (; i < n; i++) {
+        const e = flows[i]!;
+        if (!e.hasTcpInfo) continue;
+        const labels = e.labels;
+        if (pos + prefixLength + labels.byteLength + LINE_ROOM > end) break;
+        out.set(prefix, pos);
+        pos += prefixLength;
+        out.set(labels, pos);
+        pos += labels.byteLength;
+        out[pos++] = 0x7d; // }
+        out[pos++] = 0x20;
+        pos = writeNumber(out, pos, e.values[f]!);
+        out[pos++] = 0x0a;
+      }
+      this.#i = i;
+      if (i < n) return pos;
+      this.#f++;
+      this.#i = 0;
+      this.#head = true;
+    }
+    if (this.#f === VALUE_FAMILIES.length) {
+      if (this.#head) {
+        if (pos + CA_HEAD.byteLength > end) return pos;
+        out.set(CA_HEAD, pos);
+        pos += CA_HEAD.byteLength;
+        this.#head = false;
+      }
+      let i = this.#i;
+      for (; i < n; i++) {
+        const e = flows[i]!;
+        const alg = e.alg;
+        if (alg === undefined) continue;
+        if (pos + CA_PREFIX.byteLength + e.labels.byteLength + alg.byteLength + LINE_ROOM > end) break;
+        out.set(CA_PREFIX, pos);
+        pos += CA_PREFIX.byteLength;
+        out.set(e.labels, pos);
+        pos += e.labels.byteLength;
+        out.set(ALG_LABEL, pos);
+        pos += ALG_LABEL.byteLength;
+        out.set(alg, pos);
+        pos += alg.byteLength;
+        out.set(CA_SUFFIX, pos);
+        pos += CA_SUFFIX.byteLength;
+      }
+      this.#i = i;
+      if (i < n) return pos;
+      this.#f++;
+    }
+    return pos;
+  }
 }
 
 /** The per-flow families of one flavour, filled from samples and emptied when flows end. */
@@ -180,8 +247,6 @@ export class FlowSeries {
   /** Encoded `alg` values, shared by the flows using them (a handful of algorithms). */
   readonly #algs = new Map<string, Uint8Array>();
   #refused = 0;
-  /** Sum of the flows' label lengths, for sizing the exposition. */
-  #labelBytes = 0;
 
   /** @param capacity flows exported at most; samples of further flows are refused (counted). */
   constructor(readonly flavour: Flavour, readonly capacity: number) {}
@@ -207,7 +272,6 @@ export class FlowSeries {
       const labels = encoder.encode(renderLabels({ ...flowLabels(flow, this.flavour) }));
       entry = { labels, values: new Float64Array(VALUE_FAMILIES.length), hasTcpInfo: false, alg: undefined };
       this.#flows.set(key, entry);
-      this.#labelBytes += labels.byteLength;
     }
     const t = info.tcpInfo;
     // A sample without tcp_info (a custom `ext` mask) has nothing for the value families.
@@ -235,53 +299,24 @@ export class FlowSeries {
   delete(key: string): boolean {
     const entry = this.#flows.get(key);
     if (entry === undefined) return false;
-    this.#labelBytes -= entry.labels.byteLength;
     return this.#flows.delete(key);
   }
 
-  /** Bytes `renderInto` writes at most. */
-  byteBound(): number {
-    const n = this.#flows.size;
-    let bound = CA_HEAD.byteLength + n * (CA_PREFIX.byteLength + ALG_LABEL.byteLength + CA_SUFFIX.byteLength);
-    bound += this.#labelBytes * (VALUE_FAMILIES.length + 1);
-    for (let f = 0; f < VALUE_FAMILIES.length; f++) {
-      bound += FAMILY_HEADS[f]!.byteLength + n * (FAMILY_PREFIXES[f]!.byteLength + 3 + MAX_VALUE_BYTES);
-    }
-    for (const e of this.#flows.values()) bound += e.alg?.byteLength ?? 0;
-    return bound;
-  }
-
   /**
-   * Writes the families in the text exposition format 0.0.4 (HELP, TYPE, one line per flow) into `out`
-   * from `pos`, which must have `byteBound()` bytes of room; returns the end. Rendered here rather than
-   * by prom-client, into one buffer without a string per series: at 10,000 flows (310,000 series) the
-   * strings and their concatenation dominated the scrape and the garbage collector.
+   * The families in the text exposition format 0.0.4 (HELP, TYPE, one line per flow), to be written by
+   * the cursor chunk by chunk. Written here rather than by prom-client, without a string per series: at
+   * 10,000 flows (310,000 series) the strings and their concatenation dominated the scrape and the
+   * garbage collector; and chunk by chunk, so that a 30 MB body is never held whole.
    */
-  renderInto(out: Uint8Array, pos: number): number {
-    const flows = [...this.#flows.values()];
-    for (let f = 0; f < VALUE_FAMILIES.length; f++) pos = renderFamily(out, pos, f, flows);
-    out.set(CA_HEAD, pos);
-    pos += CA_HEAD.byteLength;
-    for (let i = 0; i < flows.length; i++) {
-      const e = flows[i]!;
-      if (e.alg === undefined) continue;
-      out.set(CA_PREFIX, pos);
-      pos += CA_PREFIX.byteLength;
-      out.set(e.labels, pos);
-      pos += e.labels.byteLength;
-      out.set(ALG_LABEL, pos);
-      pos += ALG_LABEL.byteLength;
-      out.set(e.alg, pos);
-      pos += e.alg.byteLength;
-      out.set(CA_SUFFIX, pos);
-      pos += CA_SUFFIX.byteLength;
-    }
-    return pos;
+  cursor(): SeriesCursor {
+    return new SeriesCursor([...this.#flows.values()]);
   }
 
-  /** The families as text (what `renderInto` writes). */
+  /** The families as text (what the cursor writes). */
   render(): string {
-    const out = new Uint8Array(this.byteBound());
-    return new TextDecoder().decode(out.subarray(0, this.renderInto(out, 0)));
+    const out = new Uint8Array(64 * 1024), parts: string[] = [], decoder = new TextDecoder();
+    const cursor = this.cursor();
+    while (!cursor.done) parts.push(decoder.decode(out.subarray(0, cursor.fill(out, 0))));
+    return parts.join("");
   }
 }
