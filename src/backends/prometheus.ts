@@ -17,7 +17,7 @@ import { type FlowEvent, flowKey } from "../core/flow_event.ts";
 import { type Logger, logger } from "../core/log.ts";
 import { joinHostPort } from "../net/ip.ts";
 import type { PrometheusConfig } from "../config/schema.ts";
-import { FlowSeries } from "./prometheus_flows.ts";
+import { FlowSeries, type SeriesCursor } from "./prometheus_flows.ts";
 import { FlowCounts, IdPairLabels, TrafficAggregates } from "./prometheus_aggregates.ts";
 import { registerProcessMetrics } from "./prometheus_process.ts";
 import { type HealthMetric, type HealthSource, renderHealthMetrics } from "../core/health.ts";
@@ -81,6 +81,7 @@ async function* exposition(
   let text = `${await e.registry.metrics()}\n${healthText}${e.traffic.render()}\n`;
   const reused = e.spare.pop();
   const out = reused?.byteLength === chunkBytes ? reused : new Uint8Array(chunkBytes);
+  let cursor: SeriesCursor | undefined;
   try {
     let pos = 0;
     while (text.length > 0) {
@@ -92,7 +93,7 @@ async function* exposition(
         pos = 0;
       }
     }
-    const cursor = e.series.cursor();
+    cursor = e.series.cursor();
     while (!cursor.done) {
       const end = cursor.fill(out, pos);
       if (cursor.done) pos = end;
@@ -104,6 +105,7 @@ async function* exposition(
     }
     if (pos > 0) yield out.subarray(0, pos);
   } finally {
+    cursor?.close(); // a scrape abandoned half way
     if (e.spare.length < SPARE_CHUNKS) e.spare.push(out);
   }
 }

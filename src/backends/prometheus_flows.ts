@@ -36,44 +36,42 @@ export function flowLabels(flow: FlowEvent, flavour: Flavour): FlowLabels {
   };
 }
 
-type Field = (t: TcpInfo) => number | bigint;
-
-/** Gauges: name, help, value. */
-const GAUGES: readonly (readonly [string, string, Field])[] = [
-  ["flow_tcp_retrans", "Segments being retransmitted now (tcpi_retrans)", (t) => t.retrans],
-  ["flow_tcp_rto", "Retransmission timeout [us]", (t) => t.rto],
-  ["flow_tcp_ato", "Delayed-ACK timeout [us]", (t) => t.ato],
-  ["flow_tcp_rtt", "Smoothed round-trip time [us]", (t) => t.rtt],
-  ["flow_tcp_rtt_var", "Round-trip time variation [us]", (t) => t.rttVar],
-  ["flow_tcp_minrtt", "Lowest round-trip time seen [us]", (t) => t.minRtt],
-  ["flow_tcp_pmtu", "Path MTU [bytes]", (t) => t.pMtu],
-  ["flow_tcp_mss", "Maximum segment size for sending [bytes]", (t) => t.sndMss],
-  ["flow_tcp_rcvmss", "Segment size assumed for the peer's data [bytes]", (t) => t.rcvMss],
-  ["flow_tcp_advmss", "Maximum segment size advertised to the peer [bytes]", (t) => t.advMss],
-  ["flow_tcp_cwnd", "Congestion window [segments]", (t) => t.sndCwnd],
-  ["flow_tcp_ssthresh", "Slow-start threshold [segments]", (t) => t.sndSsThresh],
-  ["flow_tcp_lastsnd", "Time since data was last sent [ms]", (t) => t.lastDataSent],
-  ["flow_tcp_lastrcv", "Time since data was last received [ms]", (t) => t.lastDataRecv],
-  ["flow_tcp_lastack", "Time since an ACK was last received [ms]", (t) => t.lastAckRecv],
-  ["flow_tcp_pacing_rate", "Pacing rate [bytes/s]", (t) => t.pacingRate],
-  ["flow_tcp_delivery_rate", "Most recent delivery rate [bytes/s]", (t) => t.deliveryRate],
-  ["flow_tcp_delivered", "Segments delivered to the peer, retransmissions included", (t) => t.delivered],
-  ["flow_tcp_busy", "Time spent with data to send [us]", (t) => t.busyTime],
-  ["flow_tcp_rwnd_limited", "Time limited by the peer's receive window [us]", (t) => t.rwndLimited],
-  ["flow_tcp_rcv_space", "Receive-buffer space the receiver autotunes to [bytes]", (t) => t.rcvSpace],
-  ["flow_tcp_rcv_ssthresh", "Current receive window clamp [bytes]", (t) => t.rcvSsThresh],
-  ["flow_tcp_rcv_snd_wnd", "Send window the peer advertises [bytes]", (t) => t.sndWnd],
+/** Gauges: name, help (their tcp_info fields: `copyValues`). */
+const GAUGES: readonly (readonly [string, string])[] = [
+  ["flow_tcp_retrans", "Segments being retransmitted now (tcpi_retrans)"],
+  ["flow_tcp_rto", "Retransmission timeout [us]"],
+  ["flow_tcp_ato", "Delayed-ACK timeout [us]"],
+  ["flow_tcp_rtt", "Smoothed round-trip time [us]"],
+  ["flow_tcp_rtt_var", "Round-trip time variation [us]"],
+  ["flow_tcp_minrtt", "Lowest round-trip time seen [us]"],
+  ["flow_tcp_pmtu", "Path MTU [bytes]"],
+  ["flow_tcp_mss", "Maximum segment size for sending [bytes]"],
+  ["flow_tcp_rcvmss", "Segment size assumed for the peer's data [bytes]"],
+  ["flow_tcp_advmss", "Maximum segment size advertised to the peer [bytes]"],
+  ["flow_tcp_cwnd", "Congestion window [segments]"],
+  ["flow_tcp_ssthresh", "Slow-start threshold [segments]"],
+  ["flow_tcp_lastsnd", "Time since data was last sent [ms]"],
+  ["flow_tcp_lastrcv", "Time since data was last received [ms]"],
+  ["flow_tcp_lastack", "Time since an ACK was last received [ms]"],
+  ["flow_tcp_pacing_rate", "Pacing rate [bytes/s]"],
+  ["flow_tcp_delivery_rate", "Most recent delivery rate [bytes/s]"],
+  ["flow_tcp_delivered", "Segments delivered to the peer, retransmissions included"],
+  ["flow_tcp_busy", "Time spent with data to send [us]"],
+  ["flow_tcp_rwnd_limited", "Time limited by the peer's receive window [us]"],
+  ["flow_tcp_rcv_space", "Receive-buffer space the receiver autotunes to [bytes]"],
+  ["flow_tcp_rcv_ssthresh", "Current receive window clamp [bytes]"],
+  ["flow_tcp_rcv_snd_wnd", "Send window the peer advertises [bytes]"],
 ];
 
-/** Counters (the flow's own totals since it started): name, help, value. */
-const COUNTERS: readonly (readonly [string, string, Field])[] = [
-  ["flow_tcp_bytes_sent_total", "Bytes sent, retransmissions included", (t) => t.bytesSent],
-  ["flow_tcp_bytes_acked_total", "Bytes acknowledged by the peer", (t) => t.bytesAcked],
-  ["flow_tcp_bytes_received_total", "Bytes received", (t) => t.bytesRecv],
-  ["flow_tcp_segs_out_total", "Segments sent", (t) => t.segsOut],
-  ["flow_tcp_segs_in_total", "Segments received", (t) => t.segsIn],
-  ["flow_tcp_data_segs_out_total", "Segments carrying data sent", (t) => t.dataSegsOut],
-  ["flow_tcp_data_segs_in_total", "Segments carrying data received", (t) => t.dataSegsIn],
+/** Counters (the flow's own totals since it started): name, help. */
+const COUNTERS: readonly (readonly [string, string])[] = [
+  ["flow_tcp_bytes_sent_total", "Bytes sent, retransmissions included"],
+  ["flow_tcp_bytes_acked_total", "Bytes acknowledged by the peer"],
+  ["flow_tcp_bytes_received_total", "Bytes received"],
+  ["flow_tcp_segs_out_total", "Segments sent"],
+  ["flow_tcp_segs_in_total", "Segments received"],
+  ["flow_tcp_data_segs_out_total", "Segments carrying data sent"],
+  ["flow_tcp_data_segs_in_total", "Segments carrying data received"],
 ];
 
 /** Every per-flow family name, for tests and documentation. */
@@ -84,9 +82,9 @@ export const FLOW_FAMILY_NAMES: readonly string[] = [
 ];
 
 /** Every value family: the gauges, then the counters. */
-const VALUE_FAMILIES: readonly (readonly [string, string, string, Field])[] = [
-  ...GAUGES.map(([n, h, f]) => [n, h, "gauge", f] as const),
-  ...COUNTERS.map(([n, h, f]) => [n, h, "counter", f] as const),
+const VALUE_FAMILIES: readonly (readonly [string, string, string])[] = [
+  ...GAUGES.map(([n, h]) => [n, h, "gauge"] as const),
+  ...COUNTERS.map(([n, h]) => [n, h, "counter"] as const),
 ];
 const CA_INFO = "flow_tcp_rcv_ca_info";
 const CA_INFO_HELP = "Congestion-control algorithm the flow uses (label alg), always 1";
@@ -116,11 +114,52 @@ export const LINE_ROOM = 32;
 interface FlowEntry {
   /** `name="value",...`, UTF-8. */
   readonly labels: Uint8Array;
-  /** One value per entry of VALUE_FAMILIES; meaningless while `hasTcpInfo` is false. */
-  readonly values: Float64Array;
+  /** Where its values are in the series' value table (VALUES_PER_FLOW numbers from `slot * VALUES_PER_FLOW`). */
+  readonly slot: number;
+  /** False: the values are meaningless (the latest sample had no tcp_info). */
   hasTcpInfo: boolean;
   /** `alg` label value, escaped and encoded; undefined: no congestion-control series. */
   alg: Uint8Array | undefined;
+}
+
+/** Numbers kept per flow: one per value family. */
+const VALUES_PER_FLOW = VALUE_FAMILIES.length;
+
+/**
+ * Copies a sample's values in VALUE_FAMILIES order (written out: a loop over the table's accessors cost a
+ * call and a bigint conversion per family; the differential test checks the order against prom-client).
+ */
+function copyValues(v: Float64Array, o: number, t: TcpInfo): void {
+  v[o] = t.retrans;
+  v[o + 1] = t.rto;
+  v[o + 2] = t.ato;
+  v[o + 3] = t.rtt;
+  v[o + 4] = t.rttVar;
+  v[o + 5] = t.minRtt;
+  v[o + 6] = t.pMtu;
+  v[o + 7] = t.sndMss;
+  v[o + 8] = t.rcvMss;
+  v[o + 9] = t.advMss;
+  v[o + 10] = t.sndCwnd;
+  v[o + 11] = t.sndSsThresh;
+  v[o + 12] = t.lastDataSent;
+  v[o + 13] = t.lastDataRecv;
+  v[o + 14] = t.lastAckRecv;
+  v[o + 15] = Number(t.pacingRate);
+  v[o + 16] = Number(t.deliveryRate);
+  v[o + 17] = t.delivered;
+  v[o + 18] = Number(t.busyTime);
+  v[o + 19] = Number(t.rwndLimited);
+  v[o + 20] = t.rcvSpace;
+  v[o + 21] = t.rcvSsThresh;
+  v[o + 22] = t.sndWnd;
+  v[o + 23] = Number(t.bytesSent);
+  v[o + 24] = Number(t.bytesAcked);
+  v[o + 25] = Number(t.bytesRecv);
+  v[o + 26] = t.segsOut;
+  v[o + 27] = t.segsIn;
+  v[o + 28] = t.dataSegsOut;
+  v[o + 29] = t.dataSegsIn;
 }
 
 /** A label value escaped for the text format (backslash, double quote, newline). */
@@ -165,7 +204,22 @@ export class SeriesCursor {
   #i = 0;
   #head = true;
 
-  constructor(private readonly flows: readonly FlowEntry[]) {}
+  constructor(
+    private readonly flows: readonly FlowEntry[],
+    /** The series' value table as it is now (it may be replaced when it grows). */
+    private readonly values: () => Float64Array,
+    /** Called once when the cursor is done or closed. */
+    private readonly onClose: () => void,
+  ) {}
+
+  #closed = false;
+
+  /** Ends the rendering (the series may reuse the slots of flows that ended meanwhile). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.onClose();
+  }
 
   /** True once every line is written. */
   get done(): boolean {
@@ -177,7 +231,7 @@ export class SeriesCursor {
    * LINE_ROOM bytes beyond a flow's labels); returns the end. Call again with room until `done`.
    */
   fill(out: Uint8Array, pos: number): number {
-    const flows = this.flows, n = flows.length, end = out.byteLength;
+    const flows = this.flows, n = flows.length, end = out.byteLength, values = this.values();
     while (this.#f < VALUE_FAMILIES.length) {
       const f = this.#f;
       if (this.#head) {
@@ -200,7 +254,7 @@ export class SeriesCursor {
         pos += labels.byteLength;
         out[pos++] = 0x7d; // }
         out[pos++] = 0x20;
-        pos = writeNumber(out, pos, e.values[f]!);
+        pos = writeNumber(out, pos, values[e.slot * VALUES_PER_FLOW + f]!);
         out[pos++] = 0x0a;
       }
       this.#i = i;
@@ -236,6 +290,7 @@ export class SeriesCursor {
       this.#i = i;
       if (i < n) return pos;
       this.#f++;
+      this.close();
     }
     return pos;
   }
@@ -244,6 +299,13 @@ export class SeriesCursor {
 /** The per-flow families of one flavour, filled from samples and emptied when flows end. */
 export class FlowSeries {
   readonly #flows = new Map<string, FlowEntry>();
+  /** Every flow's values, VALUES_PER_FLOW numbers per slot: one table instead of an array per flow. */
+  #values = new Float64Array(0);
+  /** Slots free for new flows; `#ended`: slots of flows that ended while a rendering was under way. */
+  readonly #free: number[] = [];
+  #ended: number[] = [];
+  #slots = 0;
+  #renderings = 0;
   /** Encoded `alg` values, shared by the flows using them (a handful of algorithms). */
   readonly #algs = new Map<string, Uint8Array>();
   #refused = 0;
@@ -270,19 +332,29 @@ export class FlowSeries {
         return false;
       }
       const labels = encoder.encode(renderLabels({ ...flowLabels(flow, this.flavour) }));
-      entry = { labels, values: new Float64Array(VALUE_FAMILIES.length), hasTcpInfo: false, alg: undefined };
+      entry = { labels, slot: this.#slot(), hasTcpInfo: false, alg: undefined };
       this.#flows.set(key, entry);
     }
     const t = info.tcpInfo;
     // A sample without tcp_info (a custom `ext` mask) has nothing for the value families.
     entry.hasTcpInfo = t !== undefined;
-    if (t !== undefined) {
-      const values = entry.values;
-      for (let i = 0; i < VALUE_FAMILIES.length; i++) values[i] = Number(VALUE_FAMILIES[i]![3](t));
-    }
+    if (t !== undefined) copyValues(this.#values, entry.slot * VALUES_PER_FLOW, t);
     const alg = info.cong?.algorithm;
     entry.alg = alg ? this.#algBytes(alg) : undefined;
     return true;
+  }
+
+  /** A free slot, the table grown by a quarter when full (a doubled one sat half empty at 10,000 flows). */
+  #slot(): number {
+    const free = this.#free.pop();
+    if (free !== undefined) return free;
+    const slot = this.#slots++;
+    if (this.#slots * VALUES_PER_FLOW > this.#values.length) {
+      const grown = new Float64Array(Math.max(64, Math.ceil(this.#slots * 1.25)) * VALUES_PER_FLOW);
+      grown.set(this.#values);
+      this.#values = grown;
+    }
+    return slot;
   }
 
   #algBytes(alg: string): Uint8Array {
@@ -299,6 +371,9 @@ export class FlowSeries {
   delete(key: string): boolean {
     const entry = this.#flows.get(key);
     if (entry === undefined) return false;
+    // A rendering under way still writes this flow from its slot: reuse it only once none is.
+    if (this.#renderings > 0) this.#ended.push(entry.slot);
+    else this.#free.push(entry.slot);
     return this.#flows.delete(key);
   }
 
@@ -309,7 +384,12 @@ export class FlowSeries {
    * garbage collector; and chunk by chunk, so that a 30 MB body is never held whole.
    */
   cursor(): SeriesCursor {
-    return new SeriesCursor([...this.#flows.values()]);
+    this.#renderings++;
+    return new SeriesCursor([...this.#flows.values()], () => this.#values, () => {
+      if (--this.#renderings > 0) return;
+      for (const slot of this.#ended) this.#free.push(slot);
+      this.#ended = [];
+    });
   }
 
   /** The families as text (what the cursor writes). */
