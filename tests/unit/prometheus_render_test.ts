@@ -2,7 +2,13 @@
 // compared as sets of samples; and the chunked rendering against the whole one, byte for byte.
 import assert from "node:assert/strict";
 import { Counter, Gauge, Registry } from "prom-client";
-import { FLOW_FAMILY_NAMES, flowLabels, FlowSeries, LINE_ROOM } from "../../src/backends/prometheus_flows.ts";
+import {
+  FLOW_FAMILY_NAMES,
+  flowLabels,
+  FlowSeries,
+  LINE_ROOM,
+  writeNumber,
+} from "../../src/backends/prometheus_flows.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
 import type { FlowInfo, TcpInfo } from "../../src/core/flow_info.ts";
 import { IpAddress } from "../../src/net/ip.ts";
@@ -192,4 +198,34 @@ Deno.test("prometheus render: chunks of any size join to the same bytes; a flow 
     series.update(flows[0]!.key, flows[0]!.flow, flows[0]!.info);
   }
   assert.ok(LINE_ROOM >= 2 + 21 + 1, "room for `} `, a value and a newline");
+});
+
+Deno.test("prometheus render: numbers are written as String() writes them, at every digit count and edge", () => {
+  const out = new Uint8Array(64), decoder = new TextDecoder();
+  const values = [
+    0,
+    1,
+    9,
+    10,
+    11,
+    99,
+    100,
+    2 ** 31 - 1,
+    2 ** 31,
+    2 ** 32 - 1,
+    2 ** 32,
+    2 ** 53 - 1,
+    2 ** 53,
+    2 ** 64,
+    0.5,
+    -1,
+    -0,
+  ];
+  for (let d = 1; d <= 16; d++) values.push(10 ** d - 1, 10 ** d, 10 ** d + 1);
+  const r = random(5);
+  for (let i = 0; i < 20_000; i++) values.push(Math.floor(r() * 2 ** (1 + (i % 53))));
+  for (const v of values) {
+    const end = writeNumber(out, 3, v);
+    assert.equal(decoder.decode(out.subarray(3, end)), String(v), `value ${v}`);
+  }
 });
