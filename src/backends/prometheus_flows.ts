@@ -120,6 +120,8 @@ interface FlowEntry {
   hasTcpInfo: boolean;
   /** `alg` label value, escaped and encoded; undefined: no congestion-control series. */
   alg: Uint8Array | undefined;
+  /** The algorithm name `alg` was encoded from: a flow keeps its algorithm, so most samples skip the lookup. */
+  algName: string | undefined;
 }
 
 /** Numbers kept per flow: one per value family. */
@@ -351,7 +353,7 @@ export class FlowSeries {
         return false;
       }
       const labels = encoder.encode(renderLabels({ ...flowLabels(flow, this.flavour) }));
-      entry = { labels, slot: this.#slot(), hasTcpInfo: false, alg: undefined };
+      entry = { labels, slot: this.#slot(), hasTcpInfo: false, alg: undefined, algName: undefined };
       this.#flows.set(key, entry);
     }
     const t = info.tcpInfo;
@@ -359,7 +361,10 @@ export class FlowSeries {
     entry.hasTcpInfo = t !== undefined;
     if (t !== undefined) copyValues(this.#values, entry.slot * VALUES_PER_FLOW, t);
     const alg = info.cong?.algorithm;
-    entry.alg = alg ? this.#algBytes(alg) : undefined;
+    if (alg !== entry.algName) {
+      entry.algName = alg;
+      entry.alg = alg ? this.#algBytes(alg) : undefined;
+    }
     return true;
   }
 
