@@ -121,6 +121,7 @@ async function startDaemon(dir: string, flows: number): Promise<Daemon> {
     conf,
     `pidPath: ${dir}/flowd-${flows}.pid
 workDir: ${dir}/work-${flows}
+controlSocket: ${dir}/control-${flows}.sock
 plugins:
   namedPipe:
     pipePath: ${pipe}
