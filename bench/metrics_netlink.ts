@@ -12,8 +12,10 @@
  * client ends to it through its named pipe. Once every daemon exports a series per flow, each is left alone
  * for `--idle` seconds (CPU from /proc/<pid>/stat, RSS from /proc/<pid>/status), then scraped in
  * interleaved rounds: daemon of each size, then the same number of bytes served as a fixed body by the same
- * HTTP server code in this process (the ceiling: transfer and HTTP cost with nothing rendered). Prints one
- * JSON line per size and a summary; promtool checks one exposition per size.
+ * HTTP server code in this process, on its fast path in one write (the ceiling: transfer and HTTP cost
+ * with nothing rendered). Prints one JSON line per size (heapMB: the daemon's own process_heap_bytes at
+ * the last scrape) and a summary; promtool checks one exposition per size. BENCH_SMAPS=1 prints each
+ * daemon's largest mappings by RSS after the idle phase.
  */
 import { getLogger } from "@logtape/logtape";
 import { HttpServer } from "../src/net/http_server.ts";
@@ -90,6 +92,12 @@ function countSeries(body: Uint8Array, name: string): number {
   return n;
 }
 
+/** A process metric's value from an exposition (the daemon's own view, at that scrape). */
+function processMetric(body: Uint8Array, name: string): number {
+  const m = new TextDecoder().decode(body).match(new RegExp(`^${name} (\\S+)$`, "m"));
+  return Number(m?.[1] ?? NaN);
+}
+
 interface Daemon {
   flows: number;
   port: number;
@@ -113,6 +121,7 @@ async function startDaemon(dir: string, flows: number): Promise<Daemon> {
     conf,
     `pidPath: ${dir}/flowd-${flows}.pid
 workDir: ${dir}/work-${flows}
+controlSocket: ${dir}/control-${flows}.sock
 plugins:
   namedPipe:
     pipePath: ${pipe}
@@ -216,13 +225,34 @@ async function child(): Promise<void> {
     const idleS = (performance.now() - t1) / 1000;
     const idleCores = daemons.map((d, i) => (cpuTicks(d.process.pid) - before[i]!) / USER_HZ / idleS);
     const idleRss = daemons.map((d) => statusKiB(d.process.pid, "VmRSS"));
+    if (Deno.env.get("BENCH_SMAPS")) {
+      for (const d of daemons) {
+        const text = Deno.readTextFileSync(`/proc/${d.process.pid}/smaps`);
+        const maps: [number, string][] = [];
+        let cur = "";
+        for (const line of text.split("\n")) {
+          if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) cur = line;
+          const m = line.match(/^Rss:\s+(\d+) kB/);
+          if (m) maps.push([Number(m[1]), cur]);
+        }
+        maps.sort((a, b) => b[0] - a[0]);
+        console.error(`smaps ${d.flows}:`, maps.slice(0, 12).map(([k, l]) => `${k} kB ${l}`).join("\n"));
+      }
+    }
     // Ceiling: the same bytes as a fixed body, same HTTP server code.
     const fixedBodies: Uint8Array[] = [];
     for (const d of daemons) fixedBodies.push((await scrape(d.port)).body.slice());
+    // Answered on the server's fast path in one write: the cheapest way our server sends these bytes.
     const fixedServers = fixedBodies.map((body) =>
       HttpServer.listen(
-        { hostname: "::1", port: 0, name: "fixed", log: getLogger(["bench"]) },
-        () => new Response(body as Uint8Array<ArrayBuffer>, { headers: { "content-type": "text/plain" } }),
+        {
+          hostname: "::1",
+          port: 0,
+          name: "fixed",
+          log: getLogger(["bench"]),
+          fast: () => ({ status: 200, headers: [["content-type", "text/plain"]], body }),
+        },
+        () => new Response("not here", { status: 404 }),
       )
     );
     const times = daemons.map(() => [] as number[]), fixed = daemons.map(() => [] as number[]);
@@ -259,6 +289,7 @@ async function child(): Promise<void> {
         idleRssMB: +(idleRss[i]! / 1024).toFixed(0),
         rssAfterScrapesMB: +(statusKiB(pid, "VmRSS") / 1024).toFixed(0),
         peakRssMB: +(statusKiB(pid, "VmHWM") / 1024).toFixed(0),
+        heapMB: +(processMetric(last[i]!, "process_heap_bytes") / 1e6).toFixed(0),
         promtool: await promtoolCheck(last[i]!),
       });
     }

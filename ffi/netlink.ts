@@ -164,6 +164,31 @@ export class NetlinkSocket implements Disposable {
     });
   }
 
+  /**
+   * Sends a dump request and hands each reply message to `onReply` as its datagram arrives: the message's
+   * bytes are valid during the call only (no copy of the datagram, no array of the whole dump). A dump
+   * the kernel flags as inconsistent is restarted, so `onReply` may then see a message again.
+   */
+  dumpEach(
+    type: number,
+    payload: Uint8Array,
+    onReply: (reply: NetlinkMessage) => void,
+    options: RequestOptions = {},
+  ): Promise<void> {
+    return this.#serialised(async () => {
+      for (let attempt = 1;; attempt++) {
+        const flags = NLM_F_DUMP | (options.flags ?? 0);
+        const collector = await this.#exchange(type, flags, payload, "dump", onReply);
+        if (!collector.interrupted) return;
+        if (attempt >= DUMP_RETRIES) {
+          throw new NetlinkError(
+            `netlink dump of message type ${type} was interrupted by concurrent changes ${attempt} times in a row`,
+          );
+        }
+      }
+    });
+  }
+
   /** Sends a request with NLM_F_ACK and returns the replies received before the kernel's acknowledgement. */
   request(type: number, payload: Uint8Array, options: RequestOptions = {}): Promise<NetlinkMessage[]> {
     return this.#serialised(async () => {
@@ -194,6 +219,7 @@ export class NetlinkSocket implements Disposable {
     flags: number,
     payload: Uint8Array,
     mode: ReplyMode,
+    onReply?: (reply: NetlinkMessage) => void,
   ): Promise<ReplyCollector> {
     if (this.#fd < 0) throw new NetlinkError(`netlink socket is closed (message type ${type})`);
     this.#seq = (this.#seq + 1) >>> 0;
@@ -209,7 +235,7 @@ export class NetlinkSocket implements Disposable {
       new NetlinkError(
         `${what} failed: ${describeErrno(reply.errno)}${reply.extAck ? `: ${reply.extAck}` : ""}`,
         { errno: reply.errno, extAck: reply.extAck },
-      ));
+      ), onReply);
     const deadline = Date.now() + this.timeoutMs;
     try {
       while (!collector.done) {
@@ -227,8 +253,9 @@ export class NetlinkSocket implements Disposable {
           if (this.#fd < 0) throw new NetlinkError(`${what}: socket closed while waiting for the answer`);
           continue;
         }
-        // Replies outlive the receive buffer, which the next receive overwrites.
-        collector.feed(parseMessages(datagram.slice()));
+        // Collected replies outlive the receive buffer, which the next receive overwrites; handed-over
+        // ones are used before it.
+        collector.feed(parseMessages(onReply ? datagram : datagram.slice()));
       }
     } catch (err) {
       // An abandoned dump keeps the kernel's dump state busy (EBUSY for the next one) until it is read out.

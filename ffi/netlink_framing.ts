@@ -290,6 +290,8 @@ export class ReplyCollector {
     readonly mode: ReplyMode,
     readonly portId: number,
     readonly describe: (reply: ErrorReply) => NetlinkError,
+    /** Takes each reply as it comes instead of `replies` (its bytes may be reused after the call). */
+    readonly onReply?: (reply: NetlinkMessage) => void,
   ) {}
 
   /** True once the last message of the answer was seen. */
@@ -324,7 +326,8 @@ export class ReplyCollector {
         this.#done = true;
         continue;
       }
-      this.replies.push(m);
+      if (this.onReply) this.onReply(m);
+      else this.replies.push(m);
       // A single (non-multipart) reply to a dump request is the whole answer.
       if (this.mode === "dump" && (m.flags & NLM_F_MULTI) === 0) this.#done = true;
     }

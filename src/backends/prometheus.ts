@@ -17,11 +17,12 @@ import { type FlowEvent, flowKey } from "../core/flow_event.ts";
 import { type Logger, logger } from "../core/log.ts";
 import { joinHostPort } from "../net/ip.ts";
 import type { PrometheusConfig } from "../config/schema.ts";
-import { FlowSeries } from "./prometheus_flows.ts";
+import { FlowSeries, type SeriesCursor } from "./prometheus_flows.ts";
 import { FlowCounts, IdPairLabels, TrafficAggregates } from "./prometheus_aggregates.ts";
 import { registerProcessMetrics } from "./prometheus_process.ts";
 import { type HealthMetric, type HealthSource, renderHealthMetrics } from "../core/health.ts";
-import { HttpServer } from "../net/http_server.ts";
+import { type FastReply, HttpServer } from "../net/http_server.ts";
+import type { RequestHead } from "../net/http_parser.ts";
 
 /** Flows with per-flow series per flavour, at most; further flows only count in the aggregates. */
 export const MAX_EXPORTED_FLOWS = 50_000;
@@ -46,8 +47,8 @@ interface Endpoint {
   readonly registry: Registry;
   readonly series: FlowSeries;
   readonly traffic: TrafficAggregates;
-  /** Where expositions are written, reused from scrape to scrape. */
-  buffer: Uint8Array;
+  /** Chunk buffers of finished scrapes, for the next ones (scrapes at the same time each take one). */
+  readonly spare: Uint8Array[];
   server?: HttpServer;
 }
 
@@ -58,28 +59,74 @@ const MAX_SCRAPE_BODY_BYTES = 4096;
 const LISTENER_NAME: Record<Flavour, string> = { Netlink: "prometheus-netlink", Ebpf: "prometheus-skops" };
 
 const encoder = new TextEncoder();
-/** Extra room of an exposition buffer, so small changes in size do not reallocate it. */
-const BUFFER_SLACK = 64 * 1024;
+/**
+ * Bytes of one chunk of an exposition: few writes per scrape (each a trip through the event loop, which
+ * on a loaded machine cost more with 256 KiB chunks), and little memory (at 10,000 flows the body is 30
+ * MB; held whole, with the copies of a web Response, it cost 150 MB of RSS).
+ */
+export const CHUNK_BYTES = 1024 * 1024;
+/** Chunk buffers kept between scrapes per endpoint. */
+const SPARE_CHUNKS = 2;
 
 /**
- * What a scrape gets: the registry's metrics (flow counts, process), the daemon's health metrics, the
- * traffic aggregates, the per-flow families; encoded into the endpoint's buffer, the per-flow families
- * written straight into it. The bytes are valid until the next call: a `Response` copies its body when
- * built, and the text is decoded at once.
+ * What a scrape gets, chunk by chunk in one reused buffer (each chunk is valid until the next is asked
+ * for): the registry's metrics (flow counts, process), the daemon's health metrics, the traffic
+ * aggregates, then the per-flow families written straight into the buffer.
  */
-async function exposition(e: Endpoint, health: HealthSource | undefined): Promise<Uint8Array> {
+async function* exposition(
+  e: Endpoint,
+  health: HealthSource | undefined,
+  chunkBytes = CHUNK_BYTES,
+): AsyncGenerator<Uint8Array> {
   const healthText = health ? renderHealthMetrics(health()) : "";
-  const head = `${await e.registry.metrics()}\n${healthText}${e.traffic.render()}\n`;
-  // UTF-8 takes at most 3 bytes per UTF-16 unit.
-  const needed = head.length * 3 + e.series.byteBound();
-  // Kept between scrapes: writing into fresh memory costs a page fault per 4 KiB (a third of the time at
-  // 10,000 flows). Grown with room to spare, shrunk when far too large.
-  if (e.buffer.byteLength < needed || e.buffer.byteLength > 4 * needed + BUFFER_SLACK) {
-    e.buffer = new Uint8Array(Math.ceil(needed * 1.25) + BUFFER_SLACK);
+  let text = `${await e.registry.metrics()}\n${healthText}${e.traffic.render()}\n`;
+  const reused = e.spare.pop();
+  const out = reused?.byteLength === chunkBytes ? reused : new Uint8Array(chunkBytes);
+  let cursor: SeriesCursor | undefined;
+  try {
+    let pos = 0;
+    while (text.length > 0) {
+      const { read, written } = encoder.encodeInto(text, out.subarray(pos));
+      pos += written;
+      text = text.slice(read);
+      if (text.length > 0) {
+        yield out.subarray(0, pos);
+        pos = 0;
+      }
+    }
+    cursor = e.series.cursor();
+    while (!cursor.done) {
+      const end = cursor.fill(out, pos);
+      if (cursor.done) pos = end;
+      else {
+        if (end === 0) throw new Error("a per-flow series line is longer than a whole chunk");
+        yield out.subarray(0, end);
+        pos = 0;
+      }
+    }
+    if (pos > 0) yield out.subarray(0, pos);
+  } finally {
+    cursor?.close(); // a scrape abandoned half way
+    if (e.spare.length < SPARE_CHUNKS) e.spare.push(out);
   }
-  const out = e.buffer;
-  const headBytes = encoder.encodeInto(head, out).written;
-  return out.subarray(0, e.series.renderInto(out, headBytes));
+}
+
+/** A whole exposition in one buffer (tests, `metricsText`, the rare absolute-form request). */
+async function wholeExposition(e: Endpoint, health: HealthSource | undefined): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const chunk of exposition(e, health)) parts.push(chunk.slice());
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let pos = 0;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.byteLength;
+  }
+  return out;
+}
+
+/** Whether a request target is `/metrics` (with or without a query). */
+function isMetricsTarget(target: string): boolean {
+  return target.startsWith("/metrics") && (target.length === 8 || target.charCodeAt(8) === 63); // "?"
 }
 
 /** The prometheus backend: one registry and HTTP server per enricher flavour. */
@@ -111,7 +158,7 @@ export class PrometheusBackend implements Backend {
   async metricsText(flavour: Flavour): Promise<string> {
     const e = this.#endpoints.get(flavour);
     if (!e) throw new Error(`the ${flavour} metrics are disabled`);
-    return new TextDecoder().decode(await exposition(e, this.opts.health));
+    return new TextDecoder().decode(await wholeExposition(e, this.opts.health));
   }
 
   async start(): Promise<void> {
@@ -127,7 +174,7 @@ export class PrometheusBackend implements Backend {
         registry,
         series,
         traffic: new TrafficAggregates(labels),
-        buffer: new Uint8Array(0),
+        spare: [],
       });
     }
     if (this.#endpoints.size === 0) {
@@ -159,6 +206,7 @@ export class PrometheusBackend implements Backend {
         headerTimeoutMs: c.headerTimeout * 1000,
         idleTimeoutMs: c.idleTimeout * 1000,
         maxBodyBytes: MAX_SCRAPE_BODY_BYTES,
+        fast: (head) => this.#scrape(e, head),
       }, (req) => this.#respond(e, req));
     } catch (err) {
       throw new StartupError(
@@ -170,6 +218,16 @@ export class PrometheusBackend implements Backend {
       url: `http://${joinHostPort(server.addr.hostname, server.addr.port)}/metrics`,
     });
     return server;
+  }
+
+  /** Scrapes of `/metrics`, streamed; anything else goes to `#respond`. */
+  #scrape(e: Endpoint, head: RequestHead): FastReply | undefined {
+    if (!isMetricsTarget(head.target) || (head.method !== "GET" && head.method !== "HEAD")) return undefined;
+    return {
+      status: 200,
+      headers: [["content-type", e.registry.contentType]],
+      body: exposition(e, this.opts.health),
+    };
   }
 
   async #respond(e: Endpoint, req: Request): Promise<Response> {
@@ -185,9 +243,9 @@ export class PrometheusBackend implements Backend {
     if (req.method !== "GET" && req.method !== "HEAD") {
       return new Response("method not allowed\n", { status: 405, headers: { Allow: "GET, HEAD" } });
     }
-    const body = await exposition(e, this.opts.health);
-    // The Response copies the body: the endpoint's buffer can take the next scrape.
-    return new Response(req.method === "HEAD" ? null : body as Uint8Array<ArrayBuffer>, {
+    // Only requests in absolute form get here (the fast path takes "/metrics").
+    const body = req.method === "HEAD" ? null : await wholeExposition(e, this.opts.health);
+    return new Response(body as Uint8Array<ArrayBuffer> | null, {
       headers: { "Content-Type": e.registry.contentType },
     });
   }

@@ -279,12 +279,32 @@ export class NetlinkEnricher implements Enricher {
     for (const family of families) {
       const diag = this.#diag;
       if (!this.#running || diag === undefined) return false;
-      let replies: Uint8Array[];
       this.stats.dumps++;
+      // Each reply is matched as its datagram arrives, against the flows watched now (any that ended
+      // meanwhile are not in the map), and published at once: nothing of the dump is kept.
+      const onReply = (payload: Uint8Array) => {
+        if (!this.#running) return;
+        const matches = this.#bySocket.get(replyKey(payload));
+        if (matches === undefined) return;
+        let found: SockDiagResult;
+        try {
+          found = parseSockDiagMessage({ payload }, c.protocol, matches[0]!.previous);
+        } catch (err) {
+          this.#failed(err, matches[0]);
+          return;
+        }
+        for (const watched of matches) {
+          // A socket listed twice (a dump restarted after the kernel flagged it inconsistent).
+          if (watched.seenRound === round) continue;
+          watched.seenRound = round;
+          this.#found(watched, found);
+        }
+      };
       try {
-        replies = await diag.dumpReplies(
+        await diag.eachDumpReply(
           { family, protocol: c.protocol, extensions: c.ext, states: TCPF_ALL },
           ports,
+          onReply,
         );
       } catch (err) {
         this.#failed(err);
@@ -293,23 +313,6 @@ export class NetlinkEnricher implements Enricher {
         return false;
       }
       if (!this.#running) return false;
-      // Matched against the flows watched now: any that ended during the dump are not in the map.
-      for (const payload of replies) {
-        const matches = this.#bySocket.get(replyKey(payload));
-        if (matches === undefined) continue;
-        let found: SockDiagResult;
-        try {
-          found = parseSockDiagMessage({ payload }, c.protocol, matches[0]!.previous);
-        } catch (err) {
-          this.#failed(err, matches[0]);
-          continue;
-        }
-        for (const watched of matches) {
-          if (watched.seenRound === round) continue; // a socket listed twice (should not happen)
-          watched.seenRound = round;
-          this.#found(watched, found);
-        }
-      }
     }
     for (const watched of this.#flows.values()) if (watched.seenRound !== round) this.#missing(watched);
     return true;

@@ -16,7 +16,8 @@
  * - `maxConnections`: a connection beyond it is closed at once, without reading or answering it.
  *
  * Requests are handed over as web `Request`s with their whole body, so Hono's `app.fetch` works as with
- * Deno.serve. Responses go out with Content-Length, in one write. Client faults are answered by the
+ * Deno.serve. Responses go out with Content-Length, in one write, except a fast reply whose body is a
+ * stream of chunks (chunked transfer coding; to an HTTP/1.0 client, ended by closing). Client faults are answered by the
  * server itself (never a 500) and logged rate-limited; counters are served as health metrics.
  */
 import type { Logger } from "@logtape/logtape";
@@ -98,8 +99,13 @@ export type HttpHandler = (req: Request, info: HttpRequestInfo) => Response | Pr
 export interface FastReply {
   readonly status: number;
   readonly headers: readonly (readonly [string, string])[];
-  /** Bytes, or text sent as UTF-8 (ASCII text goes out with the head in one encode). */
-  readonly body: Uint8Array | string;
+  /**
+   * Bytes, text sent as UTF-8 (ASCII text goes out with the head in one encode), or chunks: each is
+   * written before the next is asked for, so a producer may hand out the same buffer again (a large body
+   * never exists whole). A producer that fails before its first chunk is a 500; later, the connection is
+   * closed (the client sees a truncated body). For HEAD the chunks are not asked for.
+   */
+  readonly body: Uint8Array | string | AsyncIterable<Uint8Array>;
 }
 
 const NON_ASCII = /[\u0080-\uffff]/;
@@ -223,6 +229,29 @@ function encodeHead(text: string, out: Uint8Array): void {
 
 function defaultErrorResponse(status: number, message: string): Response {
   return new Response(`${message}\n`, { status, headers: { "content-type": "text/plain; charset=utf-8" } });
+}
+
+/** A response's status line and header fields, with `framing` (Content-Length or Transfer-Encoding). */
+function headText(
+  status: number,
+  statusText: string,
+  headers: Iterable<readonly [string, string]>,
+  framing: string,
+  head: RequestHead | undefined,
+  keepAlive: boolean,
+): string {
+  let text = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? statusText}\r\n`;
+  for (const [name, value] of headers) {
+    if (
+      name === "content-length" || name === "connection" || name === "transfer-encoding" ||
+      name === "keep-alive"
+    ) continue;
+    text += `${name}: ${value}\r\n`;
+  }
+  text += framing;
+  if (!keepAlive) text += "connection: close\r\n";
+  else if (head?.minor === 0) text += "connection: keep-alive\r\n";
+  return text + "\r\n";
 }
 
 /** A running server: `HttpServer.listen` binds, `stop` drains. */
@@ -507,12 +536,22 @@ export class HttpServer {
       c.phase = Phase.Handler;
       c.deadline = Infinity;
       const fast = this.#fast === undefined ? undefined : this.#fastReply(c, head, body);
-      if (fast !== undefined) {
+      if (fast !== undefined && typeof fast.body === "object" && !(fast.body instanceof Uint8Array)) {
+        if (!await this.#writeStream(c, fast.status, fast.headers, fast.body, head)) return;
+      } else if (fast !== undefined) {
         const keepAlive = head.keepAlive && !this.#stopping;
         const body = typeof fast.body === "string" && NON_ASCII.test(fast.body)
           ? encoder.encode(fast.body)
           : fast.body;
-        const out = this.#encodeReply(c, fast.status, "", fast.headers, body, head, keepAlive);
+        const out = this.#encodeReply(
+          c,
+          fast.status,
+          "",
+          fast.headers,
+          body as Uint8Array | string,
+          head,
+          keepAlive,
+        );
         const n = await c.conn.write(out);
         if (n < out.byteLength) await this.#writeAll(c, out.subarray(n));
         if (!keepAlive) return;
@@ -796,18 +835,14 @@ export class HttpServer {
   ): Uint8Array {
     const bodyBytes = typeof body === "string" ? body.length : body.byteLength;
     const bodyless = status === 204 || status === 304 || status < 200;
-    let text = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? statusText}\r\n`;
-    for (const [name, value] of headers) {
-      if (
-        name === "content-length" || name === "connection" || name === "transfer-encoding" ||
-        name === "keep-alive"
-      ) continue;
-      text += `${name}: ${value}\r\n`;
-    }
-    if (!bodyless) text += `content-length: ${bodyBytes}\r\n`;
-    if (!keepAlive) text += "connection: close\r\n";
-    else if (head?.minor === 0) text += "connection: keep-alive\r\n";
-    text += "\r\n";
+    const text = headText(
+      status,
+      statusText,
+      headers,
+      bodyless ? "" : `content-length: ${bodyBytes}\r\n`,
+      head,
+      keepAlive,
+    );
     const withBody = head?.method !== "HEAD";
     const out = new Uint8Array(text.length + (withBody ? bodyBytes : 0));
     if (typeof body === "string") encodeHead(withBody ? text + body : text, out);
@@ -820,6 +855,79 @@ export class HttpServer {
     c.phase = Phase.Write;
     c.deadline = performance.now() + this.#limits.writeTimeoutMs;
     return out;
+  }
+
+  /**
+   * Writes a streamed answer: chunked to HTTP/1.1 clients, ended by closing to HTTP/1.0 ones. False when
+   * the connection must close (HTTP/1.0, failed producer or write, stopping).
+   */
+  async #writeStream(
+    c: Connection,
+    status: number,
+    headers: Iterable<readonly [string, string]>,
+    body: AsyncIterable<Uint8Array>,
+    head: RequestHead,
+  ): Promise<boolean> {
+    const chunked = head.minor !== 0;
+    const keepAlive = chunked && head.keepAlive && !this.#stopping;
+    const withBody = head.method !== "HEAD";
+    const chunks = body[Symbol.asyncIterator]();
+    let next: IteratorResult<Uint8Array> | undefined;
+    try {
+      if (withBody) next = await chunks.next();
+    } catch (err) {
+      this.#streamFailed(head, err);
+      const res = this.#errorResponse(500, "internal server error", "handler_error");
+      await this.#write(c, res, await res.bytes(), head, false);
+      return false;
+    }
+    const framing = chunked ? "transfer-encoding: chunked\r\n" : "";
+    const text = headText(status, "", headers, framing, head, keepAlive);
+    const cls = Math.floor(status / 100);
+    if (cls >= 1 && cls <= 5) this.#responses[cls - 1]!++;
+    const out = new Uint8Array(text.length);
+    encodeHead(text, out);
+    try {
+      c.phase = Phase.Write;
+      c.deadline = performance.now() + this.#limits.writeTimeoutMs;
+      await this.#writeAll(c, out);
+      // Each chunk's size line goes out with the previous chunk's CRLF: two writes per chunk.
+      let lead = "";
+      while (next !== undefined && !next.done) {
+        const chunk = next.value;
+        if (chunk.byteLength > 0) {
+          c.deadline = performance.now() + this.#limits.writeTimeoutMs;
+          if (chunked) await this.#writeAll(c, encoder.encode(`${lead}${chunk.byteLength.toString(16)}\r\n`));
+          await this.#writeAll(c, chunk);
+          lead = "\r\n";
+        }
+        try {
+          next = await chunks.next();
+        } catch (err) {
+          this.#streamFailed(head, err);
+          return false;
+        }
+      }
+      if (chunked && withBody) await this.#writeAll(c, encoder.encode(`${lead}0\r\n\r\n`));
+    } catch {
+      try {
+        await chunks.return?.();
+      } catch { /* the producer's own cleanup failed; the connection closes anyway */ }
+      return false;
+    }
+    return keepAlive;
+  }
+
+  #streamFailed(head: RequestHead, err: unknown): void {
+    this.#rejected.set("handler_error", this.#rejected.get("handler_error")! + 1);
+    this.#handlerErrorLog.run((suppressed) =>
+      this.#log.error("HTTP response body failed", {
+        listener: this.#name,
+        method: head.method,
+        err: errorMessage(err),
+        suppressed,
+      })
+    );
   }
 
   async #writeAll(c: Connection, bytes: Uint8Array): Promise<void> {

@@ -841,6 +841,21 @@ export class SockDiag implements Disposable {
    * for callers that match replies against many flows with `replyKey` and decode only the matches.
    */
   async dumpReplies(request: SockDiagRequest, ports?: PortFilter): Promise<Uint8Array[]> {
+    const out: Uint8Array[] = [];
+    await this.eachDumpReply(request, ports, (payload) => out.push(payload.slice()));
+    return out;
+  }
+
+  /**
+   * Like `dumpReplies`, but each raw reply goes to `onReply` as it arrives, valid during the call only:
+   * a dump of 10,000 sockets then never exists whole (its replies and their copies made every round a
+   * burst of garbage that survived into the old generation).
+   */
+  async eachDumpReply(
+    request: SockDiagRequest,
+    ports: PortFilter | undefined,
+    onReply: (payload: Uint8Array) => void,
+  ): Promise<void> {
     let payload = encodeRequest(request);
     if (ports !== undefined) {
       const bytecode = encodePortFilter(ports);
@@ -849,10 +864,9 @@ export class SockDiag implements Disposable {
       withFilter.set(bytecode, payload.byteLength);
       payload = withFilter;
     }
-    const replies = await this.#socket.dump(SOCK_DIAG_BY_FAMILY, payload);
-    const out: Uint8Array[] = [];
-    for (const m of replies) if (m.type === SOCK_DIAG_BY_FAMILY) out.push(m.payload);
-    return out;
+    await this.#socket.dumpEach(SOCK_DIAG_BY_FAMILY, payload, (m) => {
+      if (m.type === SOCK_DIAG_BY_FAMILY) onReply(m.payload);
+    });
   }
 
   /**

@@ -71,10 +71,10 @@ export class RawHttpClient implements AsyncDisposable {
    * Reads one response (a 1xx included) within `timeoutMs`; throws when the connection ends or the time
    * runs out first, with what was received.
    */
-  async response(timeoutMs = 5000): Promise<RawResponse> {
+  async response(timeoutMs = 5000, opts: { bodyless?: boolean } = {}): Promise<RawResponse> {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
-      const parsed = this.#parse();
+      const parsed = this.#parse(opts.bodyless ?? false);
       if (parsed) return parsed;
       if (this.#eof) throw new Error(`the connection ended before a whole response: ${this.#pending}`);
       const got = await this.#readMore(deadline);
@@ -82,7 +82,14 @@ export class RawHttpClient implements AsyncDisposable {
     }
   }
 
-  #parse(): RawResponse | undefined {
+  /** What was received and not taken by `response()` (say, a body ended by closing); clears it. */
+  received(): string {
+    const text = this.#pending;
+    this.#pending = "";
+    return text;
+  }
+
+  #parse(bodyless: boolean): RawResponse | undefined {
     const end = this.#pending.indexOf("\r\n\r\n");
     if (end < 0) return undefined;
     const lines = this.#pending.slice(0, end).split("\r\n");
@@ -93,10 +100,32 @@ export class RawHttpClient implements AsyncDisposable {
       const colon = line.indexOf(":");
       headers.set(line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim());
     }
-    const length = status < 200 ? 0 : Number(headers.get("content-length") ?? 0);
+    if (!bodyless && status >= 200 && headers.get("transfer-encoding") === "chunked") {
+      return this.#parseChunked(end + 4, status, headers);
+    }
+    const length = status < 200 || bodyless ? 0 : Number(headers.get("content-length") ?? 0);
     if (this.#pending.length < end + 4 + length) return undefined;
     const body = this.#pending.slice(end + 4, end + 4 + length);
     this.#pending = this.#pending.slice(end + 4 + length);
+    return { status, headers, body };
+  }
+
+  /** A chunked body from `at`, once all of it (through the last chunk's CRLF) has arrived. */
+  #parseChunked(at: number, status: number, headers: Map<string, string>): RawResponse | undefined {
+    let body = "";
+    for (;;) {
+      const lineEnd = this.#pending.indexOf("\r\n", at);
+      if (lineEnd < 0) return undefined;
+      const size = parseInt(this.#pending.slice(at, lineEnd), 16);
+      if (!Number.isInteger(size)) throw new Error(`not a chunk size: ${this.#pending.slice(at, lineEnd)}`);
+      const dataEnd = lineEnd + 2 + size;
+      if (this.#pending.length < dataEnd + 2) return undefined;
+      if (this.#pending.slice(dataEnd, dataEnd + 2) !== "\r\n") throw new Error("a chunk without its CRLF");
+      body += this.#pending.slice(lineEnd + 2, dataEnd);
+      at = dataEnd + 2;
+      if (size === 0) break;
+    }
+    this.#pending = this.#pending.slice(at);
     return { status, headers, body };
   }
 

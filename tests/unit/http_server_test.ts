@@ -463,3 +463,94 @@ Deno.test("http server: a chunked body cut short is a 400; header values with La
     }
   });
 });
+
+Deno.test("http server: a streamed fast reply is chunked to HTTP/1.1, close-delimited to HTTP/1.0, headless for HEAD; a failing producer is a 500 or a closed connection", async () => {
+  const buffer = new Uint8Array(1000);
+  let produced = 0;
+  /** 300 chunks of 1000 bytes handed out in one reused buffer (each must be written before the next). */
+  async function* chunks(fail: "first" | "later" | undefined): AsyncGenerator<Uint8Array> {
+    if (fail === "first") throw new Error("nothing to say");
+    for (let i = 0; i < 300; i++) {
+      if (fail === "later" && i === 5) throw new Error("broke half way");
+      buffer.fill(97 + (i % 26));
+      produced++;
+      await Promise.resolve();
+      yield i === 7 ? buffer.subarray(0, 0) : buffer; // an empty chunk must not end the body
+    }
+  }
+  const expected = Array.from(
+    { length: 300 },
+    (_, i) => i === 7 ? "" : String.fromCharCode(97 + (i % 26)).repeat(1000),
+  )
+    .join("");
+  using logs = captureLogs();
+  const server = HttpServer.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    name: "test",
+    log: logger("test"),
+    fast: (head) => {
+      if (!head.target.startsWith("/stream")) return undefined;
+      const fail = head.target === "/stream/first"
+        ? "first"
+        : head.target === "/stream/later"
+        ? "later"
+        : undefined;
+      return { status: 200, headers: [["content-type", "text/plain"]], body: chunks(fail) };
+    },
+  }, echo);
+  try {
+    // fetch decodes the chunked body; two in a row on one kept-alive connection.
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(`http://127.0.0.1:${server.addr.port}/stream`);
+      assert.equal(res.headers.get("transfer-encoding"), "chunked");
+      assert.equal(res.headers.get("content-length"), null);
+      assert.equal(await res.text(), expected);
+    }
+    {
+      await using c = await RawHttpClient.connect(server.addr.port);
+      await c.send(requestHead("GET", "/stream") + requestHead("GET", "/other"));
+      const r = await c.response();
+      assert.equal(r.body, expected);
+      assert.equal(JSON.parse((await c.response()).body).path, "/other", "the connection goes on after it");
+    }
+    {
+      await using c = await RawHttpClient.connect(server.addr.port);
+      await c.send("GET /stream HTTP/1.0\r\n\r\n");
+      assert.notEqual(await c.closedWithin(5000), undefined, "closed to end the body");
+      const text = c.received();
+      const split = text.indexOf("\r\n\r\n");
+      assert.match(text.slice(0, split), /^HTTP\/1\.1 200 OK\r\n/);
+      assert.doesNotMatch(text.slice(0, split), /transfer-encoding|content-length/i);
+      assert.equal(text.slice(split + 4), expected);
+    }
+    {
+      await using c = await RawHttpClient.connect(server.addr.port);
+      const before = produced;
+      await c.send(requestHead("HEAD", "/stream") + requestHead("GET", "/after"));
+      const r = await c.response(5000, { bodyless: true });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("transfer-encoding"), "chunked");
+      assert.equal(JSON.parse((await c.response()).body).path, "/after");
+      assert.equal(produced, before, "HEAD does not run the producer");
+    }
+    {
+      await using c = await RawHttpClient.connect(server.addr.port);
+      await c.send(requestHead("GET", "/stream/first"));
+      assert.equal((await c.response()).status, 500);
+      assert.notEqual(await c.closedWithin(2000), undefined);
+    }
+    {
+      await using c = await RawHttpClient.connect(server.addr.port);
+      await c.send(requestHead("GET", "/stream/later"));
+      assert.notEqual(await c.closedWithin(5000), undefined, "closed mid-body");
+      const text = c.received();
+      assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.doesNotMatch(text, /\r\n0\r\n\r\n$/, "no last chunk: the client sees a truncated body");
+    }
+    assert.equal(metric(server, "flowd_http_requests_rejected_total", { reason: "handler_error" }), 2);
+    assert.ok(logs.matching(/HTTP response body failed/).length >= 1, logs.lines.join("\n"));
+  } finally {
+    await server.stop();
+  }
+});

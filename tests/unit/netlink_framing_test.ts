@@ -182,6 +182,20 @@ Deno.test("ReplyCollector gathers a multipart dump across datagrams until NLMSG_
   assert.equal(c.skipped, 0);
 });
 
+Deno.test("ReplyCollector with onReply hands each reply over as it is fed and keeps none", () => {
+  const seen: number[] = [];
+  const c = new ReplyCollector(77, "dump", 1234, describe, (m) => seen.push(attrU32(m.payload)));
+  const part = (n: number) => encodeMessage({ type: 20, flags: NLM_F_MULTI, seq: 77, pid: 1234 }, u32(n));
+  const stale = encodeMessage({ type: 20, flags: NLM_F_MULTI, seq: 76, pid: 1234 }, u32(99));
+  c.feed(parseMessages(concatBytes([part(1), stale, part(2)])));
+  assert.deepEqual(seen, [1, 2], "handed over before the next datagram");
+  const done = encodeMessage({ type: NLMSG_DONE, flags: NLM_F_MULTI, seq: 77, pid: 1234 }, i32(0));
+  assert.equal(c.feed(parseMessages(concatBytes([part(3), done, part(4)]))), true);
+  assert.deepEqual(seen, [1, 2, 3], "nothing after NLMSG_DONE");
+  assert.equal(c.replies.length, 0);
+  assert.equal(c.skipped, 2);
+});
+
 Deno.test("ReplyCollector skips messages of other sequence numbers or port ids", () => {
   const c = new ReplyCollector(10, "dump", 1234, describe);
   const stale = encodeMessage({ type: 20, flags: NLM_F_MULTI, seq: 9, pid: 1234 }, u32(0));

@@ -203,6 +203,27 @@ Deno.test("tcp_info of 280 bytes has all 56 flowd-go fields plus the 14 newer on
   assert.equal(Object.keys(info).length, 70);
 });
 
+Deno.test("memory attributes: words above 2^31 stay unsigned, words past a short attribute read as 0", () => {
+  const payload = concatBytes([
+    inetDiagMsg(2, "10.0.0.1", 5201, "10.0.0.2", 41000),
+    encodeAttribute(INET_DIAG_MEMINFO, u32s(0xfffffff0, 0x80000000, 7)),
+    encodeAttribute(INET_DIAG_SKMEMINFO, concatBytes([u32s(0xdeadbeef, 20, 30), Uint8Array.of(1, 2)])),
+  ]);
+  const r = parseSockDiagMessage(reply(payload));
+  assert.deepEqual(r.memInfo, { rMem: 0xfffffff0, wMem: 0x80000000, fMem: 7, tMem: 0 });
+  assert.deepEqual(r.skMemInfo, {
+    rMemAlloc: 0xdeadbeef,
+    rcvBuff: 20,
+    WMemAlloc: 30,
+    sndBuff: 0,
+    fwdAlloc: 0,
+    wMemQueued: 0,
+    optMem: 0,
+    backlog: 0,
+    drops: 0,
+  });
+});
+
 Deno.test("a reply is parsed with every known attribute, and unknown attributes are skipped", () => {
   const payload = concatBytes([
     inetDiagMsg(10, "2a00:1450::1", 5201, "2a00:1450::2", 41000),
