@@ -167,6 +167,7 @@ export class EventBus implements EventSink, EnrichmentSink {
     return {
       emit: (event) => this.emit(event, source),
       whenRoom: () => this.whenRoom(),
+      source,
     };
   }
 

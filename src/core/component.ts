@@ -26,6 +26,11 @@ export interface ComponentStatus {
 export interface EventSink {
   emit(event: FlowEvent): EmitResult;
   /**
+   * The name this sink records the plugin's events under (`FlowEvent.source`); a plugin that sets it on its
+   * events itself saves the bus a copy of each start.
+   */
+  readonly source?: string;
+  /**
    * Back-pressure: undefined while an event emitted now would reach every backend, else a promise that
    * resolves once there is room again (or the sink is closing). A plugin whose source can wait (a FIFO
    * reader stops reading, so writers block) awaits it before emitting; one that cannot (UDP) emits anyway

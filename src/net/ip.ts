@@ -166,19 +166,19 @@ function parseIpv4Into(text: string, start: number, end: number, out: Uint8Array
 }
 
 /**
- * Parses an IPv6 literal (no zone) in text[0, end) into 16 bytes: hex groups of 1-4 digits, one "::" standing
+ * Parses an IPv6 literal (no zone) in text[start, end) into 16 bytes: hex groups of 1-4 digits, one "::" standing
  * for at least one zero group, an optional dotted-quad tail standing for the last two groups.
  */
-function parseIpv6(text: string, end: number): boolean {
-  if (end < 2 || end > 45) return false;
+function parseIpv6(text: string, start: number, end: number): boolean {
+  if (end - start < 2 || end - start > 45) return false;
   const groups = scratchGroups;
   const out = scratch;
   out.fill(0);
-  let count = 0, gap = -1, tail = false, i = 0;
-  if (text.charCodeAt(0) === 58) {
-    if (text.charCodeAt(1) !== 58) return false;
+  let count = 0, gap = -1, tail = false, i = start;
+  if (text.charCodeAt(start) === 58) {
+    if (text.charCodeAt(start + 1) !== 58) return false;
     gap = 0;
-    i = 2;
+    i = start + 2;
   }
   while (i < end) {
     let j = i, value = 0;
@@ -260,8 +260,48 @@ function parseIpText(text: string): IpAddress | undefined {
   }
   const pct = text.indexOf("%");
   if (pct >= 0 && !isZone(text, pct + 1)) return undefined;
-  if (!parseIpv6(text, pct >= 0 ? pct : n)) return undefined;
+  if (!parseIpv6(text, 0, pct >= 0 ? pct : n)) return undefined;
   return IpAddress.fromRaw(rawOf(scratch, 16), pct >= 0 ? text.slice(pct + 1) : undefined);
+}
+
+/**
+ * Addresses by their bytes, direct-mapped (a slot holds the last address that hashed to it): the named pipe's
+ * parser finds a repeated address without making a string of its text or of its bytes first.
+ */
+const BY_BYTES_SLOTS = 1 << 14;
+const byBytes: (IpAddress | undefined)[] = new Array(BY_BYTES_SLOTS).fill(undefined);
+
+/** The scratch bytes' address (n = 4 or 16): the one in its slot when equal, else a new one put there. */
+function sharedFromScratch(n: number): IpAddress {
+  const b = scratch;
+  let h = n;
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  const slot = (h ^ (h >>> 15)) & (BY_BYTES_SLOTS - 1);
+  const known = byBytes[slot];
+  if (known !== undefined) {
+    const raw = known.key; // no zone: these never have one
+    let same = raw.length === n;
+    for (let i = 0; same && i < n; i++) same = raw.charCodeAt(i) === b[i];
+    if (same) return known;
+  }
+  const made = IpAddress.fromRaw(rawOf(b, n));
+  byBytes[slot] = made;
+  return made;
+}
+
+/**
+ * Parses the IPv4 or IPv6 literal text[start, end) without a zone; undefined when it is not one (a zone
+ * included: the caller then takes the general `IpAddress.tryParse`, which accepts exactly the same literals
+ * and those with a zone). No substring, no string per address when the address was seen lately.
+ */
+export function parseIpAt(text: string, start: number, end: number): IpAddress | undefined {
+  const n = end - start;
+  if (n >= 7 && n <= 15) {
+    let colon = false;
+    for (let i = start; i < end && !colon; i++) colon = text.charCodeAt(i) === 58;
+    if (!colon) return parseIpv4Into(text, start, end, scratch, 0) ? sharedFromScratch(4) : undefined;
+  }
+  return parseIpv6(text, start, end) ? sharedFromScratch(16) : undefined;
 }
 
 function formatIp(b: Uint8Array): string {
