@@ -26,7 +26,7 @@ import type { EventSink, Plugin } from "../core/component.ts";
 import { errorMessage, StartupError } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import type { HealthMetric } from "../core/health.ts";
-import { logger, RateLimitedLog } from "../core/log.ts";
+import { debugLogging, logger, RateLimitedLog } from "../core/log.ts";
 import { type Micros, nowMicros } from "../core/time.ts";
 import { readBoundedTextFileSync } from "../core/bounded_file.ts";
 import {
@@ -482,7 +482,7 @@ export class NamedPipePlugin implements Plugin {
           suppressed,
         })
       );
-    } else {
+    } else if (debugLogging()) {
       log.debug("flow event from the named pipe", () => ({ flow: describeFlow(event) }));
     }
   }
