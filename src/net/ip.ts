@@ -172,8 +172,6 @@ function parseIpv4Into(text: string, start: number, end: number, out: Uint8Array
 function parseIpv6(text: string, start: number, end: number): boolean {
   if (end - start < 2 || end - start > 45) return false;
   const groups = scratchGroups;
-  const out = scratch;
-  out.fill(0);
   let count = 0, gap = -1, tail = false, i = start;
   if (text.charCodeAt(start) === 58) {
     if (text.charCodeAt(start + 1) !== 58) return false;
@@ -181,18 +179,23 @@ function parseIpv6(text: string, start: number, end: number): boolean {
     i = start + 2;
   }
   while (i < end) {
-    let j = i, value = 0;
-    for (let d; j < end && (d = hexDigit(text.charCodeAt(j))) >= 0; j++) value = value * 16 + d;
-    if (j < end && text.charCodeAt(j) === 46) {
+    let j = i, value = 0, c = 0;
+    for (; j < end; j++) {
+      c = text.charCodeAt(j);
+      const d = hexDigit(c);
+      if (d < 0) break;
+      value = value * 16 + d;
+    }
+    if (j < end && c === 46) {
       // The dotted tail: it ends the literal and takes two groups.
-      if (count > 6 || !parseIpv4Into(text, i, end, out, 12)) return false;
+      if (count > 6 || !parseIpv4Into(text, i, end, scratch, 12)) return false;
       tail = true;
       break;
     }
     if (j === i || j - i > 4 || count === 8) return false;
     groups[count++] = value;
     if (j === end) break;
-    if (text.charCodeAt(j) !== 58) return false;
+    if (c !== 58) return false;
     j++;
     if (j < end && text.charCodeAt(j) === 58) {
       if (gap >= 0) return false;
@@ -205,16 +208,13 @@ function parseIpv6(text: string, start: number, end: number): boolean {
   }
   const total = count + (tail ? 2 : 0);
   if (gap >= 0 ? total > 7 : total !== 8) return false;
-  // Groups before the gap at the front, the ones after it at the back (before the tail, if any).
-  const lastGroup = tail ? 6 : 8;
-  const before = gap >= 0 ? gap : count;
-  for (let k = 0; k < before; k++) {
-    out[2 * k] = groups[k]! >> 8;
-    out[2 * k + 1] = groups[k]! & 0xff;
-  }
-  for (let k = before, slot = lastGroup - (count - before); k < count; k++, slot++) {
-    out[2 * slot] = groups[k]! >> 8;
-    out[2 * slot + 1] = groups[k]! & 0xff;
+  // Every byte before the tail written (no fill): groups before the gap, its zeros, the groups after it.
+  const out = scratch, slots = tail ? 6 : 8;
+  const before = gap >= 0 ? gap : count, zeros = slots - count;
+  for (let k = 0; k < slots; k++) {
+    const g = k < before ? groups[k]! : k < before + zeros ? 0 : groups[k - zeros]!;
+    out[2 * k] = g >> 8;
+    out[2 * k + 1] = g & 0xff;
   }
   return true;
 }

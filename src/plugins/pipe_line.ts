@@ -137,6 +137,9 @@ export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | u
   return scanLine(line, ctx) ?? parsePipeLineChecked(line, ctx);
 }
 
+/** Longer lines go straight to the checked path (a valid line is about 150 chars at most, spaces aside). */
+const SCAN_MAX_LINE = 512;
+
 /** Field bounds of the line being scanned: start and end of each of the 8 fields. */
 const bounds = new Int32Array(16);
 
@@ -185,6 +188,7 @@ function idAt(
  */
 function scanLine(line: string, ctx: PipeLineContext): FlowEvent | null {
   const n = line.length;
+  if (n > SCAN_MAX_LINE) return null;
   let fields = 0;
   for (let i = 0; i < n;) {
     let c = line.charCodeAt(i);
