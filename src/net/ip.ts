@@ -21,6 +21,8 @@ export class IpAddress {
   readonly #raw: string;
   readonly zone: string | undefined;
   #text: string | undefined;
+  /** The last endpoint made with this address (`endpointOf`), shared by the flows on that port. */
+  #endpoint: Endpoint | undefined;
 
   private constructor(raw: string, zone?: string) {
     this.#raw = raw;
@@ -101,6 +103,16 @@ export class IpAddress {
 
   toJSON(): string {
     return this.toString();
+  }
+
+  /**
+   * An endpoint of this address and `port`: the one made last time when the port is the same. Endpoints are
+   * immutable, so open flows to one service port of a peer (or from one local service) share one object.
+   */
+  endpoint(port: number): Endpoint {
+    const last = this.#endpoint;
+    if (last !== undefined && last.port === port) return last;
+    return this.#endpoint = { address: this, port };
   }
 }
 
@@ -265,8 +277,9 @@ function parseIpText(text: string): IpAddress | undefined {
 }
 
 /**
- * Addresses by their bytes, direct-mapped (a slot holds the last address that hashed to it): the named pipe's
- * parser finds a repeated address without making a string of its text or of its bytes first.
+ * Addresses by their bytes, two ways per set (a set holds the last two addresses that hashed to it, the
+ * latest first): the named pipe's parser finds a repeated address without making a string of its text or of
+ * its bytes first.
  */
 const BY_BYTES_SLOTS = 1 << 14;
 const byBytes: (IpAddress | undefined)[] = new Array(BY_BYTES_SLOTS).fill(undefined);
@@ -276,17 +289,27 @@ function sharedFromScratch(n: number): IpAddress {
   const b = scratch;
   let h = n;
   for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
-  const slot = (h ^ (h >>> 15)) & (BY_BYTES_SLOTS - 1);
-  const known = byBytes[slot];
-  if (known !== undefined) {
-    const raw = known.key; // no zone: these never have one
-    let same = raw.length === n;
-    for (let i = 0; same && i < n; i++) same = raw.charCodeAt(i) === b[i];
-    if (same) return known;
+  const slot = (h ^ (h >>> 15)) & (BY_BYTES_SLOTS - 2);
+  const first = byBytes[slot];
+  if (first !== undefined && sameBytes(first, n)) return first;
+  const second = byBytes[slot + 1];
+  if (second !== undefined && sameBytes(second, n)) {
+    byBytes[slot + 1] = first;
+    byBytes[slot] = second;
+    return second;
   }
   const made = IpAddress.fromRaw(rawOf(b, n));
+  byBytes[slot + 1] = first;
   byBytes[slot] = made;
   return made;
+}
+
+/** True when the address (never one with a zone here) has the n scratch bytes. */
+function sameBytes(address: IpAddress, n: number): boolean {
+  const raw = address.key;
+  if (raw.length !== n) return false;
+  for (let i = 0; i < n; i++) if (raw.charCodeAt(i) !== scratch[i]) return false;
+  return true;
 }
 
 /**

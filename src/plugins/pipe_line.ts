@@ -252,7 +252,7 @@ function makeEvent(
   // Both times always present (one undefined): every event from the pipe has the same shape.
   const startTime = state === "start" ? ctx.now : undefined;
   const endTime = state === "start" ? undefined : ctx.now;
-  const src = { address: srcAddress, port: srcPort }, dst = { address: dstAddress, port: dstPort };
+  const src = srcAddress.endpoint(srcPort), dst = dstAddress.endpoint(dstPort); // shared when seen before
   const family = srcAddress.family, application = ctx.application, source = ctx.source;
   return source === undefined
     ? { state, protocol, family, src, dst, experimentId, activityId, startTime, endTime, application }

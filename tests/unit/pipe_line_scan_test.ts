@@ -148,3 +148,16 @@ Deno.test("pipe line scan: events carry the sink's source and the constant state
     undefined,
   );
 });
+
+Deno.test("pipe line scan: open flows share address and endpoint objects where they are the same", () => {
+  const ctx: PipeLineContext = { now: 5, application: "t" };
+  const a = parsePipeLine("start tcp 2001:db8::1 40001 2001:db8::9 1094 3 4", ctx)!;
+  const b = parsePipeLine("start tcp 2001:db8::1 40002 2001:db8::9 1094 3 4", ctx)!;
+  assert.equal(a.dst, b.dst, "the peer's service endpoint is one object");
+  assert.equal(a.src.address, b.src.address);
+  assert.notEqual(a.src, b.src);
+  assert.deepStrictEqual([a.src.port, b.src.port, b.dst.port], [40001, 40002, 1094]);
+  // Endpoints are values: another port never reuses one.
+  assert.equal(a.src.address.endpoint(40001).port, 40001);
+  assert.equal(a.src.address.endpoint(7).port, 7);
+});
