@@ -283,24 +283,32 @@ function parseIpText(text: string): IpAddress | undefined {
  */
 const BY_BYTES_SLOTS = 1 << 14;
 const byBytes: (IpAddress | undefined)[] = new Array(BY_BYTES_SLOTS).fill(undefined);
+/** The full hash of each slot's address: most misses are told apart without comparing bytes. */
+const byBytesHash = new Int32Array(BY_BYTES_SLOTS);
 
-/** The scratch bytes' address (n = 4 or 16): the one in its slot when equal, else a new one put there. */
+/** The scratch bytes' address (n = 4 or 16): the one in its set when equal, else a new one put there. */
 function sharedFromScratch(n: number): IpAddress {
   const b = scratch;
   let h = n;
   for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
-  const slot = (h ^ (h >>> 15)) & (BY_BYTES_SLOTS - 2);
+  h ^= h >>> 15;
+  const slot = h & (BY_BYTES_SLOTS - 2);
   const first = byBytes[slot];
-  if (first !== undefined && sameBytes(first, n)) return first;
+  if (byBytesHash[slot] === h && first !== undefined && sameBytes(first, n)) return first;
   const second = byBytes[slot + 1];
-  if (second !== undefined && sameBytes(second, n)) {
+  const firstHash = byBytesHash[slot]!;
+  if (byBytesHash[slot + 1] === h && second !== undefined && sameBytes(second, n)) {
     byBytes[slot + 1] = first;
+    byBytesHash[slot + 1] = firstHash;
     byBytes[slot] = second;
+    byBytesHash[slot] = h;
     return second;
   }
   const made = IpAddress.fromRaw(rawOf(b, n));
   byBytes[slot + 1] = first;
+  byBytesHash[slot + 1] = firstHash;
   byBytes[slot] = made;
+  byBytesHash[slot] = h;
   return made;
 }
 
