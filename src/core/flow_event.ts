@@ -59,6 +59,9 @@ const KEY = Symbol("flowKey");
  * call made defineProperty take ~0.4 µs more, a noticeable part of a named-pipe line's cost.
  */
 const keyDescriptor: PropertyDescriptor = { value: "" };
+/** The last object whose key was composed, and that key (a one-entry memo for objects not keeping theirs). */
+let lastEvent: object | undefined;
+let lastKey = "";
 
 /**
  * A key that identifies the flow itself, independent of state and tags: protocol and both endpoints, as a
@@ -69,7 +72,10 @@ const keyDescriptor: PropertyDescriptor = { value: "" };
 export function flowKey(e: Pick<FlowEvent, "protocol" | "src" | "dst">): string {
   const cached = (e as { [KEY]?: string })[KEY];
   if (cached !== undefined) return cached;
+  if (e === lastEvent) return lastKey; // an end handed to a backend that asks for its key twice
   const key = composeKey(e);
+  lastEvent = e;
+  lastKey = key;
   // Only starts keep theirs: they stay in the tables for the flow's life, while an end's key is wanted for a
   // lookup or two, and defining the property (~0.5 µs, a runtime call) costs more than composing it again.
   if ((e as { state?: string }).state === "start" && Object.isExtensible(e)) {

@@ -335,6 +335,11 @@ export class LineSplitter {
     const parts = text.split("\n");
     this.#tail = parts.pop() ?? "";
     let discarded = 0;
+    if (!this.#overlong && this.#tail.length <= this.maxLineLength) {
+      let fits = true;
+      for (let i = 0; i < parts.length && fits; i++) fits = parts[i]!.length <= this.maxLineLength;
+      if (fits) return { lines: parts, discarded }; // the common case: every line as split, no copy
+    }
     const lines: string[] = [];
     for (const p of parts) {
       if (this.#overlong) {
