@@ -68,6 +68,9 @@ export class FlowCounts {
   readonly #endedOrder: PairCounts[] = [];
   /** Each open flow's pair (the one it was counted under when it started). */
   readonly #open = new Map<string, PairCounts>();
+  #last: PairCounts | undefined;
+  #lastExp = -1;
+  #lastAct = -1;
 
   constructor(
     registries: Registry[],
@@ -109,6 +112,19 @@ export class FlowCounts {
   }
 
   #pair(event: FlowEvent): PairCounts {
+    // Consecutive events mostly share their ids; a pair's labels never change once given (`of`).
+    const last = this.#last;
+    if (last !== undefined && event.experimentId === this.#lastExp && event.activityId === this.#lastAct) {
+      return last;
+    }
+    const pair = this.#pairOf(event);
+    this.#last = pair;
+    this.#lastExp = event.experimentId;
+    this.#lastAct = event.activityId;
+    return pair;
+  }
+
+  #pairOf(event: FlowEvent): PairCounts {
     const labels = this.labels.of(event);
     let pair = this.#pairs.get(labels);
     if (pair === undefined) this.#pairs.set(labels, pair = { labels, started: 0, ended: 0, active: 0 });
