@@ -418,7 +418,9 @@ export class NamedPipePlugin implements Plugin {
   #parseLine(line: string, now: Micros): FlowEvent | FlowEvent[] | undefined {
     // One context reused for every line: only the clock changes (parsePipeLine keeps no reference to it).
     const ctx = this.#ctx ??= {
-      now,
+      // Made with a non-number in `now`, so V8 keeps the field tagged: the events of a chunk then share one
+      // boxed time instead of a box each (16 bytes per open flow).
+      now: undefined as unknown as Micros,
       application: this.#opts.application,
       resolveId: this.#opts.resolveId,
       source: this.#source,
