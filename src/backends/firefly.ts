@@ -158,13 +158,8 @@ export class FireflyBackend implements Backend {
     }
   }
 
-  handle(event: FlowEvent): Promise<void> {
-    try {
-      this.#handle(event);
-      return Promise.resolve();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  handle(event: FlowEvent): void {
+    this.#handle(event);
   }
 
   #handle(event: FlowEvent): void {

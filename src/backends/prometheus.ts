@@ -250,7 +250,7 @@ export class PrometheusBackend implements Backend {
     });
   }
 
-  handle(event: FlowEvent): Promise<void> {
+  handle(event: FlowEvent): void {
     this.#counts?.observe(event);
     if (event.state === "end") {
       const key = flowKey(event);
@@ -259,7 +259,6 @@ export class PrometheusBackend implements Backend {
         e.traffic.forget(key);
       }
     }
-    return Promise.resolve();
   }
 
   enrich(sample: EnrichmentSample): void {

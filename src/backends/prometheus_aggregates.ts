@@ -47,13 +47,30 @@ export class IdPairLabels {
   }
 }
 
-/** Flow counts per (exp, act), registered in every registry the backend serves. */
-export class FlowCounts {
-  readonly #started: Counter<"exp" | "act">;
-  readonly #ended: Counter<"exp" | "act">;
-  readonly #active: Gauge<"exp" | "act">;
+/** One pair's flow counts, kept as numbers (prom-client's labelled `inc` hashed the labels on every event). */
+interface PairCounts {
+  readonly labels: PairLabels;
+  started: number;
+  ended: number;
+  /** Open flows counted under these labels. */
+  active: number;
+}
 
-  readonly #open = new Map<string, PairLabels>();
+/**
+ * Flow counts per (exp, act), registered in every registry the backend serves. Counted in plain numbers per
+ * pair and handed to prom-client at scrape time (`collect`), series in the order prom-client made them
+ * before: a pair's started and active series from its first start, its ended series from its first end.
+ */
+export class FlowCounts {
+  readonly #pairs = new Map<PairLabels, PairCounts>();
+  /** Pairs in the order their first start, and their first end, came. */
+  readonly #startedOrder: PairCounts[] = [];
+  readonly #endedOrder: PairCounts[] = [];
+  /** Each open flow's pair (the one it was counted under when it started). */
+  readonly #open = new Map<string, PairCounts>();
+  #last: PairCounts | undefined;
+  #lastExp = -1;
+  #lastAct = -1;
 
   constructor(
     registries: Registry[],
@@ -61,24 +78,57 @@ export class FlowCounts {
     readonly capacity = MAX_TRACKED_FLOWS,
   ) {
     const labelNames = ["exp", "act"] as const;
-    this.#started = new Counter({
+    const started = this.#startedOrder, ended = this.#endedOrder;
+    new Counter({
       name: "flowd_flows_started_total",
       help: "Flows that started, by SciTags experiment and activity",
       labelNames,
       registers: registries,
+      collect() {
+        this.reset();
+        for (const p of started) this.inc(p.labels, p.started);
+      },
     });
-    this.#ended = new Counter({
+    new Counter({
       name: "flowd_flows_ended_total",
       help: "Flows that ended, by SciTags experiment and activity",
       labelNames,
       registers: registries,
+      collect() {
+        this.reset();
+        for (const p of ended) this.inc(p.labels, p.ended);
+      },
     });
-    this.#active = new Gauge({
+    new Gauge({
       name: "flowd_flows_active",
       help: "Flows started and not yet ended, by SciTags experiment and activity",
       labelNames,
       registers: registries,
+      collect() {
+        this.reset();
+        for (const p of started) this.set(p.labels, p.active);
+      },
     });
+  }
+
+  #pair(event: FlowEvent): PairCounts {
+    // Consecutive events mostly share their ids; a pair's labels never change once given (`of`).
+    const last = this.#last;
+    if (last !== undefined && event.experimentId === this.#lastExp && event.activityId === this.#lastAct) {
+      return last;
+    }
+    const pair = this.#pairOf(event);
+    this.#last = pair;
+    this.#lastExp = event.experimentId;
+    this.#lastAct = event.activityId;
+    return pair;
+  }
+
+  #pairOf(event: FlowEvent): PairCounts {
+    const labels = this.labels.of(event);
+    let pair = this.#pairs.get(labels);
+    if (pair === undefined) this.#pairs.set(labels, pair = { labels, started: 0, ended: 0, active: 0 });
+    return pair;
   }
 
   /**
@@ -86,29 +136,30 @@ export class FlowCounts {
    * seen (or already ended) does not decrement it, and a repeated start does not count it twice.
    */
   observe(event: FlowEvent): void {
-    const l = this.labels.of(event);
-    const key = flowKey(event);
+    const pair = this.#pair(event); // for every state: an ongoing event's pair is admitted too, as before
     if (event.state === "start") {
-      this.#started.inc(l);
+      if (pair.started++ === 0) this.#startedOrder.push(pair);
+      const key = flowKey(event);
       const previous = this.#open.get(key);
-      if (previous) this.#active.dec(previous);
+      if (previous) previous.active--;
       else if (this.#open.size >= this.capacity) this.#forgetOldest();
-      this.#open.set(key, l);
-      this.#active.inc(l);
+      this.#open.set(key, pair);
+      pair.active++;
     } else if (event.state === "end") {
-      this.#ended.inc(l);
+      if (pair.ended++ === 0) this.#endedOrder.push(pair);
+      const key = flowKey(event);
       const opened = this.#open.get(key);
       if (opened) {
         this.#open.delete(key);
-        this.#active.dec(opened); // the labels it was counted under, even if the end names other ids
+        opened.active--; // the labels it was counted under, even if the end names other ids
       }
     }
   }
 
   #forgetOldest(): void {
-    for (const [key, labels] of this.#open) {
+    for (const [key, pair] of this.#open) {
       this.#open.delete(key);
-      this.#active.dec(labels);
+      pair.active--;
       return;
     }
   }

@@ -59,6 +59,12 @@ export class BoundedQueue<T> {
       if (this.#closed) return undefined;
       await new Promise<void>((resolve) => this.#waiter = resolve);
     }
+    return this.poll();
+  }
+
+  /** The next item if one is waiting, else undefined at once: a consumer drains a burst without a promise each. */
+  poll(): T | undefined {
+    if (this.#size === 0) return undefined;
     const item = this.#items[this.#head];
     this.#items[this.#head] = undefined;
     this.#head = (this.#head + 1) % this.capacity;

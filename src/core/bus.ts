@@ -19,7 +19,7 @@ import { BoundedQueue } from "./bounded_queue.ts";
 import { FlowTable, type StartedFlow } from "./flow_table.ts";
 import { type Micros, nowMicros } from "./time.ts";
 import { errorMessage } from "./errors.ts";
-import { logger, RateLimitedLog } from "./log.ts";
+import { debugLogging, logger, RateLimitedLog } from "./log.ts";
 import type { HealthMetric } from "./health.ts";
 
 /** Tuning of the bus. */
@@ -167,6 +167,7 @@ export class EventBus implements EventSink, EnrichmentSink {
     return {
       emit: (event) => this.emit(event, source),
       whenRoom: () => this.whenRoom(),
+      source,
     };
   }
 
@@ -174,7 +175,7 @@ export class EventBus implements EventSink, EnrichmentSink {
     if (this.#closed) return { accepted: false, reason: "the daemon is shutting down" };
     const completed = this.#complete(event, source);
     this.#received++;
-    log.debug("dispatching flow event", () => ({ flow: describeFlow(completed) }));
+    if (debugLogging()) log.debug("dispatching flow event", () => ({ flow: describeFlow(completed) }));
     let taken = 0;
     for (const lane of this.#lanes) {
       if (lane.queue.offer(completed)) {
@@ -345,27 +346,46 @@ export class EventBus implements EventSink, EnrichmentSink {
     }
   }
 
+  /** Hands the lane's events to its backend in order; what is queued already goes without waiting. */
   async #consume(lane: BackendLane, replay: readonly FlowEvent[]): Promise<void> {
     for (const ev of replay) await this.#deliver(lane, ev);
-    for (let ev = await lane.queue.take(); ev !== undefined; ev = await lane.queue.take()) {
-      await this.#deliver(lane, ev);
+    const queue = lane.queue;
+    for (;;) {
+      let ev = queue.poll();
+      if (ev === undefined) {
+        ev = await queue.take();
+        if (ev === undefined) return;
+      }
+      const pending = this.#deliver(lane, ev);
+      if (pending !== undefined) await pending;
     }
   }
 
-  async #deliver(lane: BackendLane, ev: FlowEvent): Promise<void> {
+  /** One event to one backend: undefined when it is done at once, else a promise settled when it is. */
+  #deliver(lane: BackendLane, ev: FlowEvent): Promise<void> | undefined {
+    let result: Promise<void> | void;
     try {
-      await lane.backend.handle(ev);
-      lane.stats.handled++;
+      result = lane.backend.handle(ev);
     } catch (err) {
-      lane.stats.failed++;
-      lane.failLog.run((suppressed) =>
-        log.error("backend failed to handle an event", {
-          backend: lane.backend.name,
-          flow: describeFlow(ev),
-          err: errorMessage(err),
-          suppressed,
-        })
-      );
+      this.#failed(lane, ev, err);
+      return undefined;
     }
+    if (result === undefined) {
+      lane.stats.handled++;
+      return undefined;
+    }
+    return result.then(() => void lane.stats.handled++, (err) => this.#failed(lane, ev, err));
+  }
+
+  #failed(lane: BackendLane, ev: FlowEvent, err: unknown): void {
+    lane.stats.failed++;
+    lane.failLog.run((suppressed) =>
+      log.error("backend failed to handle an event", {
+        backend: lane.backend.name,
+        flow: describeFlow(ev),
+        err: errorMessage(err),
+        suppressed,
+      })
+    );
   }
 }

@@ -26,6 +26,11 @@ export interface ComponentStatus {
 export interface EventSink {
   emit(event: FlowEvent): EmitResult;
   /**
+   * The name this sink records the plugin's events under (`FlowEvent.source`); a plugin that sets it on its
+   * events itself saves the bus a copy of each start.
+   */
+  readonly source?: string;
+  /**
    * Back-pressure: undefined while an event emitted now would reach every backend, else a promise that
    * resolves once there is room again (or the sink is closing). A plugin whose source can wait (a FIFO
    * reader stops reading, so writers block) awaits it before emitting; one that cannot (UDP) emits anyway
@@ -68,9 +73,10 @@ export interface Backend {
   start(): Promise<void>;
   /**
    * Acts on one event. Called by the core one event at a time, in order, from this backend's own queue.
-   * Must not throw for per-event failures (log them); a throw is logged and counted by the core.
+   * Must not throw for per-event failures (log them); a throw is logged and counted by the core. A backend
+   * done at once returns nothing: the core then goes on to the next event without a promise per event.
    */
-  handle(event: FlowEvent): Promise<void>;
+  handle(event: FlowEvent): Promise<void> | void;
   /**
    * Called synchronously with every enrichment sample of a flow that is still open; must return quickly
    * and never throw for per-sample failures (hand slow work, such as sends, off without awaiting it).

@@ -92,9 +92,20 @@ function writeStderr(line: string): void {
   while (off < bytes.length) off += Deno.stderr.writeSync(bytes.subarray(off));
 }
 
+let debugOn = false;
+
+/**
+ * True when debug lines are written. Code that runs per event asks this before `log.debug`: logtape's own
+ * level check on every call cost a few percent of the named pipe's time per line.
+ */
+export function debugLogging(): boolean {
+  return debugOn;
+}
+
 /** Configures the process-wide logging once the CLI knows the level; callable again (tests, reload). */
 export function setupLogging(opts: LoggingOptions): void {
   const write = opts.write ?? writeStderr;
+  debugOn = opts.level === "debug" || opts.level === "trace";
   resetSync();
   configureSync({
     reset: true,

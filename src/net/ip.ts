@@ -21,6 +21,8 @@ export class IpAddress {
   readonly #raw: string;
   readonly zone: string | undefined;
   #text: string | undefined;
+  /** The last endpoint made with this address (`endpointOf`), shared by the flows on that port. */
+  #endpoint: Endpoint | undefined;
 
   private constructor(raw: string, zone?: string) {
     this.#raw = raw;
@@ -102,6 +104,16 @@ export class IpAddress {
   toJSON(): string {
     return this.toString();
   }
+
+  /**
+   * An endpoint of this address and `port`: the one made last time when the port is the same. Endpoints are
+   * immutable, so open flows to one service port of a peer (or from one local service) share one object.
+   */
+  endpoint(port: number): Endpoint {
+    const last = this.#endpoint;
+    if (last !== undefined && last.port === port) return last;
+    return this.#endpoint = { address: this, port };
+  }
 }
 
 const V4_MAPPED_PREFIX = "\0".repeat(10) + "\xff\xff";
@@ -166,33 +178,36 @@ function parseIpv4Into(text: string, start: number, end: number, out: Uint8Array
 }
 
 /**
- * Parses an IPv6 literal (no zone) in text[0, end) into 16 bytes: hex groups of 1-4 digits, one "::" standing
+ * Parses an IPv6 literal (no zone) in text[start, end) into 16 bytes: hex groups of 1-4 digits, one "::" standing
  * for at least one zero group, an optional dotted-quad tail standing for the last two groups.
  */
-function parseIpv6(text: string, end: number): boolean {
-  if (end < 2 || end > 45) return false;
+function parseIpv6(text: string, start: number, end: number): boolean {
+  if (end - start < 2 || end - start > 45) return false;
   const groups = scratchGroups;
-  const out = scratch;
-  out.fill(0);
-  let count = 0, gap = -1, tail = false, i = 0;
-  if (text.charCodeAt(0) === 58) {
-    if (text.charCodeAt(1) !== 58) return false;
+  let count = 0, gap = -1, tail = false, i = start;
+  if (text.charCodeAt(start) === 58) {
+    if (text.charCodeAt(start + 1) !== 58) return false;
     gap = 0;
-    i = 2;
+    i = start + 2;
   }
   while (i < end) {
-    let j = i, value = 0;
-    for (let d; j < end && (d = hexDigit(text.charCodeAt(j))) >= 0; j++) value = value * 16 + d;
-    if (j < end && text.charCodeAt(j) === 46) {
+    let j = i, value = 0, c = 0;
+    for (; j < end; j++) {
+      c = text.charCodeAt(j);
+      const d = hexDigit(c);
+      if (d < 0) break;
+      value = value * 16 + d;
+    }
+    if (j < end && c === 46) {
       // The dotted tail: it ends the literal and takes two groups.
-      if (count > 6 || !parseIpv4Into(text, i, end, out, 12)) return false;
+      if (count > 6 || !parseIpv4Into(text, i, end, scratch, 12)) return false;
       tail = true;
       break;
     }
     if (j === i || j - i > 4 || count === 8) return false;
     groups[count++] = value;
     if (j === end) break;
-    if (text.charCodeAt(j) !== 58) return false;
+    if (c !== 58) return false;
     j++;
     if (j < end && text.charCodeAt(j) === 58) {
       if (gap >= 0) return false;
@@ -205,16 +220,13 @@ function parseIpv6(text: string, end: number): boolean {
   }
   const total = count + (tail ? 2 : 0);
   if (gap >= 0 ? total > 7 : total !== 8) return false;
-  // Groups before the gap at the front, the ones after it at the back (before the tail, if any).
-  const lastGroup = tail ? 6 : 8;
-  const before = gap >= 0 ? gap : count;
-  for (let k = 0; k < before; k++) {
-    out[2 * k] = groups[k]! >> 8;
-    out[2 * k + 1] = groups[k]! & 0xff;
-  }
-  for (let k = before, slot = lastGroup - (count - before); k < count; k++, slot++) {
-    out[2 * slot] = groups[k]! >> 8;
-    out[2 * slot + 1] = groups[k]! & 0xff;
+  // Every byte before the tail written (no fill): groups before the gap, its zeros, the groups after it.
+  const out = scratch, slots = tail ? 6 : 8;
+  const before = gap >= 0 ? gap : count, zeros = slots - count;
+  for (let k = 0; k < slots; k++) {
+    const g = k < before ? groups[k]! : k < before + zeros ? 0 : groups[k - zeros]!;
+    out[2 * k] = g >> 8;
+    out[2 * k + 1] = g & 0xff;
   }
   return true;
 }
@@ -260,8 +272,67 @@ function parseIpText(text: string): IpAddress | undefined {
   }
   const pct = text.indexOf("%");
   if (pct >= 0 && !isZone(text, pct + 1)) return undefined;
-  if (!parseIpv6(text, pct >= 0 ? pct : n)) return undefined;
+  if (!parseIpv6(text, 0, pct >= 0 ? pct : n)) return undefined;
   return IpAddress.fromRaw(rawOf(scratch, 16), pct >= 0 ? text.slice(pct + 1) : undefined);
+}
+
+/**
+ * Addresses by their bytes, two ways per set (a set holds the last two addresses that hashed to it, the
+ * latest first): the named pipe's parser finds a repeated address without making a string of its text or of
+ * its bytes first.
+ */
+const BY_BYTES_SLOTS = 1 << 14;
+const byBytes: (IpAddress | undefined)[] = new Array(BY_BYTES_SLOTS).fill(undefined);
+/** The full hash of each slot's address: most misses are told apart without comparing bytes. */
+const byBytesHash = new Int32Array(BY_BYTES_SLOTS);
+
+/** The scratch bytes' address (n = 4 or 16): the one in its set when equal, else a new one put there. */
+function sharedFromScratch(n: number): IpAddress {
+  const b = scratch;
+  let h = n;
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  h ^= h >>> 15;
+  const slot = h & (BY_BYTES_SLOTS - 2);
+  const first = byBytes[slot];
+  if (byBytesHash[slot] === h && first !== undefined && sameBytes(first, n)) return first;
+  const second = byBytes[slot + 1];
+  const firstHash = byBytesHash[slot]!;
+  if (byBytesHash[slot + 1] === h && second !== undefined && sameBytes(second, n)) {
+    byBytes[slot + 1] = first;
+    byBytesHash[slot + 1] = firstHash;
+    byBytes[slot] = second;
+    byBytesHash[slot] = h;
+    return second;
+  }
+  const made = IpAddress.fromRaw(rawOf(b, n));
+  byBytes[slot + 1] = first;
+  byBytesHash[slot + 1] = firstHash;
+  byBytes[slot] = made;
+  byBytesHash[slot] = h;
+  return made;
+}
+
+/** True when the address (never one with a zone here) has the n scratch bytes. */
+function sameBytes(address: IpAddress, n: number): boolean {
+  const raw = address.key;
+  if (raw.length !== n) return false;
+  for (let i = 0; i < n; i++) if (raw.charCodeAt(i) !== scratch[i]) return false;
+  return true;
+}
+
+/**
+ * Parses the IPv4 or IPv6 literal text[start, end) without a zone; undefined when it is not one (a zone
+ * included: the caller then takes the general `IpAddress.tryParse`, which accepts exactly the same literals
+ * and those with a zone). No substring, no string per address when the address was seen lately.
+ */
+export function parseIpAt(text: string, start: number, end: number): IpAddress | undefined {
+  const n = end - start;
+  if (n >= 7 && n <= 15) {
+    let colon = false;
+    for (let i = start; i < end && !colon; i++) colon = text.charCodeAt(i) === 58;
+    if (!colon) return parseIpv4Into(text, start, end, scratch, 0) ? sharedFromScratch(4) : undefined;
+  }
+  return parseIpv6(text, start, end) ? sharedFromScratch(16) : undefined;
 }
 
 function formatIp(b: Uint8Array): string {

@@ -26,7 +26,7 @@ import type { EventSink, Plugin } from "../core/component.ts";
 import { errorMessage, StartupError } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
 import type { HealthMetric } from "../core/health.ts";
-import { logger, RateLimitedLog } from "../core/log.ts";
+import { debugLogging, logger, RateLimitedLog } from "../core/log.ts";
 import { type Micros, nowMicros } from "../core/time.ts";
 import { readBoundedTextFileSync } from "../core/bounded_file.ts";
 import {
@@ -90,6 +90,8 @@ export class NamedPipePlugin implements Plugin {
   #buf: Uint8Array;
   /** The parse context, rebuilt when the options change (application and id resolver live in it). */
   #ctx: PipeLineContext | undefined;
+  /** The name the sink records our events under; the parser puts it on each event. */
+  #source: string | undefined;
   #reader: Promise<void> | undefined;
   #stopping = false;
   /** True while the reader waits in read(): what it got so far is handled. */
@@ -106,6 +108,8 @@ export class NamedPipePlugin implements Plugin {
 
   async start(sink: EventSink): Promise<void> {
     const path = this.#opts.pipePath;
+    this.#source = sink.source;
+    this.#ctx = undefined;
     await this.#createFifo(path);
     await this.#applyPermissions(path, true);
     this.#created = true;
@@ -413,7 +417,14 @@ export class NamedPipePlugin implements Plugin {
   /** The events of one line: one, several (writers' lines glued together), or none (blank, rejected). */
   #parseLine(line: string, now: Micros): FlowEvent | FlowEvent[] | undefined {
     // One context reused for every line: only the clock changes (parsePipeLine keeps no reference to it).
-    const ctx = this.#ctx ??= { now, application: this.#opts.application, resolveId: this.#opts.resolveId };
+    const ctx = this.#ctx ??= {
+      // Made with a non-number in `now`, so V8 keeps the field tagged: the events of a chunk then share one
+      // boxed time instead of a box each (16 bytes per open flow).
+      now: undefined as unknown as Micros,
+      application: this.#opts.application,
+      resolveId: this.#opts.resolveId,
+      source: this.#source,
+    };
     ctx.now = now;
     let event;
     try {
@@ -473,7 +484,7 @@ export class NamedPipePlugin implements Plugin {
           suppressed,
         })
       );
-    } else {
+    } else if (debugLogging()) {
       log.debug("flow event from the named pipe", () => ({ flow: describeFlow(event) }));
     }
   }

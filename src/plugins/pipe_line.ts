@@ -4,10 +4,10 @@
  * state and protocol case-insensitive.
  */
 import { quoted } from "../core/clip.ts";
-import type { FlowEvent, FlowState, Protocol } from "../core/flow_event.ts";
+import type { FlowEvent, Protocol } from "../core/flow_event.ts";
 import { MAX_ID } from "../core/flow_event.ts";
 import type { Micros } from "../core/time.ts";
-import { IpAddress } from "../net/ip.ts";
+import { IpAddress, parseIpAt } from "../net/ip.ts";
 import { type Registry, RegistryError } from "../scitags/registry.ts";
 
 /** Why a line was rejected, as a short code for the rejection counters. */
@@ -34,12 +34,19 @@ export class PipeLineError extends Error {
 /** Turns an experiment or activity field into an id (numbers only by default; a registry can add names). */
 export type IdResolver = (kind: "experiment" | "activity", text: string, experimentId?: number) => number;
 
-/** Context for parsing: the clock, the application name, and how ids are resolved. */
+/**
+ * Context for parsing: the clock, the application name, how ids are resolved, and the name the events are
+ * announced under (`FlowEvent.source`, set here so the bus need not copy each start to add it).
+ */
 export interface PipeLineContext {
   now: Micros;
   application: string;
   resolveId?: IdResolver;
+  source?: string;
 }
+
+/** Resolvers that give a decimal field of up to 10 digits its value, as `numericId` does. */
+const decimalResolvers = new WeakSet<IdResolver>();
 
 const FIELDS = "state protocol srcIP srcPort dstIP dstPort experiment activity";
 
@@ -91,7 +98,7 @@ const fieldScratch: string[] = [];
  * out or written as - or _: "DataChallenge", "data-challenge"). `registry` gives the registry in use.
  */
 export function registryIdResolver(registry: () => Registry): IdResolver {
-  return (kind, text, experimentId) => {
+  const resolve: IdResolver = (kind, text, experimentId) => {
     try {
       const r = registry();
       return kind === "experiment" ? r.experimentId(text) : r.activityId(experimentId ?? text, text);
@@ -100,6 +107,8 @@ export function registryIdResolver(registry: () => Registry): IdResolver {
       throw err;
     }
   };
+  decimalResolvers.add(resolve); // ids pass through the registry (Registry.experimentId, activityId)
+  return resolve;
 }
 
 /** Decimal ids only, as the original. */
@@ -120,8 +129,150 @@ function parseAddress(text: string, field: string): IpAddress {
 /**
  * Parses one line (without its newline). Returns undefined for blank lines, which are ignored.
  * Throws `PipeLineError` naming the field that is wrong.
+ *
+ * A line of ASCII with every field valid is read in place (`scanLine`); anything else, including every
+ * line that is wrong, goes through `parsePipeLineChecked`, which names the error.
  */
 export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | undefined {
+  return scanLine(line, ctx) ?? parsePipeLineChecked(line, ctx);
+}
+
+/** Longer lines go straight to the checked path (a valid line is about 150 chars at most, spaces aside). */
+const SCAN_MAX_LINE = 512;
+
+/** Field bounds of the line being scanned: start and end of each of the 8 fields. */
+const bounds = new Int32Array(16);
+
+/** True when text[start, end) is `word` (lower-case ASCII letters) in any case. */
+function isWord(text: string, start: number, end: number, word: string): boolean {
+  if (end - start !== word.length) return false;
+  for (let i = 0; i < word.length; i++) {
+    if ((text.charCodeAt(start + i) | 32) !== word.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/** The value of 1 to `maxDigits` ASCII digits in text[start, end), or -1. */
+function decimalAt(text: string, start: number, end: number, maxDigits: number): number {
+  if (end <= start || end - start > maxDigits) return -1;
+  let v = 0;
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return -1;
+    v = v * 10 + c;
+  }
+  return v;
+}
+
+/** An id field: decimal in place when the resolver gives decimals their value, else the resolver. */
+function idAt(
+  line: string,
+  field: number,
+  resolve: IdResolver | undefined,
+  kind: "experiment" | "activity",
+  experimentId?: number,
+): number {
+  const start = bounds[2 * field]!, end = bounds[2 * field + 1]!;
+  if (resolve === undefined || resolve === numericId || decimalResolvers.has(resolve)) {
+    const id = decimalAt(line, start, end, 10);
+    if (id >= 0 && id <= MAX_ID) return id;
+    if (resolve === undefined || resolve === numericId) return -1; // an error: named by the checked path
+  }
+  return resolve(kind, line.slice(start, end), experimentId);
+}
+
+/**
+ * The fast path of `parsePipeLine`: the event of a valid ASCII line, read from the line's chars without a
+ * substring per field, or null when the line is blank, not ASCII or wrong (the checked path then decides,
+ * so both accept the same lines and give the same events; a registry name goes to the resolver as there).
+ */
+function scanLine(line: string, ctx: PipeLineContext): FlowEvent | null {
+  const n = line.length;
+  if (n > SCAN_MAX_LINE) return null;
+  let fields = 0;
+  for (let i = 0; i < n;) {
+    let c = line.charCodeAt(i);
+    if (c === 32 || (c >= 9 && c <= 13)) {
+      i++;
+      continue;
+    }
+    if (fields === 8) return null;
+    bounds[2 * fields] = i;
+    for (; i < n; i++) {
+      c = line.charCodeAt(i);
+      if (c === 32 || (c >= 9 && c <= 13)) break;
+      if (c > 127) return null; // non-ASCII white space splits fields too: the checked path knows it
+    }
+    bounds[2 * fields++ + 1] = i;
+  }
+  if (fields !== 8) return null;
+  const b = bounds;
+  const start = isWord(line, b[0]!, b[1]!, "start");
+  if (!start && !isWord(line, b[0]!, b[1]!, "end")) return null;
+  const tcp = isWord(line, b[2]!, b[3]!, "tcp");
+  if (!tcp && !isWord(line, b[2]!, b[3]!, "udp")) return null;
+  const srcAddress = parseIpAt(line, b[4]!, b[5]!);
+  const srcPort = decimalAt(line, b[6]!, b[7]!, 5);
+  const dstAddress = parseIpAt(line, b[8]!, b[9]!);
+  const dstPort = decimalAt(line, b[10]!, b[11]!, 5);
+  if (srcAddress === undefined || dstAddress === undefined || srcAddress.family !== dstAddress.family) {
+    return null;
+  }
+  if (srcPort < 0 || srcPort > 65535 || dstPort < 0 || dstPort > 65535) return null;
+  const resolve = ctx.resolveId;
+  const experimentId = idAt(line, 6, resolve, "experiment");
+  if (experimentId < 0) return null;
+  const activityId = idAt(line, 7, resolve, "activity", experimentId);
+  if (activityId < 0) return null;
+  return makeEvent(
+    start ? "start" : "end",
+    tcp ? "tcp" : "udp",
+    srcAddress,
+    srcPort,
+    dstAddress,
+    dstPort,
+    experimentId,
+    activityId,
+    ctx,
+  );
+}
+
+/** The event of a parsed line; both paths build it here, so its shape is one. */
+function makeEvent(
+  state: "start" | "end",
+  protocol: Protocol,
+  srcAddress: IpAddress,
+  srcPort: number,
+  dstAddress: IpAddress,
+  dstPort: number,
+  experimentId: number,
+  activityId: number,
+  ctx: PipeLineContext,
+): FlowEvent {
+  // Both times always present (one undefined): every event from the pipe has the same shape.
+  const startTime = state === "start" ? ctx.now : undefined;
+  const endTime = state === "start" ? undefined : ctx.now;
+  const src = srcAddress.endpoint(srcPort), dst = dstAddress.endpoint(dstPort); // shared when seen before
+  const family = srcAddress.family, application = ctx.application, source = ctx.source;
+  return source === undefined
+    ? { state, protocol, family, src, dst, experimentId, activityId, startTime, endTime, application }
+    : {
+      state,
+      protocol,
+      family,
+      src,
+      dst,
+      experimentId,
+      activityId,
+      startTime,
+      endTime,
+      application,
+      source,
+    };
+}
+
+/** `parsePipeLine` with every field taken apart and checked, naming the first that is wrong. */
+export function parsePipeLineChecked(line: string, ctx: PipeLineContext): FlowEvent | undefined {
   const count = splitFields(line, fieldScratch, 8);
   if (count === 0) return undefined;
   if (count !== 8) throw new PipeLineError(`expected 8 fields (${FIELDS}), got ${count}`, "fields");
@@ -154,19 +305,17 @@ export function parsePipeLine(line: string, ctx: PipeLineContext): FlowEvent | u
   const resolve = ctx.resolveId ?? numericId;
   const experimentId = resolve("experiment", expText);
   const activityId = resolve("activity", actText, experimentId);
-  // Both times always present (one undefined): every event from the pipe has the same shape.
-  return {
-    state: state as FlowState,
-    protocol: protocol as Protocol,
-    family: srcAddress.family,
-    src: { address: srcAddress, port: srcPort },
-    dst: { address: dstAddress, port: dstPort },
+  return makeEvent(
+    state === "start" ? "start" : "end",
+    protocol === "tcp" ? "tcp" : "udp", // the constants: the field's own lower-cased copy is not kept
+    srcAddress,
+    srcPort,
+    dstAddress,
+    dstPort,
     experimentId,
     activityId,
-    startTime: state === "start" ? ctx.now : undefined,
-    endTime: state === "start" ? undefined : ctx.now,
-    application: ctx.application,
-  };
+    ctx,
+  );
 }
 
 /**
@@ -186,6 +335,11 @@ export class LineSplitter {
     const parts = text.split("\n");
     this.#tail = parts.pop() ?? "";
     let discarded = 0;
+    if (!this.#overlong && this.#tail.length <= this.maxLineLength) {
+      let fits = true;
+      for (let i = 0; i < parts.length && fits; i++) fits = parts[i]!.length <= this.maxLineLength;
+      if (fits) return { lines: parts, discarded }; // the common case: every line as split, no copy
+    }
     const lines: string[] = [];
     for (const p of parts) {
       if (this.#overlong) {

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { IpAddress } from "../../src/net/ip.ts";
+import { IpAddress, parseIpAt } from "../../src/net/ip.ts";
 import { referenceParseIp } from "../helpers/ip_reference.ts";
 import { Prng } from "../helpers/fuzz/prng.ts";
 
 /** Same verdict and same bytes as the reference parser, for one text. */
 function agree(text: string): void {
+  agreeInPlace(text);
   const ours = IpAddress.tryParse(text);
   const ref = referenceParseIp(text);
   if (ref === undefined) {
@@ -98,3 +99,23 @@ Deno.test("ip fast parser: agrees with the reference parser on 200,000 random an
     agree(text);
   }
 });
+
+/**
+ * `parseIpAt` reads the literal inside a longer text: it accepts what `IpAddress.tryParse` accepts without a
+ * zone, with the same bytes, and nothing else (a zoned literal is left to `tryParse`).
+ */
+function agreeInPlace(text: string): void {
+  const at = text.length % 3, line = "x ".slice(0, at) + text + " 9";
+  const ours = parseIpAt(line, at, at + text.length);
+  const whole = IpAddress.tryParse(text);
+  if (ours === undefined) {
+    assert.ok(whole === undefined || whole.zone !== undefined, `${JSON.stringify(text)} must parse in place`);
+    return;
+  }
+  assert.ok(whole && whole.zone === undefined, `${JSON.stringify(text)} must be refused in place`);
+  assert.ok(ours.equals(whole), JSON.stringify(text));
+  assert.equal(ours.toString(), whole.toString());
+  assert.equal(ours.family, whole.family);
+  // A repeated literal gives the address already made.
+  assert.equal(parseIpAt(line, at, at + text.length), ours);
+}

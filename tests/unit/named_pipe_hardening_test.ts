@@ -147,3 +147,17 @@ Deno.test("namedPipe: events the bus refuses are counted and logged once per int
   const refused = p.plugin.health().find((m) => m.name === "flowd_named_pipe_events_refused_total");
   assert.equal(refused?.value, 500);
 });
+
+Deno.test("namedPipe: each event is logged at debug level, and not built at all above it", async () => {
+  for (const level of ["debug", "info"] as const) {
+    using logs = captureLogs(level);
+    await using p = await pipe();
+    await p.plugin.start(p.sink);
+    const fd = writer(p.path);
+    writeFd(fd, enc.encode(line(1) + line(2)));
+    closeFd(fd);
+    await p.sink.waitFor(2);
+    const debugLines = logs.matching(/flow event from the named pipe.*10002/);
+    assert.equal(debugLines.length, level === "debug" ? 1 : 0, `${level}: ${logs.lines.join("\n")}`);
+  }
+});

@@ -279,3 +279,29 @@ Deno.test("prometheus: flowd_flows_active counts flows seen starting only, and i
     await b.stop();
   }
 });
+
+Deno.test("prometheus: flow counts carry on across scrapes, in the order the pairs first started or ended", async () => {
+  const b = await backend();
+  const series = (families: Parameters<typeof samplesOf>[0], name: string) =>
+    samplesOf(families, name).map((s) => `${s.labels.exp}/${s.labels.act}=${s.value}`);
+  try {
+    await b.handle(flow(4000, { state: "end", experimentId: 7, activityId: 1 })); // an end first: no start series
+    await b.handle(flow(4001, { experimentId: 3, activityId: 4 }));
+    await b.handle(flow(4002));
+    await b.handle({ ...flow(4009, { experimentId: 5, activityId: 5 }), state: "ongoing" }); // counted nowhere
+    let { families } = await scrape(url(b, "Netlink"));
+    assert.deepEqual(series(families, "flowd_flows_started_total"), ["3/4=1", "2/9=1"]);
+    assert.deepEqual(series(families, "flowd_flows_ended_total"), ["7/1=1"]);
+    assert.deepEqual(series(families, "flowd_flows_active"), ["3/4=1", "2/9=1"]);
+    await b.handle(flow(4003));
+    await b.handle(flow(4001, { state: "end", experimentId: 3, activityId: 4 }));
+    await b.handle(flow(4002, { state: "end" }));
+    ({ families } = await scrape(url(b, "Netlink")));
+    ({ families } = await scrape(url(b, "Netlink"))); // a scrape in between changes nothing
+    assert.deepEqual(series(families, "flowd_flows_started_total"), ["3/4=1", "2/9=2"]);
+    assert.deepEqual(series(families, "flowd_flows_ended_total"), ["7/1=1", "3/4=1", "2/9=1"]);
+    assert.deepEqual(series(families, "flowd_flows_active"), ["3/4=0", "2/9=1"]);
+  } finally {
+    await b.stop();
+  }
+});

@@ -185,13 +185,13 @@ export class MarkerBackend implements Backend {
     });
   }
 
-  handle(event: FlowEvent): Promise<void> {
+  handle(event: FlowEvent): void {
     const program = this.#program;
-    if (!program) return Promise.resolve();
+    if (!program) return;
     if (event.family !== "ipv6" || event.src.address.isIpv4Mapped()) {
       this.stats.skippedIpv4++;
       log.debug("ignoring IPv4 flow", () => ({ flow: describeFlow(event) }));
-      return Promise.resolve();
+      return;
     }
     try {
       if (program.matchAll) this.#handleMatchAll(program, event);
@@ -209,7 +209,6 @@ export class MarkerBackend implements Backend {
         })
       );
     }
-    return Promise.resolve();
   }
 
   /**

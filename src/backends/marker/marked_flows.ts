@@ -33,9 +33,14 @@ export type Admission =
   }
   | { readonly kind: "refuse" };
 
-/** Open marked flows by key, oldest first (a Map keeps insertion order). */
+/**
+ * Open marked flows, oldest first. Per flow only a map entry from its key to its counter slot (a Map keeps
+ * insertion order) and its start event in a slot-indexed array: no record object per flow.
+ */
 export class MarkedFlows {
-  readonly #flows = new Map<string, MarkedFlow>();
+  readonly #slotOf = new Map<string, number>();
+  /** The start event of the flow owning each counter slot (undefined while the slot is free). */
+  readonly #events: (FlowEvent | undefined)[] = [];
   readonly #slots: CounterSlots;
 
   constructor(readonly capacity: number, readonly whenFull: WhenFull) {
@@ -43,12 +48,12 @@ export class MarkedFlows {
   }
 
   get size(): number {
-    return this.#flows.size;
+    return this.#slotOf.size;
   }
 
   /** The recorded flows, oldest-started first. */
-  values(): IterableIterator<MarkedFlow> {
-    return this.#flows.values();
+  *values(): IterableIterator<MarkedFlow> {
+    for (const counterSlot of this.#slotOf.values()) yield { event: this.#events[counterSlot]!, counterSlot };
   }
 
   /**
@@ -58,37 +63,33 @@ export class MarkedFlows {
    */
   admit(flow: FlowEvent): Admission {
     const key = flowKey(flow);
-    const open = this.#flows.get(key);
-    if (open) {
-      this.#flows.delete(key);
-      this.#flows.set(key, { event: flow, counterSlot: open.counterSlot });
-      return { kind: "again", counterSlot: open.counterSlot };
+    const open = this.#slotOf.get(key);
+    if (open !== undefined) {
+      this.#slotOf.delete(key);
+      this.#record(key, open, flow);
+      return { kind: "again", counterSlot: open };
     }
-    if (this.#flows.size < this.capacity) {
+    if (this.#slotOf.size < this.capacity) {
       const taken = this.#slots.take()!; // as many slots as places
-      this.#flows.set(key, { event: flow, counterSlot: taken.slot });
+      this.#record(key, taken.slot, flow);
       return { kind: "new", counterSlot: taken.slot, resetCounters: taken.reused };
     }
     if (this.whenFull === "refuse") return { kind: "refuse" };
-    const [oldestKey, victim] = this.#flows.entries().next().value!;
-    this.#flows.delete(oldestKey);
-    this.#slots.release(victim.counterSlot);
+    const [oldestKey, victimSlot] = this.#slotOf.entries().next().value!;
+    const victim = this.#events[victimSlot]!;
+    this.#slotOf.delete(oldestKey);
+    this.#events[victimSlot] = undefined;
+    this.#slots.release(victimSlot);
     const taken = this.#slots.take()!;
-    this.#flows.set(key, { event: flow, counterSlot: taken.slot });
-    return {
-      kind: "evict",
-      victim: victim.event,
-      victimSlot: victim.counterSlot,
-      counterSlot: taken.slot,
-      resetCounters: taken.reused,
-    };
+    this.#record(key, taken.slot, flow);
+    return { kind: "evict", victim, victimSlot, counterSlot: taken.slot, resetCounters: taken.reused };
   }
 
   /** Takes back the flows an earlier run left in the map, oldest first; only on an empty table. */
   adopt(flows: readonly MarkedFlow[]): void {
-    if (this.#flows.size !== 0) throw new Error("flows can only be adopted into an empty table");
+    if (this.#slotOf.size !== 0) throw new Error("flows can only be adopted into an empty table");
     this.#slots.claim(flows.map((f) => f.counterSlot));
-    for (const f of flows) this.#flows.set(flowKey(f.event), f);
+    for (const f of flows) this.#record(flowKey(f.event), f.counterSlot, f.event);
   }
 
   /** Forgets a flow that ended (or whose map update failed); its counter slot, or undefined when unknown. */
@@ -99,10 +100,19 @@ export class MarkedFlows {
   /** Forgets a flow and returns what was recorded of it (its start event and counter slot). */
   remove(flow: Pick<FlowEvent, "protocol" | "src" | "dst">): MarkedFlow | undefined {
     const key = flowKey(flow);
-    const open = this.#flows.get(key);
-    if (!open) return undefined;
-    this.#flows.delete(key);
-    this.#slots.release(open.counterSlot);
-    return open;
+    const counterSlot = this.#slotOf.get(key);
+    if (counterSlot === undefined) return undefined;
+    const event = this.#events[counterSlot]!;
+    this.#slotOf.delete(key);
+    this.#events[counterSlot] = undefined;
+    this.#slots.release(counterSlot);
+    return { event, counterSlot };
+  }
+
+  #record(key: string, slot: number, event: FlowEvent): void {
+    this.#slotOf.set(key, slot);
+    // Slots are handed out from 0 up, so the array grows by appending and stays dense.
+    while (this.#events.length < slot) this.#events.push(undefined);
+    this.#events[slot] = event;
   }
 }
