@@ -107,11 +107,12 @@ async function serve(kind: string): Promise<void> {
   console.log(count);
 }
 
-/** CPU seconds (user + system) used so far by a process, from /proc. */
-function cpuSeconds(pid: number): number {
+/** CPU seconds used so far by a process (user, system), from /proc. */
+function cpuSeconds(pid: number): { user: number; sys: number } {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  // utime, stime in clock ticks (USER_HZ 100)
+  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 };
 }
 
 async function denoLoad(url: string, seconds: number, connections: number) {
@@ -248,7 +249,11 @@ async function main(): Promise<void> {
   if (warmup > 0) await load(url, warmup, connections);
   const cpu0 = cpuSeconds(child.pid);
   const r = await load(url, seconds, connections);
-  const cpu = (cpuSeconds(child.pid) - cpu0) / r.elapsed;
+  const cpu1 = cpuSeconds(child.pid);
+  const user = (cpu1.user - cpu0.user) / r.elapsed;
+  const sys = (cpu1.sys - cpu0.sys) / r.elapsed;
+  const cpu = user + sys;
+  const rate = r.ok / r.elapsed;
 
   await child.stdin.close();
   const events = Number(await nextLine());
@@ -258,9 +263,8 @@ async function main(): Promise<void> {
   console.log(
     [
       `${server} POST /flow, ${BODY.length}-byte body, client ${client}, ${connections} concurrent, ${seconds}s`,
-      `  ${Math.round(r.ok / r.elapsed)} req/s (${r.ok} ok, ${r.bad} non-200), server CPU ${
-        cpu.toFixed(2)
-      } core`,
+      `  ${Math.round(rate)} req/s (${r.ok} ok, ${r.bad} non-200), server CPU ${cpu.toFixed(2)} core ` +
+      `(user ${user.toFixed(2)}, system ${sys.toFixed(2)}), ${(cpu / rate * 1e6).toFixed(1)} µs per request`,
       `  events counted by the sink (warm-up included): ${events}`,
     ].join("\n"),
   );
