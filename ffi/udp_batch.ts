@@ -446,8 +446,9 @@ export class UdpSender {
   /** Socket addresses by destination, with the address of their bytes. */
   readonly #destinations = new Map<string, { name: Uint8Array<ArrayBuffer>; at: bigint }>();
   // The structs of a small batch, kept (and their addresses taken) once: a firefly goes to one or two places.
-  readonly #msgs = new Uint8Array(SMALL_BATCH * MMSGHDR_SIZE);
-  readonly #iovecs = new Uint8Array(SMALL_BATCH * IOVEC_SIZE);
+  // At least 128 bytes each, so V8 keeps them off its heap, where they never move.
+  readonly #msgs = new Uint8Array(Math.max(SMALL_BATCH * MMSGHDR_SIZE, 128));
+  readonly #iovecs = new Uint8Array(Math.max(SMALL_BATCH * IOVEC_SIZE, 128));
   readonly #iovBase = addressOf(this.#iovecs);
   readonly #msgsView = new DataView(this.#msgs.buffer);
   readonly #iovecsView = new DataView(this.#iovecs.buffer);

@@ -102,7 +102,7 @@ export interface FastReply {
   readonly body: Uint8Array | string;
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
  * Answers the requests it claims straight from the parsed head and body, or returns undefined to leave the
