@@ -7,17 +7,27 @@
  * request than fetch) or over fetch ("deno").
  *
  *   deno run --allow-all bench/api_post.ts [--seconds 10] [--connections 32] [--warmup 3] [--client raw|deno|wrk]
- *                                          [--server api|bare|hono|ours|ours-hono]
+ *                                          [--server api|bare|hono|ours|ours-hono|plain]
+ *                                          [--backend sink|firefly|prometheus]
  *
  * `--server bare` and `--server hono` run the anchor's two reference servers instead (req.json(), a small
  * JSON reply; plain Deno.serve or a 4-route Hono app), so figures taken without wrk can still be set
  * against the anchor on the same machine. `--server ours` and `--server ours-hono` run the same two
  * handlers on the daemon's own HTTP server (src/net/http_server.ts), which the api plugin uses.
+ *
+ * `--backend` says what the api plugin's events go to: `sink` (default) counts them; `firefly` and
+ * `prometheus` put the daemon's event bus in between, with that real backend behind it. The firefly
+ * backend sends to a collector on 127.0.0.1 only (not to the flows' documentation-prefix destinations):
+ * a UDP sink in this process that counts what arrives.
  */
 import { Hono } from "hono";
 import { ApiPlugin } from "../src/plugins/api.ts";
 import { HttpServer } from "../src/net/http_server.ts";
 import { logger } from "../src/core/log.ts";
+import { EventBus } from "../src/core/bus.ts";
+import type { Backend, EventSink } from "../src/core/component.ts";
+import { FireflyBackendSchema, PrometheusSchema } from "../src/config/schema.ts";
+import { UdpBatchReceiver } from "../ffi/udp_batch.ts";
 
 const BODY = (() => {
   const json = JSON.stringify({
@@ -93,25 +103,62 @@ async function serve(kind: string): Promise<void> {
     }
   } else {
     const plugin = new ApiPlugin({ bindAddress: "127.0.0.1", bindPort: 0, application: "bench" });
-    await plugin.start({
+    const backendKind = flag("backend", "sink");
+    let sink: EventSink = {
       emit: () => {
         count++;
         return { accepted: true };
       },
-    });
+    };
+    let backend: Backend | undefined;
+    // The daemon's bus with one real backend behind it (the daemon's capacities).
+    const bus = new EventBus({ queueCapacity: 10_000, flowTableCapacity: 1_000_000 });
+    if (backendKind === "firefly") {
+      const { FireflyBackend } = await import("../src/backends/firefly.ts");
+      const config = FireflyBackendSchema.parse({
+        sendToDestination: false,
+        sendToCollector: true,
+        collectorAddress: "127.0.0.1",
+        collectorPort: Number(flag("collector-port", "0")),
+      });
+      backend = new FireflyBackend({ config, hostname: "bench", appName: "flowd-go" });
+    } else if (backendKind === "prometheus") {
+      const { PrometheusBackend } = await import("../src/backends/prometheus.ts");
+      const config = PrometheusSchema.parse({ netlinkPort: 0, skopsPort: 0 });
+      backend = new PrometheusBackend({ config, version: "bench", health: () => bus.health() });
+    } else if (backendKind !== "sink") {
+      throw new Error(`--backend ${backendKind}: sink, firefly or prometheus`);
+    }
+    if (backend !== undefined) {
+      await backend.start();
+      bus.attachBackend(backend);
+      sink = bus.sinkFor("api");
+    }
+    await plugin.start(sink);
     console.log(plugin.port);
-    stop = () => plugin.stop();
+    stop = async () => {
+      await plugin.stop();
+      if (backend === undefined) return;
+      await bus.close(5000);
+      await backend.stop();
+      count = bus.received;
+      const stats = (backend as { stats?: unknown }).stats;
+      if (stats) {
+        console.error(`backend ${backendKind}: ${JSON.stringify(stats)}, bus ${JSON.stringify(bus.stats())}`);
+      }
+    };
   }
   for await (const _ of Deno.stdin.readable) { /* wait for the parent to close stdin */ }
   await stop();
   console.log(count);
 }
 
-/** CPU seconds (user + system) used so far by a process, from /proc. */
-function cpuSeconds(pid: number): number {
+/** CPU seconds used so far by a process (user, system), from /proc. */
+function cpuSeconds(pid: number): { user: number; sys: number } {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  // utime, stime in clock ticks (USER_HZ 100)
+  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 };
 }
 
 async function denoLoad(url: string, seconds: number, connections: number) {
@@ -214,6 +261,17 @@ async function main(): Promise<void> {
   const warmup = Number(flag("warmup", "3"));
   const client = flag("client", (await hasWrk()) ? "wrk" : "raw");
   const server = flag("server", "api");
+  const backend = flag("backend", "sink");
+
+  // The firefly backend's collector: counts the datagrams that arrive (recvmmsg, a large buffer).
+  let fireflies = 0;
+  const collector = UdpBatchReceiver.open({
+    address: "127.0.0.1",
+    port: 0,
+    slotSize: 2048,
+    receiveBufferBytes: 8 << 20,
+  });
+  collector.start(() => fireflies++);
 
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -225,6 +283,10 @@ async function main(): Promise<void> {
       new URL(import.meta.url).pathname,
       "--serve",
       server,
+      "--backend",
+      backend,
+      "--collector-port",
+      String(collector.port),
     ],
     stdin: "piped",
     stdout: "piped",
@@ -248,20 +310,28 @@ async function main(): Promise<void> {
   if (warmup > 0) await load(url, warmup, connections);
   const cpu0 = cpuSeconds(child.pid);
   const r = await load(url, seconds, connections);
-  const cpu = (cpuSeconds(child.pid) - cpu0) / r.elapsed;
+  const cpu1 = cpuSeconds(child.pid);
+  const user = (cpu1.user - cpu0.user) / r.elapsed;
+  const sys = (cpu1.sys - cpu0.sys) / r.elapsed;
+  const cpu = user + sys;
+  const rate = r.ok / r.elapsed;
 
   await child.stdin.close();
   const events = Number(await nextLine());
   await child.status;
   lines.releaseLock();
+  await collector.close();
 
   console.log(
     [
-      `${server} POST /flow, ${BODY.length}-byte body, client ${client}, ${connections} concurrent, ${seconds}s`,
-      `  ${Math.round(r.ok / r.elapsed)} req/s (${r.ok} ok, ${r.bad} non-200), server CPU ${
-        cpu.toFixed(2)
-      } core`,
-      `  events counted by the sink (warm-up included): ${events}`,
+      `${server}${
+        server === "api" ? ` (${backend})` : ""
+      } POST /flow, ${BODY.length}-byte body, client ${client}, ` +
+      `${connections} concurrent, ${seconds}s`,
+      `  ${Math.round(rate)} req/s (${r.ok} ok, ${r.bad} non-200), server CPU ${cpu.toFixed(2)} core ` +
+      `(user ${user.toFixed(2)}, system ${sys.toFixed(2)}), ${(cpu / rate * 1e6).toFixed(1)} µs per request`,
+      `  events counted by the sink (warm-up included): ${events}` +
+      (backend === "firefly" && server === "api" ? `, fireflies received: ${fireflies}` : ""),
     ].join("\n"),
   );
 }

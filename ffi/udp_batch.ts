@@ -430,6 +430,8 @@ export interface OutgoingDatagram {
   port: number;
 }
 
+/** Datagrams per send that go through structs kept by the sender (at least 128 bytes: off V8's heap). */
+const SMALL_BATCH = 4;
 /** Destinations whose socket address is remembered (then the memory starts over). */
 const MAX_CACHED_DESTINATIONS = 1024;
 
@@ -441,7 +443,15 @@ const MAX_CACHED_DESTINATIONS = 1024;
 export class UdpSender {
   readonly #fd: number;
   readonly #family: number;
-  readonly #destinations = new Map<string, Uint8Array<ArrayBuffer>>();
+  /** Socket addresses by destination, with the address of their bytes. */
+  readonly #destinations = new Map<string, { name: Uint8Array<ArrayBuffer>; at: bigint }>();
+  // The structs of a small batch, kept (and their addresses taken) once: a firefly goes to one or two places.
+  // At least 128 bytes each, so V8 keeps them off its heap, where they never move.
+  readonly #msgs = new Uint8Array(Math.max(SMALL_BATCH * MMSGHDR_SIZE, 128));
+  readonly #iovecs = new Uint8Array(Math.max(SMALL_BATCH * IOVEC_SIZE, 128));
+  readonly #iovBase = addressOf(this.#iovecs);
+  readonly #msgsView = new DataView(this.#msgs.buffer);
+  readonly #iovecsView = new DataView(this.#iovecs.buffer);
   #closed = false;
 
   private constructor(fd: number, family: number) {
@@ -475,17 +485,19 @@ export class UdpSender {
     const n = datagrams.length;
     const results = new Array<number>(n).fill(0);
     if (this.#closed) return results.fill(-9); // EBADF
-    // Small batches (a firefly goes to a peer and a collector): built per call, pointers taken once.
-    const msgs = new Uint8Array(Math.max(n * MMSGHDR_SIZE, 128));
-    const iovecs = new Uint8Array(Math.max(n * IOVEC_SIZE, 128));
-    const mv = new DataView(msgs.buffer), iv = new DataView(iovecs.buffer);
+    // Small batches in the structs kept for them; larger ones in structs of their own.
+    const small = n <= SMALL_BATCH;
+    const msgs = small ? this.#msgs : new Uint8Array(Math.max(n * MMSGHDR_SIZE, 128));
+    const iovecs = small ? this.#iovecs : new Uint8Array(Math.max(n * IOVEC_SIZE, 128));
+    const mv = small ? this.#msgsView : new DataView(msgs.buffer);
+    const iv = small ? this.#iovecsView : new DataView(iovecs.buffer);
     const keep: Uint8Array[] = [];
-    const iovBase = addressOf(iovecs);
+    const iovBase = small ? this.#iovBase : addressOf(iovecs);
     const index: number[] = [];
     for (let i = 0; i < n; i++) {
       const d = datagrams[i]!;
-      const name = this.#destination(d.address, d.port);
-      if (name === undefined) {
+      const dest = this.#destination(d.address, d.port);
+      if (dest === undefined) {
         results[i] = -97; // EAFNOSUPPORT
         continue;
       }
@@ -497,11 +509,11 @@ export class UdpSender {
         copy.set(data);
         data = copy.subarray(0, data.byteLength);
       }
-      keep.push(name, data);
+      keep.push(data);
       iv.setBigUint64(k * IOVEC_SIZE, addressOf(data as Uint8Array<ArrayBuffer>), true);
       iv.setBigUint64(k * IOVEC_SIZE + 8, BigInt(d.data.byteLength), true);
-      mv.setBigUint64(k * MMSGHDR_SIZE, addressOf(name), true);
-      mv.setUint32(k * MMSGHDR_SIZE + 8, name.byteLength, true);
+      mv.setBigUint64(k * MMSGHDR_SIZE, dest.at, true);
+      mv.setUint32(k * MMSGHDR_SIZE + 8, dest.name.byteLength, true);
       mv.setBigUint64(k * MMSGHDR_SIZE + 16, iovBase + BigInt(k * IOVEC_SIZE), true);
       mv.setBigUint64(k * MMSGHDR_SIZE + 24, 1n, true);
       index.push(i);
@@ -525,10 +537,10 @@ export class UdpSender {
   }
 
   /** The sockaddr for an address text and port, remembered per destination; undefined for the other family. */
-  #destination(address: string, port: number): Uint8Array<ArrayBuffer> | undefined {
+  #destination(address: string, port: number): { name: Uint8Array<ArrayBuffer>; at: bigint } | undefined {
     const key = `${address} ${port}`;
-    let name = this.#destinations.get(key);
-    if (name === undefined) {
+    let dest = this.#destinations.get(key);
+    if (dest === undefined) {
       let parsed;
       try {
         parsed = socketAddress(address, port);
@@ -539,11 +551,11 @@ export class UdpSender {
       // At least 128 bytes, so V8 keeps it off its heap; the address length says how much is used.
       const padded = new Uint8Array(128);
       padded.set(parsed.bytes);
-      name = padded.subarray(0, parsed.bytes.byteLength);
+      dest = { name: padded.subarray(0, parsed.bytes.byteLength), at: addressOf(padded) };
       if (this.#destinations.size >= MAX_CACHED_DESTINATIONS) this.#destinations.clear();
-      this.#destinations.set(key, name);
+      this.#destinations.set(key, dest);
     }
-    return name;
+    return dest;
   }
 
   /**

@@ -26,13 +26,16 @@ for b in "${benches[@]}"; do
   if (( ${#quick[@]} )) && grep -q -- "--quick\|quick:" "$b"; then args=(--quick); fi
   if (( ${#quick[@]} )) && [[ "$b" == bench/marker_prog.ts ]]; then args=(--only label); fi
   if [[ "$b" == bench/api_post.ts ]]; then
-    # One server per run: the socket floor, bare Deno.serve, then ours, interleaved by round.
+    # One server per run: the socket floor, bare Deno.serve, then ours with a counting sink and with the
+    # firefly backend, interleaved by round (wrk, 30 connections, when installed).
     rounds=3; secs=10
     if (( ${#quick[@]} )); then rounds=2; secs=3; fi
     for _ in $(seq "$rounds"); do
-      for server in plain bare api; do
-        "$deno_bin" run --allow-all "$b" --server "$server" --seconds "$secs" --warmup 1 | sed -n 2p |
-          sed "s/^/$server: /"
+      for server in plain bare api api-firefly; do
+        run=(--server "${server%-firefly}")
+        [[ "$server" == api-firefly ]] && run+=(--backend firefly)
+        "$deno_bin" run --allow-all "$b" "${run[@]}" --connections 30 --seconds "$secs" --warmup 1 2>/dev/null |
+          sed -n 2p | sed "s/^/$server: /"
       done
     done
     continue

@@ -69,6 +69,7 @@ export interface FireflyBackendStats {
 }
 
 const log = logger("backends", "firefly");
+const encoder = new TextEncoder();
 
 /** How long start-up gives the collector's first lookup before going on without it. */
 const COLLECTOR_FIRST_LOOKUP_MS = 500;
@@ -274,7 +275,7 @@ export class FireflyBackend implements Backend {
     const payload = c.prependSyslog
       ? buildSyslogHeader({ timestamp: now, hostname: this.opts.hostname, appName: this.opts.appName }) + json
       : json;
-    const bytes = new TextEncoder().encode(payload);
+    const bytes = encoder.encode(payload);
     if (bytes.length > UNFRAGMENTED_PAYLOAD) {
       this.stats.oversize++;
       this.#oversizeLog.run((suppressed) =>
@@ -357,27 +358,23 @@ export class FireflyBackend implements Backend {
 
   /** Sends one firefly to its destinations: one sendmmsg per socket, each outcome counted at once. */
   #send(bytes: Uint8Array, sends: readonly Send[]): void {
-    for (
-      const [socket, group] of [
-        [this.#socket4, sends.filter((s) => s.to.family === "ipv4")],
-        [this.#socket6, sends.filter((s) => s.to.family === "ipv6")],
-      ] as const
-    ) {
+    for (const family of ["ipv4", "ipv6"] as const) {
+      const group: Send[] = [];
+      for (const send of sends) if (send.to.family === family) group.push(send);
       if (group.length === 0) continue;
+      const socket = family === "ipv4" ? this.#socket4 : this.#socket6;
       if (!socket) {
         this.stats.failed += group.length;
         continue;
       }
-      const datagrams: OutgoingDatagram[] = group.map((s) => ({
-        data: bytes,
-        address: s.to.toString(),
-        port: s.port,
-      }));
+      const datagrams: OutgoingDatagram[] = [];
+      for (const s of group) datagrams.push({ data: bytes, address: s.to.toString(), port: s.port });
       const results = socket.send(datagrams);
-      results.forEach((rc, i) => {
+      for (let i = 0; i < results.length; i++) {
+        const rc = results[i]!;
         if (rc >= 0) {
           this.stats.sent++;
-          return;
+          continue;
         }
         this.stats.failed++;
         const s = group[i]!;
@@ -389,7 +386,7 @@ export class FireflyBackend implements Backend {
             suppressed,
           })
         );
-      });
+      }
     }
   }
 }

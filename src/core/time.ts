@@ -30,10 +30,25 @@ export function isWritableTime(us: Micros): boolean {
 export function formatMicrosUtc(us: Micros): string {
   // Callers check with isWritableTime first; beyond it Date would write "+010000-..." and break the format.
   if (!isWritableTime(us)) throw new RangeError(`time ${us} µs is outside the years 0000-9999`);
-  const ms = Math.floor(us / 1000);
-  const iso = new Date(ms).toISOString(); // 2021-09-22T11:12:27.808Z
-  const frac = String(((us % 1_000_000) + 1_000_000) % 1_000_000).padStart(6, "0");
-  return `${iso.slice(0, 19)}.${frac}+00:00`;
+  const second = Math.floor(us / 1_000_000);
+  const frac = String(us - second * 1_000_000).padStart(6, "0");
+  return `${secondText(second)}.${frac}+00:00`;
+}
+
+// The last two seconds written, as "YYYY-MM-DDThh:mm:ss": a firefly carries a flow's time and now, and
+// successive ones mostly fall in the same two seconds (toISOString costs more than the rest together).
+const cachedSecond = [NaN, NaN];
+const cachedText = ["", ""];
+let cachedNext = 0;
+
+function secondText(second: number): string {
+  if (second === cachedSecond[0]) return cachedText[0]!;
+  if (second === cachedSecond[1]) return cachedText[1]!;
+  const text = new Date(second * 1000).toISOString().slice(0, 19); // 2021-09-22T11:12:27.000Z
+  cachedSecond[cachedNext] = second;
+  cachedText[cachedNext] = text;
+  cachedNext ^= 1;
+  return text;
 }
 
 function daysInMonth(year: number, month: number): number {

@@ -86,6 +86,8 @@ const CONTENT_LENGTH = /^[0-9]{1,15}$/;
 
 /** Bytes to a string, one char per byte (TextDecoder's "latin1" is windows-1252, wrong above 0x7f). */
 function latin1(bytes: Uint8Array): string {
+  // A usual head, in JS: cheaper than the decoder's op, and right for every byte.
+  if (bytes.length <= 4096) return String.fromCharCode.apply(null, bytes as unknown as number[]);
   const fast = latin1Fast.decode(bytes);
   if (!NON_ASCII.test(fast)) return fast;
   let out = "";

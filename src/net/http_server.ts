@@ -157,6 +157,8 @@ class Connection {
   interrupted: Interrupt | undefined;
   wake: ((why: Interrupt) => void) | undefined;
   readonly buf: Uint8Array;
+  /** Where answers that fit are encoded: each is written (awaited) before the next is built. */
+  out: Uint8Array | undefined;
   readonly info: HttpRequestInfo;
 
   constructor(readonly conn: Deno.TcpConn, bufferBytes: number, deadline: number) {
@@ -218,6 +220,8 @@ const STATUS_TEXT: Record<number, string> = {
 const encoder = new TextEncoder();
 const CONTINUE = encoder.encode("HTTP/1.1 100 Continue\r\n\r\n");
 const EMPTY = new Uint8Array(0);
+/** Bytes of the buffer each connection encodes its answers in (larger answers get one of their own). */
+const OUT_BUFFER_BYTES = 4096;
 /** Time left to lingering connections once the server stops. */
 const STOP_LINGER_MS = 100;
 
@@ -844,7 +848,11 @@ export class HttpServer {
       keepAlive,
     );
     const withBody = head?.method !== "HEAD";
-    const out = new Uint8Array(text.length + (withBody ? bodyBytes : 0));
+    const size = text.length + (withBody ? bodyBytes : 0);
+    // The connection's reply buffer, when the answer fits: no buffer of its own to allocate and collect.
+    const out = size <= OUT_BUFFER_BYTES
+      ? (c.out ??= new Uint8Array(OUT_BUFFER_BYTES)).subarray(0, size)
+      : new Uint8Array(size);
     if (typeof body === "string") encodeHead(withBody ? text + body : text, out);
     else {
       encodeHead(text, out);

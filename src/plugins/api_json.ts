@@ -158,7 +158,13 @@ export const FIELDS = [
 ] as const;
 /** Keys the original wrote in its echo; accepted so an echoed event can be posted back, then ignored. */
 const IGNORED = ["CurrentTs", "Info", "FlowInfoChans", "Application"] as const;
-type Field = typeof FIELDS[number] | typeof IGNORED[number];
+/** A key of a POST /flow body, as the original spells it. */
+export type ApiField = typeof FIELDS[number] | typeof IGNORED[number];
+type Field = ApiField;
+/** Every key a POST /flow body may have, as the original spells it. */
+export const API_KEYS: readonly ApiField[] = [...FIELDS, ...IGNORED];
+/** A body's values under their canonical keys; null values (meaning "not given") are left out. */
+export type ApiFields = Map<ApiField, unknown>;
 
 // Go's JSON decoder matched keys case-insensitively, so clients may send "state" or "src".
 const CANONICAL = new Map<string, Field>([...FIELDS, ...IGNORED].map((k) => [k.toLowerCase(), k]));
@@ -175,9 +181,28 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
+/**
+ * The common case of `canonicalKeys`: every key spelled as the original spells it (a JSON object cannot
+ * repeat a key, so none can then clash). Undefined as soon as one is not; the full gathering takes it.
+ */
+export function exactApiFields(body: Record<string, unknown>): ApiFields | undefined {
+  const out: ApiFields = new Map();
+  for (const key in body) {
+    if (!EXACT.has(key as Field) || !Object.hasOwn(body, key)) return undefined;
+    const value = body[key];
+    if (value !== null) out.set(key as Field, value);
+  }
+  return out;
+}
+
 /** Gathers the body's keys under their canonical names, rejecting unknown and duplicate ones. */
-function canonicalKeys(body: Record<string, unknown>): Map<Field, unknown> {
-  const out = new Map<Field, unknown>();
+function canonicalKeys(body: Record<string, unknown>): ApiFields {
+  return exactApiFields(body) ?? allApiFields(body);
+}
+
+/** `canonicalKeys` for any spelling: case-insensitive keys, unknown ones and clashes named. */
+export function allApiFields(body: Record<string, unknown>): ApiFields {
+  const out: ApiFields = new Map();
   const spelled = new Map<Field, string>();
   // for-in with an own-key check visits the keys of Object.entries in the same order, without its arrays.
   for (const key in body) {

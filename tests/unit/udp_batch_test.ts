@@ -270,6 +270,21 @@ Deno.test("udp sender: one call sends to several destinations, each outcome repo
     assert.deepEqual(a.got.map((g) => g.length), [400, 5, 400]);
     assert.equal(a.got[1]!.text, "small");
     assert.equal(b.got[0]!.address, "::1");
+    // Batches of up to four go through structs the sender keeps: reused call after call, each time right.
+    const sent: string[] = [];
+    for (let round = 0; round < 30; round++) {
+      const batch = Array.from(
+        { length: 1 + (round % 4) },
+        (_, i) => `r${round}d${i}`.padEnd(80 + round, "."),
+      );
+      const results = tx4.send(
+        batch.map((t) => ({ data: new TextEncoder().encode(t), address: "127.0.0.1", port: rx4.port })),
+      );
+      assert.deepEqual(results, batch.map((t) => t.length));
+      sent.push(...batch);
+    }
+    await until("the small batches on 127.0.0.1", () => a.got.length === 3 + sent.length);
+    assert.deepEqual(a.got.slice(3).map((g) => g.text), sent);
     tx4.close();
     assert.deepEqual(tx4.send([{ data, address: "127.0.0.1", port: rx4.port }]), [-9], "closed: EBADF");
   } finally {
