@@ -19,6 +19,7 @@ const CLIENT_PORT = 40001;
 const NFCAPD_PORT = 4739;
 const NFACCTD_PORT = 4740;
 const PEN = 32473;
+const REFUSED_PORT = 4741;
 const COLLECTORS = ["nfcapd", "nfdump", "nfacctd", "tshark", "tcpdump"];
 
 async function writePipe(path: string, line: string): Promise<void> {
@@ -147,6 +148,7 @@ privilegedTest(
       ]);
       let nfacctd = await startNfacctd(net, dir, "1");
       let received = 0;
+      let wire: Awaited<ReturnType<typeof startCapture>> | undefined;
       try {
         const conf = `${dir}/conf.yaml`;
         await Deno.writeTextFile(
@@ -163,6 +165,7 @@ backends:
     collectors:
       - {address: 127.0.0.1, port: ${NFCAPD_PORT}}
       - {address: localhost, port: ${NFACCTD_PORT}, transport: udp}
+      - {address: 127.0.0.1, port: ${REFUSED_PORT}, transport: tcp} # nobody listens: marking goes on
     observationDomainId: 42
     activeTimeout: 1
     templateRefresh: 1
@@ -172,6 +175,14 @@ backends:
         await using daemon = await startDaemon(conf, [], { prefix: net.prefix(net.nsA) });
         await daemon.waitForLine(/ipfix exporter ready/);
         await using server = startPeer(net.prefix(net.nsB), ["tcp-server", net.ip6B, String(SERVER_PORT)]);
+        wire = await startCapture(net.prefix(net.nsB), net.ifB, [
+          "ip6",
+          "and",
+          "tcp",
+          "src",
+          "port",
+          String(CLIENT_PORT),
+        ]);
         await server.expect("listening");
         await writePipe(`${dir}/np`, `start tcp ${net.ip6A} ${CLIENT_PORT} ${net.ip6B} ${SERVER_PORT} 2 9`);
         await daemon.waitForLine(/marking flow/);
@@ -259,6 +270,12 @@ backends:
           );
         }
       }
+      const onWire = await wire!.stop(["ipv6.flow", "tcp.len"]);
+      await wire![Symbol.asyncDispose]();
+      const wireLabels = [
+        ...new Set(onWire.filter((p) => Number(p["tcp.len"]) > 0).map((p) => parseInt(p["ipv6.flow"]!, 16))),
+      ];
+      assert.equal(wireLabels.length, 1, `one label on the wire: ${wireLabels}`);
       const ours = records.filter((r) => r["cflow.srcport"] === String(CLIENT_PORT));
       assert.ok(ours.length >= 3, `records of the flow: ${JSON.stringify(records)}`);
       for (const r of ours) {
@@ -268,6 +285,7 @@ backends:
         assert.equal(r["cflow.protocol"], "6");
         assert.equal(r["cflow.od_id"], "42");
         assert.equal(r["cflow.outputint"], String(ifindexA), "the marked veth's ifindex");
+        assert.deepEqual(r["cflow.ipv6flowlabel"], String(wireLabels[0]), "the label on the wire");
         const label = decodeFlowLabel(Number(r["cflow.ipv6flowlabel"]));
         assert.deepEqual([label.experimentId, label.activityId], [2, 9], "the flow label as marked");
       }
