@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import { hasCommand, privilegedTest } from "../helpers/privileged.ts";
 import { createVethPair, sh, type VethPair } from "../helpers/netns.ts";
-import { type Daemon, startDaemon, superviseProcess } from "../helpers/daemon.ts";
+import { type Daemon, runFlowd, startDaemon, superviseProcess } from "../helpers/daemon.ts";
+import type { StatusReport } from "../../src/control/status_report.ts";
 import { startPeer } from "../helpers/traffic_peer.ts";
 import { startCapture } from "../helpers/packet_capture.ts";
 import { decodeFlowLabel } from "../../src/scitags/flow_label.ts";
@@ -155,7 +156,7 @@ privilegedTest(
           conf,
           `pidPath: ""
 workDir: ${dir}
-controlSocket: ""
+controlSocket: ${dir}/control.sock
 plugins:
   namedPipe: {pipePath: np, pipeMode: "0600"}
 backends:
@@ -214,6 +215,18 @@ backends:
         await writePipe(`${dir}/np`, `end tcp ${net.ip6A} ${CLIENT_PORT} ${net.ip6B} ${SERVER_PORT} 2 9`);
         await daemon.waitForLine(/stopped marking flow/);
         await sleep(1500); // the final record, and nfacctd's next print
+        // status: the exporter's counters per collector; the refused TCP one makes it degraded.
+        const st = await runFlowd(["status", "--socket", `${dir}/control.sock`, "--format", "json"]);
+        const ipfix = (JSON.parse(st.stdout) as StatusReport).components.find((c) => c.name === "ipfix")!;
+        assert.equal(ipfix.state, "degraded", st.stdout);
+        const counter = (collector: string, outcome: string) =>
+          ipfix.counters.find((m) =>
+            m.name === "flowd_ipfix_records_total" && m.labels?.collector === collector &&
+            m.labels?.outcome === outcome
+          )?.value;
+        assert.ok(counter(`udp:127.0.0.1:${NFCAPD_PORT}`, "sent")! >= 3, st.stdout);
+        assert.equal(counter(`udp:127.0.0.1:${NFCAPD_PORT}`, "failed"), 0);
+        assert.ok(counter(`tcp:127.0.0.1:${REFUSED_PORT}`, "failed")! >= 3, st.stdout);
         assert.equal(await daemon.stop("SIGTERM"), 0, daemon.lines.join("\n"));
       } finally {
         await sleep(1200);
