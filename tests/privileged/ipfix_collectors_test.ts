@@ -240,6 +240,11 @@ backends:
         sh(["tshark", "-r", capture.file, "-d", `udp.port==${NFCAPD_PORT},cflow`, ...extra]);
       const verbose = (await decode(["-V"])).stdout;
       assert.doesNotMatch(verbose, /Malformed|\[Expert Info \((Warning|Error)/, verbose.slice(0, 4000));
+      assert.match(
+        verbose,
+        /Enterprise Private entry: \(Example Enterprise Number for Documentation Use\) Type 1: Value \(hex bytes\): 00 00 00 02/,
+        "the experiment id under the PEN",
+      );
       const expert = (await decode(["-q", "-z", "expert,warn"])).stdout;
       assert.doesNotMatch(expert, /Warns \(|Errors \(/, expert);
       const fields = [
@@ -302,6 +307,7 @@ backends:
         const label = decodeFlowLabel(Number(r["cflow.ipv6flowlabel"]));
         assert.deepEqual([label.experimentId, label.activityId], [2, 9], "the flow label as marked");
       }
+      assert.equal(new Set(ours.map((r) => r["cflow.abstimestart"])).size, 1, "one start time for the flow");
       const reasons = ours.map((r) => Number(r["cflow.flow_end_reason"]));
       assert.ok(reasons.filter((x) => x === 2).length >= 2, `active-timeout records: ${reasons}`);
       assert.equal(reasons.filter((x) => x === 3).length, 1, `one end-of-flow record: ${reasons}`);
@@ -325,6 +331,12 @@ backends:
         "-o",
         "fmt:%sa|%da|%sp|%dp|%pr|%pkt|%byt",
       ]);
+      const files = [...Deno.readDirSync(`${dir}/nf`)].map((e) => e.name).filter((n) =>
+        n.startsWith("nfcapd.2")
+      );
+      console.log((await sh(["nfdump", "-r", `${dir}/nf/${files[0]}`, "-o", "long"])).stdout);
+      const flowBlock = verbose.slice(verbose.indexOf("        Flow 1"));
+      console.log(flowBlock.slice(0, flowBlock.indexOf("Padding")));
       console.log("nfdump -R:", nf.stdout.trim().split("\n").slice(0, 2).join(" // "));
       const nfRows = nf.stdout.split("\n").map((l) => l.split("|").map((c) => c.trim())).filter((c) =>
         c[2] === String(CLIENT_PORT)

@@ -46,6 +46,8 @@ interface FlowState {
   due: number;
   /** Set once its end arrived while the marker still counted it. */
   endedAt?: number;
+  /** flowStartMilliseconds as first exported: every record of the flow carries the same (jiffies → ms jitters). */
+  startMs?: number;
 }
 
 /** Bytes of IP and UDP headers subtracted from the path MTU. */
@@ -229,7 +231,8 @@ export class IpfixBackend implements Backend {
     const e = st.event;
     const v6 = e.family === "ipv6" && !e.src.address.isIpv4Mapped();
     const addr = (a: IpAddress) => v6 ? a.bytes() : a.isIpv4Mapped() ? a.bytes().subarray(12) : a.bytes();
-    const startMs = counts.firstMs ?? (e.startTime !== undefined ? Math.floor(e.startTime / 1000) : now);
+    st.startMs ??= counts.firstMs ?? (e.startTime !== undefined ? Math.floor(e.startTime / 1000) : now);
+    const startMs = st.startMs;
     const record: DataRecord = {
       [v6 ? "sourceIPv6Address" : "sourceIPv4Address"]: addr(e.src.address),
       [v6 ? "destinationIPv6Address" : "destinationIPv4Address"]: addr(e.dst.address),
