@@ -309,3 +309,37 @@ Deno.test("ipfix configuration: port 0, no marker and an unresolvable collector 
     /backends\.ipfix\.collectors\[0\]\.address: cannot resolve "collector\.example": getaddrinfo ENOTFOUND/,
   );
 });
+
+Deno.test("ipfix backend: UDP templates also go every templateRefreshPackets messages", async () => {
+  const col = await udpCollector();
+  const hub = new FlowCounterHub();
+  const fake = new FakeCounts();
+  const leave = hub.register(fake);
+  const b = new IpfixBackend({
+    config: config([{ address: "127.0.0.1", port: col.port }], {
+      templateRefresh: 86_400,
+      templateRefreshPackets: 2,
+      activeTimeout: 0.1,
+    }),
+    counters: hub,
+  });
+  try {
+    await b.start();
+    const f = flow("start", 40001);
+    await b.handle(f);
+    // A new count every 150 ms: one record (one message) per active timeout.
+    for (let i = 1; i <= 6; i++) {
+      fake.set(f, i, i * 100);
+      await sleep(150);
+    }
+  } finally {
+    await b.stop();
+    leave();
+  }
+  await sleep(50);
+  await col.close();
+  // Templates alone at start, then with every second message after the previous templates.
+  const pattern = col.messages.map((m) => m.templates.length > 0 ? "T" : "-").join("");
+  assert.match(pattern, /^T(-T)+-?$/, pattern);
+  assert.ok(col.messages.length >= 6, pattern);
+});
