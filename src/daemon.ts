@@ -12,6 +12,7 @@ import { type ReconcileReport, type StopBudget, Supervisor } from "./core/superv
 import { type RegistrySource, registrySourceFor } from "./scitags/registry_source.ts";
 import type { Registry } from "./scitags/registry.ts";
 import { componentSpecs } from "./wiring.ts";
+import { FlowCounterHub } from "./core/flow_counters.ts";
 
 /** Per-backend queue length and flows remembered. */
 const BUS_QUEUE_CAPACITY = 10_000;
@@ -27,6 +28,8 @@ export class Daemon {
   #registry: RegistrySource;
   #config: Config;
   #phase: DaemonPhase = "starting";
+  /** Per-flow counts from the marker to their readers (ipfix), across reloads. */
+  readonly #flowCounters = new FlowCounterHub();
 
   private constructor(config: Config, private readonly hostname: string) {
     this.#config = config;
@@ -126,6 +129,7 @@ export class Daemon {
       registry: () => this.#registry.current(),
       health: () => this.#supervisor?.health() ?? [],
       readiness: () => this.readiness(),
+      flowCounters: this.#flowCounters,
     });
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The components a configuration asks for, as specs in the original's order: plugins api → firefly →
- * namedPipe → perfsonar → iperf3; backends marker → firefly → prometheus; enrichers skops → netlink.
+ * namedPipe → perfsonar → iperf3; backends marker → firefly → prometheus → ipfix; enrichers skops → netlink.
  *
  * A spec names its slot (the configuration section), carries the options the component is built from
  * (their JSON is the fingerprint a reload compares, so an unchanged component keeps running) and imports
@@ -13,6 +13,7 @@ import { Registry } from "./scitags/registry.ts";
 import { registryIdResolver } from "./plugins/pipe_line.ts";
 import type { HealthSource } from "./core/health.ts";
 import type { ReadinessSource } from "./core/readiness.ts";
+import { FlowCounterHub } from "./core/flow_counters.ts";
 
 export type { ComponentSpec } from "./core/component.ts";
 
@@ -25,6 +26,8 @@ export interface HostFacts {
   health?: HealthSource;
   /** The daemon's liveness and readiness, for /healthz and /readyz on the API and metrics ports. */
   readiness?: ReadinessSource;
+  /** Where the marker offers its per-flow counts and the ipfix exporter reads them (the daemon's one hub). */
+  flowCounters?: FlowCounterHub;
 }
 
 /** Resolves a path from the configuration: relative paths are relative to workDir. */
@@ -40,6 +43,7 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
   const p = config.plugins, b = config.backends, e = config.enrichers;
   const registry = host.registry ?? (() => Registry.embedded());
   const resolveId = registryIdResolver(registry);
+  const flowCounters = host.flowCounters ?? new FlowCounterHub();
 
   if (p.api) {
     const options = {
@@ -114,7 +118,7 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
   }
 
   if (b.marker) {
-    const options = { config: b.marker };
+    const options = { config: b.marker, counters: flowCounters };
     specs.push({
       kind: "backend",
       slot: "backends.marker",
@@ -143,6 +147,16 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
       slot: "backends.prometheus",
       options,
       create: async () => new (await import("./backends/prometheus.ts")).PrometheusBackend(options),
+    });
+  }
+
+  if (b.ipfix) {
+    const options = { config: b.ipfix, counters: flowCounters };
+    specs.push({
+      kind: "backend",
+      slot: "backends.ipfix",
+      options,
+      create: async () => new (await import("./backends/ipfix/backend.ts")).IpfixBackend(options),
     });
   }
 

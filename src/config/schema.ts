@@ -367,10 +367,39 @@ export const PrometheusSchema = z.strictObject({
   ...httpListenerKeys(32),
 });
 
+export const IPFIX_TRANSPORTS = ["udp", "tcp"] as const;
+
+/** IANA's Private Enterprise Number for documentation (RFC 5612): sites put their own. */
+export const DOCUMENTATION_PEN = 32473;
+
+export const IpfixCollectorSchema = z.strictObject({
+  /** IP address or host name (resolved once, at start). */
+  address: str().min(1, { error: "expected a host name or an IP address" }),
+  port: intRange(1, 65535, "a port number").default(4739),
+  transport: choice(IPFIX_TRANSPORTS).default("udp"),
+});
+
+/** Addition: IPFIX export of the marked flows (RFC 7011). */
+export const IpfixSchema = z.strictObject({
+  collectors: z.array(IpfixCollectorSchema).min(1, { error: "expected at least one collector" }),
+  observationDomainId: uint(0xffff_ffff, "an observation domain id").default(0),
+  /** UDP: seconds between template resends. */
+  templateRefresh: seconds(0.1, 86_400).default(60),
+  /** UDP: messages between template resends; 0: by time only. */
+  templateRefreshPackets: uint(1_000_000, "a number of messages").default(100),
+  /** Seconds between two records of a long flow. */
+  activeTimeout: seconds(0.1, 86_400).default(60),
+  /** The enterprise number the SciTags elements are defined under. */
+  privateEnterpriseNumber: intRange(1, 0xffff_ffff, "a Private Enterprise Number").default(DOCUMENTATION_PEN),
+  /** Messages fit this MTU with their IP and UDP headers (no IP fragmentation). */
+  pathMtu: intRange(576, 65_535, "an MTU in bytes").default(1500),
+});
+
 export const BackendsSchema = z.strictObject({
   marker: MarkerSchema.optional(),
   firefly: FireflyBackendSchema.optional(),
   prometheus: PrometheusSchema.optional(),
+  ipfix: IpfixSchema.optional(),
 });
 
 // ---- enrichers ----
@@ -425,7 +454,16 @@ export function configSchema(registry: Registry) {
     /** Addition: the local control socket of `flowd-go flows` and `status`; "" disables it. */
     controlSocket: str().default(DEFAULT_CONTROL_SOCKET),
     plugins: (registry === Registry.embedded() ? PluginsSchema : pluginsSchema(registry)).default({}),
-    backends: BackendsSchema.default({}),
+    backends: BackendsSchema.default({}).superRefine((b, ctx) => {
+      if (b.ipfix && !b.marker) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["ipfix"],
+          message:
+            "needs backends.marker: the records' packet and byte counts are the marker's kernel counters",
+        });
+      }
+    }),
     enrichers: EnrichersSchema.optional(),
     registry: RegistrySchema.optional(),
   });
@@ -445,6 +483,7 @@ export type MarkerConfig = z.output<typeof MarkerSchema>;
 export type FireflyBackendConfig = z.output<typeof FireflyBackendSchema>;
 export type StunConfig = z.output<typeof StunSchema>;
 export type PrometheusConfig = z.output<typeof PrometheusSchema>;
+export type IpfixConfig = z.output<typeof IpfixSchema>;
 export type EnrichersConfig = z.output<typeof EnrichersSchema>;
 export type NetlinkEnricherConfig = z.output<typeof NetlinkEnricherSchema>;
 export type SkopsEnricherConfig = z.output<typeof SkopsEnricherSchema>;
@@ -460,6 +499,7 @@ export const SECTION_PATHS: readonly string[] = [
   "backends.marker",
   "backends.firefly",
   "backends.prometheus",
+  "backends.ipfix",
   "backends.firefly.stun",
   "enrichers.netlink",
   "enrichers.skops",

@@ -23,6 +23,7 @@ import type { HealthMetric } from "../../core/health.ts";
 import { errnoName, LibbpfError } from "../../../ffi/libbpf.ts";
 import { JiffiesClock } from "../../bpf/jiffies.ts";
 import { kernelHz } from "../../bpf/kernel_hz.ts";
+import type { FlowCounterHub, FlowCounts, RetireReason } from "../../core/flow_counters.ts";
 
 const log = logger("backends", "marker");
 
@@ -50,6 +51,8 @@ export interface MarkerBackendOptions {
   netns?: string;
   /** Source of label entropy (tests). */
   entropy?: () => number;
+  /** The daemon's counter hub: the marker offers its per-flow counts there (ipfix reads them). */
+  counters?: FlowCounterHub;
 }
 
 /** One flow being marked, as `markedFlows` reports it. */
@@ -113,6 +116,9 @@ export class MarkerBackend implements Backend {
   #hooks: MarkerHooks | undefined;
   #failLog = new RateLimitedLog();
   #truncationLog = new RateLimitedLog(60_000);
+  #unregister: (() => void) | undefined;
+  /** Jiffies and wall-clock ms read together, for turning packet times into dates (kept 100 ms). */
+  #clockPair: { jiffies: bigint; ms: number } | undefined;
 
   constructor(private readonly opts: MarkerBackendOptions) {}
 
@@ -157,6 +163,7 @@ export class MarkerBackend implements Backend {
         netns: this.opts.netns,
       });
       for (const ifname of interfaces) await this.#hooks.attach(ifname);
+      this.#unregister = this.opts.counters?.register({ countsOf: (f) => this.#countsOf(f) });
       const every = this.opts.checkIntervalMs ?? 5000;
       if (every > 0) this.#hooks.startWatching(every);
       log.info("marker ready", {
@@ -292,6 +299,8 @@ export class MarkerBackend implements Backend {
   }
 
   async stop(): Promise<void> {
+    this.#unregister?.();
+    this.#unregister = undefined;
     this.#clock?.close();
     this.#clock = undefined;
     const hooks = this.#hooks;
@@ -336,8 +345,11 @@ export class MarkerBackend implements Backend {
         return;
       }
       if (admission.kind === "evict") {
+        const tag = this.opts.counters?.hasReaders ? program.flowTag(admission.victim) : undefined;
         program.deleteFlow(admission.victim);
-        this.#totals.retire(admission.victim, program.counters(admission.victimSlot));
+        const final = program.counters(admission.victimSlot);
+        this.#totals.retire(admission.victim, final);
+        this.#publishRetired(admission.victim, final, tag, "evicted");
         this.stats.evicted++;
         this.#reportFull("the marker's flow map is full; the oldest-started flow is no longer marked");
       }
@@ -348,10 +360,13 @@ export class MarkerBackend implements Backend {
       log.debug("marking flow", () => ({ flow: describeFlow(event), tag: formatTag(program.strategy, tag) }));
     } else if (event.state === "end") {
       const open = marked.remove(event);
+      const tag = open && this.opts.counters?.hasReaders ? program.flowTag(event) : undefined;
       if (open && program.deleteFlow(event)) {
         // Read after the delete, so packets marked until then are in; the slot is not reused before this.
         // Counted under the start's ids: those the packets were marked with.
-        this.#totals.retire(open.event, program.counters(open.counterSlot));
+        const final = program.counters(open.counterSlot);
+        this.#totals.retire(open.event, final);
+        this.#publishRetired(open.event, final, tag, "end");
         this.stats.deleted++;
         log.debug("stopped marking flow", () => ({ flow: describeFlow(event) }));
       } else {
@@ -359,6 +374,51 @@ export class MarkerBackend implements Backend {
         log.debug("end of a flow that was not being marked", () => ({ flow: describeFlow(event) }));
       }
     }
+  }
+
+  /** A flow's counts for the hub's readers: the kernel map's entry and counter slot, read now. */
+  #countsOf(flow: FlowEvent): FlowCounts | undefined {
+    const program = this.#program;
+    if (!program?.counting || program.matchAll) return undefined;
+    if (flow.family !== "ipv6" || flow.src.address.isIpv4Mapped()) return undefined;
+    const entry = program.flowEntry(flow);
+    if (entry?.counterSlot === undefined) return undefined;
+    return this.#flowCounts(program.counters(entry.counterSlot), entry.tag);
+  }
+
+  #publishRetired(flow: FlowEvent, c: FlowCounters | undefined, tag: number | undefined, why: RetireReason) {
+    const hub = this.opts.counters;
+    if (!hub?.hasReaders || !c) return;
+    const counts = this.#flowCounts(c, tag);
+    if (counts) hub.retire(flow, counts, why);
+  }
+
+  /** Kernel counters as dates: jiffies turned into ms since the epoch through a recent (jiffies, ms) pair. */
+  #flowCounts(c: FlowCounters | undefined, tag: number | undefined): FlowCounts | undefined {
+    if (!c) return undefined;
+    const program = this.#program!;
+    const attachments = this.#hooks?.attachments() ?? [];
+    const toMs = this.#jiffiesToMs();
+    return {
+      packets: c.packets,
+      bytes: c.bytes,
+      firstMs: c.firstJiffies === undefined || !toMs ? undefined : toMs(c.firstJiffies),
+      lastMs: c.lastJiffies === undefined || !toMs ? undefined : toMs(c.lastJiffies),
+      ...(program.strategy === "label" && tag !== undefined ? { flowLabel: tag } : {}),
+      ...(attachments.length === 1 ? { egressInterface: attachments[0]!.ifindex } : {}),
+    };
+  }
+
+  #jiffiesToMs(): ((j: bigint) => number) | undefined {
+    const now = Date.now();
+    if (!this.#clockPair || now - this.#clockPair.ms > 100 || now < this.#clockPair.ms) {
+      const j = this.jiffies();
+      if (!j) return undefined;
+      this.#clockPair = { jiffies: j.now, ms: Date.now() };
+    }
+    const { jiffies, ms } = this.#clockPair;
+    const hz = this.#hz;
+    return (at) => ms - Number(jiffies - at) * 1000 / hz;
   }
 
   #reportFull(message: string): void {
