@@ -9,7 +9,9 @@
  * start reports the connections already open (each a start with its age, see connection_sweep.ts), and
  * a periodic sweep repairs what the watcher could not report: starts it lost (a full ring) and the ends
  * of connections opened before the program was attached (the program never saw their handshake, so the
- * kernel never calls it on their close). An end carries the tags of its start.
+ * kernel never calls it on their close). A sweep ends only connections an earlier sweep listed (see
+ * `#swept`), so a close the watcher lost before any sweep saw the connection leaves it open here. An end
+ * carries the tags of its start.
  */
 import type { EventSink, Plugin } from "../core/component.ts";
 import type { ComponentStatus } from "../core/component.ts";
@@ -92,6 +94,12 @@ export class ConnectionsPlugin implements Plugin {
   #closedDuringSweep: Set<bigint> | undefined;
   /** Matched connections now open, by socket cookie, with their start event. */
   readonly #open = new Map<bigint, FlowEvent>();
+  /**
+   * Open connections a sweep has listed. Only these can be ended by a later sweep that misses them: the
+   * watcher also reports connections of other network namespaces (containers in the cgroup), which a
+   * sweep of this namespace never lists.
+   */
+  readonly #swept = new Set<bigint>();
   readonly #refusedLog = new RateLimitedLog();
   readonly #badLog = new RateLimitedLog();
 
@@ -172,6 +180,7 @@ export class ConnectionsPlugin implements Plugin {
     this.#diag?.close();
     this.#diag = undefined;
     this.#open.clear();
+    this.#swept.clear();
   }
 
   status(): ComponentStatus {
@@ -259,6 +268,7 @@ export class ConnectionsPlugin implements Plugin {
     const start = this.#open.get(cookie);
     if (start === undefined) return false;
     this.#open.delete(cookie);
+    this.#swept.delete(cookie);
     this.stats.ends++;
     this.#emit({ ...start, state: "end" });
     return true;
@@ -293,17 +303,22 @@ export class ConnectionsPlugin implements Plugin {
         // The watcher sees the cgroup's sockets only; so does the sweep.
         if (subtree !== undefined && (s.cgroupId === undefined || !subtree.has(s.cgroupId))) continue;
         present.add(s.cookie);
-        if (this.#open.has(s.cookie) || this.#closedDuringSweep.has(s.cookie)) continue;
+        if (this.#closedDuringSweep.has(s.cookie)) continue;
+        if (this.#open.has(s.cookie)) {
+          this.#swept.add(s.cookie);
+          continue;
+        }
         const start = this.#startOf(s, now - s.ageMs * 1000);
         if (start === undefined) continue;
         this.#open.set(s.cookie, start);
+        this.#swept.add(s.cookie);
         this.stats.starts++;
         this.stats.sweptStarts++;
         starts++;
         this.#emit(start);
       }
       for (const cookie of before) {
-        if (present.has(cookie) || !this.#end(cookie)) continue;
+        if (present.has(cookie) || !this.#swept.has(cookie) || !this.#end(cookie)) continue;
         this.stats.sweptEnds++;
         ends++;
       }

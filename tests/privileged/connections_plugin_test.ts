@@ -1,0 +1,181 @@
+// The connections plugin against real TCP: echo servers in namespace B run in a cgroup of the test's own
+// (the watcher program is attached there), clients in namespace A outside it; the plugin's sweeps read
+// namespace B through sock_diag.
+import assert from "node:assert/strict";
+import { privilegedTest } from "../helpers/privileged.ts";
+import { createVethPair, type VethPair } from "../helpers/netns.ts";
+import { createTestCgroup } from "../helpers/cgroup.ts";
+import { RecordingSink } from "../helpers/recording_sink.ts";
+import { startTcpPeer, tcpPeerArgv } from "../helpers/tcp_peer.ts";
+import { ConnectionsPlugin } from "../../src/plugins/connections.ts";
+import { ConnectionsSchema } from "../../src/config/schema.ts";
+import { SockDiag, TCP_LISTEN } from "../../src/net/sock_diag.ts";
+import type { FlowEvent } from "../../src/core/flow_event.ts";
+import { nowMicros } from "../../src/core/time.ts";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// Documentation addresses: outside the default internalNetworks, unlike the pair's own fd00::/10.213.
+const A4 = "192.0.2.1", B4 = "192.0.2.2";
+const A6 = "2001:db8:c0::1", A6b = "2001:db8:c0::100", B6 = "2001:db8:c0::2";
+
+async function addPublicAddresses(net: VethPair): Promise<void> {
+  for (const [ns, ifc, addrs] of [[net.nsA, net.ifA, [A4, A6, A6b]], [net.nsB, net.ifB, [B4, B6]]] as const) {
+    for (const a of addrs) {
+      await net.exec(ns, ["ip", "addr", "add", `${a}/${a.includes(":") ? 64 : 24}`, "dev", ifc, "nodad"]);
+    }
+  }
+}
+
+async function waitListening(diag: SockDiag, port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const v6 = await diag.dump({ family: "ipv6", states: 1 << TCP_LISTEN }, { srcPort: port });
+    if (v6.length > 0) return;
+    await delay(25);
+  }
+  throw new Error(`nothing listens on port ${port}`);
+}
+
+const summary = (e: FlowEvent) =>
+  `${e.state} ${e.src.address}:${e.src.port} ${e.dst.address} ${e.experimentId}/${e.activityId}`;
+
+privilegedTest(
+  "connections plugin: inbound connections to a rule's port or from a rule's prefix start and end with its tags, IPv4 and IPv6; others and internal peers get nothing",
+  async () => {
+    await using net = await createVethPair();
+    await addPublicAddresses(net);
+    await using cg = await createTestCgroup();
+    using diag = SockDiag.open({ netns: `/run/netns/${net.nsB}` });
+    const sink = new RecordingSink();
+    const plugin = new ConnectionsPlugin({
+      config: ConnectionsSchema.parse({
+        rules: [
+          { localPorts: [1094], direction: "inbound", experiment: "atlas", activity: "default" },
+          { remotePrefixes: [`${A6b}/128`], experiment: 3, activity: 4 },
+        ],
+        cgroupPath: cg.path,
+      }),
+      application: "flowd-go-test",
+      sockDiag: () => SockDiag.open({ netns: `/run/netns/${net.nsB}` }),
+    });
+    try {
+      await plugin.start(sink);
+      cg.spawn(tcpPeerArgv(net.prefix(net.nsB), ["server", "::", "1094", "::", "6000"]));
+      await waitListening(diag, 1094);
+      await waitListening(diag, 6000);
+      await using client = startTcpPeer(net.prefix(net.nsA), ["client"]);
+      const cases: [string, string, string, number][] = [
+        ["v4", A4, B4, 1094],
+        ["v6", A6, B6, 1094],
+        ["otherPort", A6, B6, 6000],
+        ["byPrefix", A6b, B6, 6000],
+        ["internal4", net.ip4A, net.ip4B, 1094],
+        ["internal6", net.ip6A, net.ip6B, 1094],
+      ];
+      const ports = new Map<string, number>();
+      for (const [id, src, dst, port] of cases) {
+        await client.send(`open ${id} ${src} ${dst} ${port}`);
+        ports.set(id, Number((await client.expect(`open ${id}`)).split(" ")[2]));
+        await client.send(`send ${id} 100`);
+        await client.expect(`echoed ${id}`);
+      }
+      await sink.waitFor(3);
+      for (const [id] of cases) {
+        await client.send(`close ${id}`);
+        await client.expect(`closed ${id}`);
+      }
+      await sink.waitFor(6);
+      await delay(300); // nothing more may come
+      const want = [
+        `start ${B4}:1094 ${A4} 2/1`,
+        `start ${B6}:1094 ${A6} 2/1`,
+        `start ${B6}:6000 ${A6b} 3/4`,
+        `end ${B4}:1094 ${A4} 2/1`,
+        `end ${B6}:1094 ${A6} 2/1`,
+        `end ${B6}:6000 ${A6b} 3/4`,
+      ];
+      assert.deepEqual(sink.events.map(summary), want);
+      // The peer's port is the client's: each event is the connection it says.
+      assert.deepEqual(sink.events.slice(0, 3).map((e) => e.dst.port), [
+        ports.get("v4"),
+        ports.get("v6"),
+        ports.get("byPrefix"),
+      ]);
+      assert.deepEqual(sink.events.map((e) => e.family), ["ipv4", "ipv6", "ipv6", "ipv4", "ipv6", "ipv6"]);
+      assert.equal(plugin.stats.sweptStarts, 0);
+      assert.equal(plugin.openConnections, 0);
+      assert.equal(plugin.lost(), 0n);
+    } finally {
+      await plugin.stop();
+    }
+  },
+);
+
+privilegedTest(
+  "connections plugin: connections open before the start appear at start with their age; the repair sweep ends them once closed",
+  async () => {
+    await using net = await createVethPair();
+    await addPublicAddresses(net);
+    await using cg = await createTestCgroup();
+    using diag = SockDiag.open({ netns: `/run/netns/${net.nsB}` });
+    cg.spawn(tcpPeerArgv(net.prefix(net.nsB), ["server", "::", "2880"]));
+    await waitListening(diag, 2880);
+    await using client = startTcpPeer(net.prefix(net.nsA), ["client"]);
+    for (const [id, src, dst] of [["old4", A4, B4], ["old6", A6, B6], ["internal", net.ip4A, net.ip4B]]) {
+      await client.send(`open ${id} ${src} ${dst} 2880`);
+      await client.expect(`open ${id}`);
+    }
+    const opened = nowMicros();
+    const heldMs = 1500;
+    await delay(heldMs);
+    const sink = new RecordingSink();
+    const plugin = new ConnectionsPlugin({
+      config: ConnectionsSchema.parse({
+        rules: [{ localPorts: ["2000-3000"], direction: "inbound", experiment: 5, activity: 6 }],
+        cgroupPath: cg.path,
+        sweepInterval: 0.3,
+      }),
+      application: "flowd-go-test",
+      sockDiag: () => SockDiag.open({ netns: `/run/netns/${net.nsB}` }),
+    });
+    try {
+      await plugin.start(sink);
+      // Reported during start(), before it returns.
+      assert.deepEqual(sink.events.map(summary).sort(), [
+        `start ${B4}:2880 ${A4} 5/6`,
+        `start ${B6}:2880 ${A6} 5/6`,
+      ]);
+      for (const e of sink.events) {
+        const age = nowMicros() - e.startTime!;
+        // Idle since the handshake: the age is the time held, to tcp_info's millisecond (jiffy) grain.
+        assert.ok(e.startTime! >= opened - 100_000, `start ${e.startTime} before the connection opened`);
+        assert.ok(age >= (heldMs - 50) * 1000, `age ${age} µs, held ${heldMs} ms`);
+      }
+      assert.equal(plugin.stats.sweptStarts, 2);
+      await delay(700); // sweeps that find nothing new add nothing
+      assert.equal(sink.events.length, 2);
+      // The program never saw these handshakes, so their closes come from the sweep.
+      await client.send("close old6");
+      await client.expect("closed old6");
+      await sink.waitFor(3, 3000);
+      assert.equal(summary(sink.events[2]!), `end ${B6}:2880 ${A6} 5/6`);
+      assert.equal(
+        sink.events[2]!.startTime,
+        sink.events.find((e) => e.src.address.family === "ipv6")!.startTime,
+      );
+      assert.equal(plugin.stats.sweptEnds, 1);
+      // A new connection meanwhile is the watcher's, start and end.
+      await client.send(`open new4 ${A4} ${B4} 2880`);
+      await client.expect("open new4");
+      await sink.waitFor(4, 3000);
+      await client.send("close new4");
+      await client.expect("closed new4");
+      await sink.waitFor(5, 3000);
+      assert.deepEqual(sink.events.slice(3).map((e) => e.state), ["start", "end"]);
+      assert.equal(plugin.stats.sweptEnds, 1);
+      assert.equal(plugin.openConnections, 1); // old4
+    } finally {
+      await plugin.stop();
+    }
+  },
+);
