@@ -5,7 +5,7 @@
  *   IPv4-mapped, as on a typical XRootD server); prints "listening" once all listen.
  * - `client`: many connections driven line by line from stdin: "open ID SRC DST PORT" (prints
  *   "open ID LOCALPORT"), "send ID BYTES" (prints "echoed ID" once the echo is back), "ping ID COUNT MS"
- *   (one byte every MS ms, each echoed; prints "pinged ID"), "close ID" (prints "closed ID").
+ *   (one byte, echoed, COUNT times, MS ms apart, 0 for back to back; prints "pinged ID"), "close ID" (prints "closed ID").
  * - `churn DST PORT RATE OPEN SECONDS`: opens RATE connections a second, each closed OPEN seconds after it
  *   was opened (so RATE * OPEN stay open), for SECONDS; prints "ramped" once OPEN seconds have passed
  *   and "churned OPENED CLOSED FAILED" at the end.
@@ -87,7 +87,7 @@ async function client(): Promise<void> {
       const socket = sockets.get(id!)!;
       for (let i = 0; i < Number(a[0]); i++) {
         await echo(socket, 1);
-        await new Promise((r) => setTimeout(r, Number(a[1])));
+        if (Number(a[1]) > 0) await new Promise((r) => setTimeout(r, Number(a[1])));
       }
       say(`pinged ${id}`);
     } else if (cmd === "close") {
