@@ -37,7 +37,7 @@ import {
   type WatcherEvent,
 } from "./iperf3_layout.ts";
 import { type Connection, ConnectionRules, type Direction } from "./connection_rules.ts";
-import { cgroupSubtreeIds, sweepConnections } from "./connection_sweep.ts";
+import { cgroupSubtreeIds, connectionAge, sweepConnections } from "./connection_sweep.ts";
 
 /** TCP states before ESTABLISHED (include/net/tcp_states.h): who opened the connection. */
 const TCP_SYN_SENT = 2;
@@ -274,6 +274,11 @@ export class ConnectionsPlugin implements Plugin {
     return true;
   }
 
+  /** Runs a repair sweep now (or waits for the one under way); for tests and benches. */
+  sweepNow(): Promise<void> {
+    return this.#sweep("repair");
+  }
+
   /** One sweep at a time; a tick that comes while one runs is skipped. */
   #sweep(kind: "start-up" | "repair"): Promise<void> {
     if (this.#sweeping) return this.#sweeping;
@@ -289,27 +294,26 @@ export class ConnectionsPlugin implements Plugin {
     const before = [...this.#open.keys()];
     this.#closedDuringSweep = new Set();
     try {
+      const startUp = kind === "start-up";
       const [found, subtree] = await Promise.all([
-        sweepConnections(diag),
+        sweepConnections(diag, (cookie) => this.#open.has(cookie), startUp),
         cgroupSubtreeIds(this.#cgroupPath, this.#cgroupIsRoot),
       ]);
       if (this.#program !== program) return; // stopped meanwhile
       program.drain();
       this.stats.sweeps++;
-      const now = nowMicros();
-      const present = new Set<bigint>();
+      const { present } = found;
+      for (const cookie of present) if (this.#open.has(cookie)) this.#swept.add(cookie);
       let starts = 0, ends = 0;
-      for (const s of found) {
+      for (const s of found.unknown) {
         // The watcher sees the cgroup's sockets only; so does the sweep.
         if (subtree !== undefined && (s.cgroupId === undefined || !subtree.has(s.cgroupId))) continue;
-        present.add(s.cookie);
-        if (this.#closedDuringSweep.has(s.cookie)) continue;
-        if (this.#open.has(s.cookie)) {
-          this.#swept.add(s.cookie);
-          continue;
-        }
-        const start = this.#startOf(s, now - s.ageMs * 1000);
-        if (start === undefined) continue;
+        if (this.#rules.match(s) === undefined) continue;
+        // A repair sweep dumps without tcp_info; the few connections it finds are looked up one by one.
+        const ageMs = s.ageMs ?? await connectionAge(diag, s.local, s.remote);
+        if (ageMs === undefined || this.#program !== program) continue;
+        if (this.#open.has(s.cookie) || this.#closedDuringSweep.has(s.cookie)) continue;
+        const start = this.#startOf(s, nowMicros() - ageMs * 1000)!;
         this.#open.set(s.cookie, start);
         this.#swept.add(s.cookie);
         this.stats.starts++;
