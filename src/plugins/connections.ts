@@ -198,7 +198,7 @@ export class ConnectionsPlugin implements Plugin {
 
   health(): HealthMetric[] {
     const counter = (name: string, help: string, value: number): HealthMetric => ({
-      name: `flowd_go_connections_${name}_total`,
+      name: `flowd_connections_${name}_total`,
       help,
       type: "counter",
       value,
@@ -210,7 +210,7 @@ export class ConnectionsPlugin implements Plugin {
       counter("swept_ends", "Ends found by a sock_diag sweep", this.stats.sweptEnds),
       counter("lost", "Watcher events lost to a full ring buffer", Number(this.lost())),
       {
-        name: "flowd_go_connections_open",
+        name: "flowd_connections_open",
         help: "Matched TCP connections now open",
         type: "gauge",
         value: this.#open.size,
