@@ -50,6 +50,8 @@ class Timed implements Backend {
   readonly name = "marker";
   readonly ktime = new Map<string, bigint>();
   readonly toMapUs: number[] = [];
+  /** The handshake times (µs, CLOCK_MONOTONIC) of `toMapUs`, in the same order. */
+  readonly atUs: number[] = [];
   constructor(readonly inner: MarkerBackend) {}
   start = () => this.inner.start();
   stop = () => this.inner.stop();
@@ -60,6 +62,7 @@ class Timed implements Backend {
     if (k === undefined) return;
     this.ktime.delete(flowKey(event));
     this.toMapUs.push(Number(monotonicMicros() - k / 1000n));
+    this.atUs.push(Number(k / 1000n));
   }
 }
 
@@ -75,6 +78,8 @@ interface Round {
   cpuUsPerConnection: number;
   toEventUs: number[];
   toMapUs: number[];
+  /** Map-entry delays of connections whose handshake fell outside the sweep at the peak. */
+  toMapOutsideSweepUs: number[];
   sweepMs?: number;
   sweptAtPeak?: number;
   /** Starts and ends the sweeps had to supply (0 when the watcher missed nothing). */
@@ -161,6 +166,7 @@ async function ceiling(): Promise<Round> {
       cpuUsPerConnection: (cpuUs() - c0) / opened,
       toEventUs: [],
       toMapUs: [],
+      toMapOutsideSweepUs: [],
     };
   } finally {
     await program.close();
@@ -196,12 +202,14 @@ async function ours(): Promise<Round> {
     bus.attachBackend(timed);
     await plugin.start(bus);
     const c0 = cpuUs(), t0 = performance.now();
-    let sweepMs = 0, sweptAtPeak = 0;
+    let sweepMs = 0, sweptAtPeak = 0, sweepFrom = 0, sweepTo = 0;
     const { opened, failed } = await churn(async () => {
       // At the peak: what a repair sweep costs with RATE x OPEN connections open (the plugin's own,
       // so the latency figures include what it holds up).
       const s0 = performance.now();
+      sweepFrom = Number(monotonicMicros());
       await plugin.sweepNow();
+      sweepTo = Number(monotonicMicros());
       sweepMs = performance.now() - s0;
       sweptAtPeak = plugin.openConnections;
     });
@@ -218,6 +226,11 @@ async function ours(): Promise<Round> {
       cpuUsPerConnection: (cpuUs() - c0) / opened,
       toEventUs,
       toMapUs: timed.toMapUs,
+      // A start held up by the sweep was established before it ended and handled after it began.
+      toMapOutsideSweepUs: timed.toMapUs.filter((d, i) => {
+        const at = timed.atUs[i]!;
+        return at > sweepTo || at + d < sweepFrom;
+      }),
       sweepMs,
       sweptAtPeak,
       repaired: `${plugin.stats.sweptStarts}/${plugin.stats.sweptEnds}`,
@@ -268,6 +281,10 @@ const dist = (xs: number[]) =>
   }`;
 console.log(`handshake → plugin event: ${dist(ev)}`);
 console.log(`handshake → marker map entry: ${dist(map)} (${map.length} connections)`);
+const outside = rounds.flatMap((r) => r.toMapOutsideSweepUs);
+console.log(
+  `  the same, without the starts the sweep at the peak held up: ${dist(outside)} (${outside.length})`,
+);
 const sweeps = rounds.filter((r) => r.sweepMs !== undefined);
 console.log(
   `sock_diag sweep at the peak: ${median(sweeps.map((r) => r.sweptAtPeak!))} connections in ${
