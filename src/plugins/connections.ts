@@ -171,7 +171,7 @@ export class ConnectionsPlugin implements Plugin {
   async stop(): Promise<void> {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
-    await this.#sweeping;
+    await this.#sweeping?.catch(() => {}); // a failed sweep has said so already
     const program = this.#program;
     this.#program = undefined;
     const lost = program?.lost() ?? 0n;
