@@ -52,6 +52,7 @@ privilegedTest(
         rules: [
           { localPorts: [1094], direction: "inbound", experiment: "atlas", activity: "default" },
           { remotePrefixes: [`${A6b}/128`], experiment: 3, activity: 4 },
+          { remotePorts: [7000], direction: "outbound", experiment: 7, activity: 8 },
         ],
         cgroupPath: cg.path,
       }),
@@ -60,9 +61,10 @@ privilegedTest(
     });
     try {
       await plugin.start(sink);
-      cg.spawn(tcpPeerArgv(net.prefix(net.nsB), ["server", "::", "1094", "::", "6000"]));
+      cg.spawn(tcpPeerArgv(net.prefix(net.nsB), ["server", "::", "1094", "::", "6000", "::", "7000"]));
       await waitListening(diag, 1094);
       await waitListening(diag, 6000);
+      await waitListening(diag, 7000);
       await using client = startTcpPeer(net.prefix(net.nsA), ["client"]);
       const cases: [string, string, string, number][] = [
         ["v4", A4, B4, 1094],
@@ -85,7 +87,18 @@ privilegedTest(
         await client.expect(`closed ${id}`);
       }
       await sink.waitFor(6);
+      // Outbound: a client inside the cgroup connects out, once (its server end, port 7000, is inbound).
+      const out = cg.spawn(tcpPeerArgv(net.prefix(net.nsA), ["churn", B6, "7000", "5", "0.3", "0.2"]));
+      assert.equal((await cg.wait(out)).code, 0);
+      await sink.waitFor(8);
       await delay(300); // nothing more may come
+      // (When the kernel picks A6b as its source, the server's end also matches the prefix rule: 3/4.)
+      const outbound = sink.events.slice(6).filter((e) => e.experimentId === 7).map(summary);
+      // The source is either of A's addresses on that link (the kernel picks).
+      assert.match(outbound[0]!, new RegExp(`^start (${A6}|${A6b}):\\d+ ${B6} 7/8$`));
+      assert.deepEqual(outbound, [outbound[0], outbound[0]!.replace("start", "end")]);
+      assert.equal(sink.events[6]!.dst.port, 7000);
+      sink.events.splice(6);
       const want = [
         `start ${B4}:1094 ${A4} 2/1`,
         `start ${B6}:1094 ${A6} 2/1`,
@@ -129,11 +142,11 @@ privilegedTest(
       net.ip4B,
       2880,
     ]] as const;
+    const beforeOpen = nowMicros();
     for (const [id, src, dst, port] of old) {
       await client.send(`open ${id} ${src} ${dst} ${port}`);
       await client.expect(`open ${id}`);
     }
-    const opened = nowMicros();
     const heldMs = 1500;
     await delay(heldMs);
     const sink = new RecordingSink();
@@ -157,7 +170,11 @@ privilegedTest(
       for (const e of sink.events) {
         const age = nowMicros() - e.startTime!;
         // Idle since the handshake: the age is the time held, to tcp_info's millisecond (jiffy) grain.
-        assert.ok(e.startTime! >= opened - 100_000, `start ${e.startTime} before the connection opened`);
+        // Never older than it is (the millisecond grain and a jiffy aside).
+        assert.ok(
+          e.startTime! >= beforeOpen - 20_000,
+          `start ${e.startTime} is ${beforeOpen - e.startTime!} µs before the connections were opened`,
+        );
         assert.ok(age >= (heldMs - 50) * 1000, `age ${age} µs, held ${heldMs} ms`);
       }
       assert.equal(plugin.stats.sweptStarts, 3);
