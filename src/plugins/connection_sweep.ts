@@ -6,8 +6,8 @@
  * The kernel keeps no start time a dump could return, so the age is a lower bound from tcp_info: the
  * longest of the times since data was last sent, received and an ACK last received (each starts at the
  * establishment and only moves later) and the time the connection spent sending (busy, receive-window
- * and send-buffer limited). It is exact for a connection idle since its handshake and short for a busy
- * one by at most the time since its last activity.
+ * and send-buffer limited). It is exact (to the millisecond) for a connection idle since its handshake or
+ * sending ever since, and short for one that idled first and was active lately.
  *
  * Direction: a connection whose local port has a listening socket is inbound (this host accepted it),
  * any other outbound. A client that bound its source port to a port something else listens on is
