@@ -60,6 +60,8 @@ const DEFAULT_SO_RCVBUF = 1024 * 1024;
 const DUMP_RETRIES = 3;
 /** Longest single wait for readiness; bounds how long a close() goes unnoticed by a waiting request. */
 const POLL_SLICE_MS = 200;
+/** Datagrams a dump reads back to back before it lets other work run. */
+const YIELD_EVERY_DATAGRAMS = 8;
 /** Upper bound on datagrams read out after a failed request (a dump of 100k sockets is about 1,500). */
 const MAX_DRAIN_DATAGRAMS = 100_000;
 
@@ -237,8 +239,12 @@ export class NetlinkSocket implements Disposable {
         { errno: reply.errno, extAck: reply.extAck },
       ), onReply);
     const deadline = Date.now() + this.timeoutMs;
+    let received = 0;
     try {
       while (!collector.done) {
+        // The kernel builds each part of a dump inside the receive call: a big dump (10,000 sockets, ~100
+        // datagrams) would hold the event loop for its whole length without a pause now and then.
+        if (++received % YIELD_EVERY_DATAGRAMS === 0) await new Promise((r) => setTimeout(r, 0));
         const datagram = this.#receive();
         if (datagram === undefined) {
           const left = deadline - Date.now();

@@ -1,6 +1,7 @@
 /**
  * The components a configuration asks for, as specs in the original's order: plugins api → firefly →
- * namedPipe → perfsonar → iperf3; backends marker → firefly → prometheus → ipfix; enrichers skops → netlink.
+ * namedPipe → perfsonar → iperf3 (then the addition connections); backends marker → firefly →
+ * prometheus → ipfix; enrichers skops → netlink.
  *
  * A spec names its slot (the configuration section), carries the options the component is built from
  * (their JSON is the fingerprint a reload compares, so an unchanged component keeps running) and imports
@@ -114,6 +115,15 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
       slot: "plugins.iperf3",
       options,
       create: async () => new (await import("./plugins/iperf3.ts")).Iperf3Plugin(options),
+    });
+  }
+  if (p.connections) {
+    const options = { config: p.connections, application: APPLICATION_NAME };
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.connections",
+      options,
+      create: async () => new (await import("./plugins/connections.ts")).ConnectionsPlugin(options),
     });
   }
 

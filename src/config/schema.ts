@@ -265,10 +265,93 @@ export function iperf3Schema(registry: Registry) {
   });
 }
 
+/** The default `plugins.connections.internalNetworks`: private, shared, link-local and loopback ranges. */
+export const DEFAULT_INTERNAL_NETWORKS: readonly string[] = [
+  "10.0.0.0/8",
+  "172.16.0.0/12",
+  "192.168.0.0/16",
+  "100.64.0.0/10",
+  "169.254.0.0/16",
+  "127.0.0.0/8",
+  "fc00::/7",
+  "fe80::/10",
+  "::1/128",
+];
+
+export const CONNECTION_DIRECTIONS = ["any", "inbound", "outbound"] as const;
+
+/** A port or an inclusive range "a-b", as [min, max]. */
+const portOrRange = () =>
+  z.union([port(), str()], {
+    error: (i) => `expected a port or a range such as "2880-2890", got ${show(i.input)}`,
+  }).transform((v, ctx): [number, number] => {
+    if (typeof v === "number") return [v, v];
+    const m = /^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$/.exec(v) ?? /^\s*(\d{1,5})\s*$/.exec(v);
+    const lo = m ? Number(m[1]) : NaN, hi = m ? Number(m[2] ?? m[1]) : NaN;
+    if (!(lo <= 65535 && hi <= 65535 && lo <= hi)) {
+      ctx.issues.push({
+        code: "custom",
+        input: v,
+        message: `expected a port or a range "low-high" within 0..65535, low first, got ${show(v)}`,
+      });
+      return z.NEVER;
+    }
+    return [lo, hi];
+  });
+
+const portList = () =>
+  z.array(portOrRange(), { error: (i) => `expected a list of ports or port ranges, got ${show(i.input)}` });
+const prefixList = () =>
+  z.array(addressPrefix(), { error: (i) => `expected a list of address prefixes, got ${show(i.input)}` });
+
+/** `plugins.connections`, names in the rules resolved with `registry`. */
+export function connectionsSchema(registry: Registry) {
+  const rule = z.strictObject({
+    /** This host's port of the connection; any of these matches (empty: any port). */
+    localPorts: portList().default([]),
+    remotePorts: portList().default([]),
+    localPrefixes: prefixList().default([]),
+    remotePrefixes: prefixList().default([]),
+    /** inbound: this host accepted the connection; outbound: this host connected. */
+    direction: choice(CONNECTION_DIRECTIONS).default("any"),
+    experiment: idOrName("experiment"),
+    activity: idOrName("activity"),
+  }, { error: (i) => `expected a rule (a mapping with experiment and activity), got ${show(i.input)}` });
+  return z.strictObject({
+    /** First match wins; a connection no rule matches is not reported. */
+    rules: z.array(rule, { error: (i) => `expected a list of rules, got ${show(i.input)}` })
+      .min(1, { error: "expected at least one rule" }),
+    /** Remote addresses never tagged, whatever the rules say. */
+    internalNetworks: prefixList().default([...DEFAULT_INTERNAL_NETWORKS]),
+    /** Seconds between sock_diag sweeps that repair missed starts and ends; 0 turns them off. */
+    sweepInterval: z.number({ error: (i) => `expected a number of seconds, got ${show(i.input)}` })
+      .refine((v) => v === 0 || (v >= 0.1 && v <= 86400), {
+        error: (i) => `expected 0 (off) or a number of seconds in 0.1..86400, got ${show(i.input)}`,
+      }).default(60),
+    /** cgroup v2 directory the watcher program is attached to; "" means find it automatically. */
+    cgroupPath: str().default("/sys/fs/cgroup"),
+    programPath: str().default(""),
+    debugMode: bool().default(false),
+  }).transform((c, ctx) => {
+    const rules: (Omit<typeof c.rules[number], "experiment" | "activity"> & {
+      experiment: number;
+      activity: number;
+    })[] = [];
+    c.rules.forEach((r, i) => {
+      const paths: [PropertyKey[], PropertyKey[]] = [["rules", i, "experiment"], ["rules", i, "activity"]];
+      const ids = resolvePair(registry, ctx, r.experiment, r.activity, paths);
+      if (ids) rules.push({ ...r, experiment: ids[0], activity: ids[1] });
+    });
+    return rules.length === c.rules.length ? { ...c, rules } : z.NEVER;
+  });
+}
+
 /** `plugins.perfsonar` with names resolved by the embedded registry. */
 export const PerfsonarSchema = perfsonarSchema(Registry.embedded());
 /** `plugins.iperf3` with names resolved by the embedded registry. */
 export const Iperf3Schema = iperf3Schema(Registry.embedded());
+/** `plugins.connections` with names resolved by the embedded registry. */
+export const ConnectionsSchema = connectionsSchema(Registry.embedded());
 
 /** `plugins`, names resolved with `registry`. */
 export function pluginsSchema(registry: Registry) {
@@ -280,6 +363,7 @@ export function pluginsSchema(registry: Registry) {
     firefly: FireflyPluginSchema.optional(),
     perfsonar: (embedded ? PerfsonarSchema : perfsonarSchema(registry)).optional(),
     iperf3: (embedded ? Iperf3Schema : iperf3Schema(registry)).optional(),
+    connections: (embedded ? ConnectionsSchema : connectionsSchema(registry)).optional(),
   });
 }
 
@@ -479,6 +563,7 @@ export type ApiConfig = z.output<typeof ApiSchema>;
 export type FireflyPluginConfig = z.output<typeof FireflyPluginSchema>;
 export type PerfsonarConfig = z.output<typeof PerfsonarSchema>;
 export type Iperf3Config = z.output<typeof Iperf3Schema>;
+export type ConnectionsConfig = z.output<typeof ConnectionsSchema>;
 export type MarkerConfig = z.output<typeof MarkerSchema>;
 export type FireflyBackendConfig = z.output<typeof FireflyBackendSchema>;
 export type StunConfig = z.output<typeof StunSchema>;
@@ -496,6 +581,7 @@ export const SECTION_PATHS: readonly string[] = [
   "plugins.firefly",
   "plugins.perfsonar",
   "plugins.iperf3",
+  "plugins.connections",
   "backends.marker",
   "backends.firefly",
   "backends.prometheus",

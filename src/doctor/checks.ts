@@ -37,14 +37,15 @@ export interface CheckResult {
 /** What the configuration uses, as far as the host is concerned. */
 export interface Needs {
   readonly marker: boolean;
-  /** sock_ops programs: the skops enricher or the iperf3 plugin. */
+  /** sock_ops programs: the skops enricher, the iperf3 or the connections plugin. */
   readonly sockOps: boolean;
   readonly bpf: boolean;
 }
 
 export function needsOf(config: Config): Needs {
   const marker = config.backends.marker !== undefined;
-  const sockOps = config.enrichers?.skops !== undefined || config.plugins.iperf3 !== undefined;
+  const sockOps = config.enrichers?.skops !== undefined || config.plugins.iperf3 !== undefined ||
+    config.plugins.connections !== undefined;
   return { marker, sockOps, bpf: marker || sockOps };
 }
 
@@ -189,7 +190,7 @@ export async function hostChecks(config: Config, needs: Needs): Promise<CheckRes
   if (needs.sockOps) {
     const cgroup2 = cgroup2MountPoints(mounts);
     const configured = config.enrichers?.skops?.cgroupPath ?? config.plugins.iperf3?.cgroupPath ??
-      "/sys/fs/cgroup";
+      config.plugins.connections?.cgroupPath ?? "/sys/fs/cgroup";
     let verdict: Verdict = cgroup2.length ? "pass" : "fail", detail: string;
     try {
       const choice = await resolveCgroupPath(configured);
@@ -208,7 +209,7 @@ export async function hostChecks(config: Config, needs: Needs): Promise<CheckRes
       detail,
       true,
       cgroup2.length
-        ? "fix cgroupPath (enrichers.skops / plugins.iperf3) to a directory of the cgroup2 mount"
+        ? "fix cgroupPath (enrichers.skops / plugins.iperf3 / plugins.connections) to a directory of the cgroup2 mount"
         : "mount cgroup2 (e.g. systemd.unified_cgroup_hierarchy=1), needed by the sock_ops programs",
     ));
   }

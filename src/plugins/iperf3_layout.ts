@@ -70,6 +70,8 @@ export interface WatcherEvent {
   readonly remote: Endpoint;
   /** The socket cookie: the same for a connection's ESTABLISHED and CLOSE. */
   readonly cookie: bigint;
+  /** bpf_ktime_get_ns() when the program saw the change (CLOCK_MONOTONIC). */
+  readonly ktimeNs: bigint;
   /** 2 or 10, the socket's family. */
   readonly socketFamily: number;
   readonly oldState: number;
@@ -88,6 +90,7 @@ export function decodeWatcherEvent(bytes: Uint8Array): WatcherEvent {
     local: { address: address("local"), port: v.getUint16(EVENT_FIELDS.local_port[0], true) },
     remote: { address: address("remote"), port: v.getUint16(EVENT_FIELDS.remote_port[0], true) },
     cookie: v.getBigUint64(EVENT_FIELDS.cookie[0], true),
+    ktimeNs: v.getBigUint64(EVENT_FIELDS.ktime_ns[0], true),
     socketFamily: v.getUint8(EVENT_FIELDS.family[0]),
     oldState: v.getUint8(EVENT_FIELDS.old_state[0]),
     newState: v.getUint8(EVENT_FIELDS.new_state[0]),
