@@ -55,5 +55,30 @@ if [[ $test_status -ne 0 && ( -z "$summary" || "${t_failed:-0}" == "0" ) ]]; the
   echo "== deno test exited with status $test_status"
 fi
 
+# The kernel matrix (scripts/kernel_matrix.sh): the eBPF tests again inside VMs on Linux 6.1 (no TCX) and
+# 6.12, on a whole-suite run only (not when a test file or filter was given). Its tests count like the others.
+if [[ $# -eq 0 ]]; then
+  if [[ "$(id -u)" != 0 ]]; then
+    echo "SKIPPED (needs root): the kernel matrix (eBPF tests in VMs on Linux 6.1 and 6.12)"
+  elif [[ "${FLOWD_GO_KERNEL_MATRIX:-on}" == off ]]; then
+    echo "SKIPPED (FLOWD_GO_KERNEL_MATRIX=off): the kernel matrix"
+  else
+    echo "== kernel matrix: bash scripts/kernel_matrix.sh"
+    km_log="$(mktemp)"
+    bash scripts/kernel_matrix.sh 2>&1 | tee "$km_log"
+    km_status=${PIPESTATUS[0]}
+    km_line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$km_log" | tail -n 1)"
+    rm -f "$km_log"
+    if [[ -n "$km_line" ]]; then
+      passed=$((passed + $(cut -d' ' -f1 <<<"$km_line")))
+      failed=$((failed + $(cut -d' ' -f3 <<<"$km_line")))
+    fi
+    if [[ $km_status -ne 0 && ( -z "$km_line" || "$(cut -d' ' -f3 <<<"$km_line")" == 0 ) ]]; then
+      failed=$((failed + 1))
+      echo "== kernel matrix exited with status $km_status"
+    fi
+  fi
+fi
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
