@@ -409,8 +409,8 @@ privilegedTest("marker prog: programPath loads a user object; failures carry lib
       await Deno.remove(huge);
     }
 
-    // An object the verifier rejects (bpf/verifier_reject.bpf.c): the error ends with the verifier's reason.
-    const rejected = new URL("../../bpf/build/verifier_reject.bpf.o", import.meta.url).pathname;
+    // An object the verifier rejects (bpf/test_verifier_reject.bpf.c): the error ends with the verifier's reason.
+    const rejected = new URL("../../bpf/build/test_verifier_reject.bpf.o", import.meta.url).pathname;
     await assert.rejects(
       MarkerProgram.load({ strategy: "label", matchAll: false, debug: false, programPath: rejected }),
       (err: unknown) => {
