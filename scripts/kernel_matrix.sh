@@ -13,7 +13,7 @@
 # Cached under $FLOWD_GO_TOOLCHAIN/kernel-matrix (default ~/.cache/flowd-go-toolchain): the root image (keyed
 # by mirror, packages and Deno runtime) and the kernels, so a re-run costs only the boots.
 # Environment: FLOWD_GO_VM_ACCEL=kvm|tcg (default: kvm if a probe boot works, else tcg), FLOWD_GO_VM_TIMEOUT
-# (seconds per kernel, default 600), FLOWD_GO_VM_LOG (keep each kernel's console and test log in this dir).
+# (seconds per kernel, default 900), FLOWD_GO_VM_LOG (keep each kernel's console and test log in this dir).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,13 +26,14 @@ fail() {
 }
 
 # The eBPF tests that must hold on every kernel (their own skips say what a kernel lacks), and on kernels
-# without TCX (before 6.6) the hook tests too: there the clsact fallback is the only way in. On TCX kernels
-# the host's run covers the hooks; leaving them out keeps both boots within CI's budget under TCG.
+# without TCX (before 6.6) the clsact hook tests too (filter no_tcx_filter): there the fallback is the only
+# way in. The other hook tests run on the host; leaving them out keeps both boots within CI's budget.
 default_tests="tests/privileged/kernel_hz_test.ts tests/privileged/marker_prog_test.ts
   tests/privileged/marker_daemon_test.ts tests/privileged/marker_adoption_test.ts
   tests/privileged/marker_clean_cli_test.ts tests/privileged/skops_test.ts
   tests/privileged/iperf3_plugin_test.ts"
 no_tcx_tests="tests/privileged/marker_attach_test.ts"
+no_tcx_filter='/^marker attach (tc: |on a kernel without TCX)/'
 tests=""
 kernels=()
 while [[ $# -gt 0 ]]; do
@@ -72,6 +73,8 @@ mirror="$(sed -n 's|^URIs: *\(\S*/debian\)/\?$|\1|p' /etc/apt/sources.list.d/deb
 packages="iproute2,libbpf1,kmod,tcpdump,tshark,iperf3,python3,bpftool,procps"
 deno_version="$("$deno_bin" --version | head -n 1 | cut -d' ' -f2)"
 
+ROOT_DISK_ID=f10d6001 # the MBR disk signature of the root image: root=PARTUUID=f10d6001-01
+
 # The guest's init: mounts what the tests need, runs /data/run.sh, records its exit code, powers off.
 write_init() {
   cat >"$1" <<'EOF'
@@ -90,9 +93,11 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs shm /dev/shm
 ip link set lo up
 hostname flowd-go-vm
+# The data disk is the NVMe namespace without a partition table (the root is partition 1 of the other).
 data=""
 for b in /sys/block/nvme*; do
-  [ "$(cat "$b/device/serial" 2>/dev/null | tr -d ' ')" = flowddata ] && data=/dev/${b##*/}
+  n=${b##*/}
+  [ -e "$b/${n}p1" ] || data=/dev/$n
 done
 echo "flowd-init: up on $(uname -r), data disk ${data:-missing}"
 if [ -n "$data" ] && mount -t ext4 "$data" /data; then
@@ -120,12 +125,27 @@ build_root() {
   install -m 0755 "$scratch/init" "$tree/flowd-init"
   local size_mb=$(($(du -sm "$tree" | cut -f1) + 300))
   mkfs.ext4 -q -F -L flowd-root -d "$tree" "$root_image.tmp" "${size_mb}M" || fail "mkfs.ext4 of the root failed"
-  mv "$root_image.tmp" "$root_image"
   rm -rf "$tree"
+  # One MBR partition holding the file system, so the kernel finds its root by PARTUUID: NVMe namespaces
+  # are scanned in parallel, and /dev/nvme0n1 is not always the first one given.
+  local fs_bytes
+  fs_bytes=$(stat -c %s "$root_image.tmp")
+  truncate -s $((fs_bytes + 1024 * 1024)) "$root_image.disk"
+  python3 - "$root_image.disk" "$ROOT_DISK_ID" "$((fs_bytes / 512))" <<'PY' || fail "cannot write the partition table"
+import struct, sys
+path, disk_id, sectors = sys.argv[1], int(sys.argv[2], 16), int(sys.argv[3])
+entry = struct.pack("<B3sB3sII", 0, b"\0\0\0", 0x83, b"\0\0\0", 2048, sectors)  # Linux, from 1 MiB
+with open(path, "r+b") as f:
+    f.seek(440); f.write(struct.pack("<I", disk_id) + b"\0\0" + entry + b"\0" * 48 + b"\x55\xaa")
+PY
+  dd if="$root_image.tmp" of="$root_image.disk" bs=1M seek=1 conv=notrunc,sparse status=none ||
+    fail "cannot copy the root file system into its disk image"
+  rm -f "$root_image.tmp" "$cache"/root-*.img "$cache"/root-*.ext4 # images of other packages or inits are not used again
+  mv "$root_image.disk" "$root_image"
 }
 write_init "$scratch/init"
 root_key="$(printf '%s\n' "$mirror" "$packages" "$deno_version" "$(sha256sum <"$scratch/init")" | sha256sum | cut -c1-16)"
-root_image="$cache/root-$root_key.ext4"
+root_image="$cache/root-$root_key.img"
 [[ -f "$root_image" ]] || build_root
 
 # --- the kernels ------------------------------------------------------------------------------------------
@@ -170,10 +190,10 @@ bash scripts/build.sh --out "$dist" --form bundle >"$scratch/build.log" 2>&1 ||
 # --- one boot ---------------------------------------------------------------------------------------------
 # The data disk: the sources and tests, the kernel's modules, the script the guest runs.
 make_data() {
-  local kdir="$1" out="$2" time_scale="$3" series="$4" tree="$scratch/data" run_tests="$tests"
+  local kdir="$1" out="$2" time_scale="$3" series="$4" tree="$scratch/data" run_tests="$tests" hook_tests=""
   if [[ -z "$run_tests" ]]; then
     run_tests="$default_tests"
-    [[ "$(printf '%s\n' "$series" 6.6 | sort -V | head -n 1)" == 6.6 ]] || run_tests="$run_tests $no_tcx_tests"
+    [[ "$(printf '%s\n' "$series" 6.6 | sort -V | head -n 1)" == 6.6 ]] || hook_tests="$no_tcx_tests"
   fi
   rm -rf "$tree" && mkdir -p "$tree/repo/bpf" "$tree/modules"
   cp -R src ffi tests deno.json deno.lock node_modules "$tree/repo/"
@@ -194,6 +214,11 @@ export FLOWD_GO_BIN=/data/dist/bin/flowd-go
 \$FLOWD_GO_BIN version >/dev/null # fills its code cache before the first timed wait
 echo "kernel \$(uname -r)"
 /opt/deno/deno test --allow-all --no-check --node-modules-dir=manual $(echo $run_tests)
+rc=\$?
+if [ -n "$hook_tests" ]; then
+  /opt/deno/deno test --allow-all --no-check --node-modules-dir=manual --filter "$no_tcx_filter" $hook_tests || rc=1
+fi
+exit \$rc
 EOF
   local size_mb=$(($(du -sm "$tree" | cut -f1) + 200))
   mkfs.ext4 -q -F -L flowd-data -d "$tree" "$out" "${size_mb}M" || return 1
@@ -206,14 +231,15 @@ boot() {
   [[ "$accel" == kvm ]] && cpu=host
   timeout --kill-after=5 "$limit" qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -m 2048 -smp 2 \
     -nographic -no-reboot -nic none \
-    -kernel "$vmlinuz" -append "root=/dev/nvme0n1 rw init=/flowd-init console=ttyS0 panic=-1 quiet" \
-    -drive "file=$root_image,if=none,id=root,format=raw,snapshot=on" -device nvme,drive=root,serial=flowdroot \
-    -drive "file=$data,if=none,id=data,format=raw" -device nvme,drive=data,serial=flowddata \
+    -kernel "$vmlinuz" -append "root=PARTUUID=$ROOT_DISK_ID-01 rootwait rw init=/flowd-init console=ttyS0 panic=-1 quiet" \
+    -device nvme,id=nvme0,serial=flowd-go \
+    -drive "file=$root_image,if=none,id=root,format=raw,snapshot=on" -device nvme-ns,drive=root,bus=nvme0,nsid=1 \
+    -drive "file=$data,if=none,id=data,format=raw" -device nvme-ns,drive=data,bus=nvme0,nsid=2 \
     </dev/null >"$console" 2>&1
 }
 
 accel="${FLOWD_GO_VM_ACCEL:-}"
-limit="${FLOWD_GO_VM_TIMEOUT:-600}"
+limit="${FLOWD_GO_VM_TIMEOUT:-900}"
 passed=0
 failed=0
 summary=()
@@ -246,7 +272,10 @@ for k in "${kernels[@]}"; do
   rc="$(debugfs -R 'cat /rc' "$data" 2>/dev/null | tr -d '[:space:]')"
   debugfs -R 'cat /log' "$data" >"$scratch/test-$k.log" 2>/dev/null
   took=$((SECONDS - started))
-  counts="$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$scratch/test-$k.log" | tail -n 1)"
+  # One summary per deno test run inside: add them up.
+  counts="$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$scratch/test-$k.log" |
+    sed -nE 's/.*\| ([0-9]+) passed.*\| ([0-9]+) failed.*/\1 \2/p' |
+    awk '{p += $1; f += $2} END {if (NR) printf "%d passed, %d failed in %d runs", p, f, NR}')"
   if ! grep -q "flowd-init: up" "$console"; then
     verdict="did not boot"
     tail -n 20 "$console" >&2
@@ -266,8 +295,8 @@ for k in "${kernels[@]}"; do
   line="$k ($(basename "$kdir" | sed 's/^kernel-linux-image-//'), $accel): $verdict, ${took}s"
   log "$line"
   summary+=("$line")
-  k_passed="$(sed -nE 's/.*\| ([0-9]+) passed.*/\1/p' <<<"$counts")"
-  k_failed="$(sed -nE 's/.*\| ([0-9]+) failed.*/\1/p' <<<"$counts")"
+  k_passed="$(sed -nE 's/^([0-9]+) passed.*/\1/p' <<<"$counts")"
+  k_failed="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$counts")"
   passed=$((passed + ${k_passed:-0}))
   failed=$((failed + ${k_failed:-0}))
   # A kernel that did not boot, did not finish, or failed outside the tests still counts as a failure.
