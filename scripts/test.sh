@@ -55,5 +55,32 @@ if [[ $test_status -ne 0 && ( -z "$summary" || "${t_failed:-0}" == "0" ) ]]; the
   echo "== deno test exited with status $test_status"
 fi
 
+# The kernel matrix (scripts/kernel_matrix.sh): the eBPF tests again inside VMs on Linux 6.1 (no TCX) and
+# 6.12, with FLOWD_GO_KERNEL_MATRIX=on on a whole-suite run (not when a test file or filter was given). Its
+# tests count like the others. Off by default until its one open failure (skops on 6.12, see README) is
+# understood: 5-13 minutes of TCG boots that cannot pass yet would only hold CI up.
+if [[ $# -eq 0 ]]; then
+  if [[ "${FLOWD_GO_KERNEL_MATRIX:-off}" != on ]]; then
+    echo "SKIPPED (FLOWD_GO_KERNEL_MATRIX=on runs it): the kernel matrix (eBPF tests in VMs on Linux 6.1 and 6.12)"
+  elif [[ "$(id -u)" != 0 ]]; then
+    echo "SKIPPED (needs root): the kernel matrix (eBPF tests in VMs on Linux 6.1 and 6.12)"
+  else
+    echo "== kernel matrix: bash scripts/kernel_matrix.sh"
+    km_log="$(mktemp)"
+    bash scripts/kernel_matrix.sh 2>&1 | tee "$km_log"
+    km_status=${PIPESTATUS[0]}
+    km_line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$km_log" | tail -n 1)"
+    rm -f "$km_log"
+    if [[ -n "$km_line" ]]; then
+      passed=$((passed + $(cut -d' ' -f1 <<<"$km_line")))
+      failed=$((failed + $(cut -d' ' -f3 <<<"$km_line")))
+    fi
+    if [[ $km_status -ne 0 && ( -z "$km_line" || "$(cut -d' ' -f3 <<<"$km_line")" == 0 ) ]]; then
+      failed=$((failed + 1))
+      echo "== kernel matrix exited with status $km_status"
+    fi
+  fi
+fi
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,7 +1,11 @@
 /**
  * The kernel's timer frequency (CONFIG_HZ), which turns the jiffies the skops program reports into time.
- * Read from /boot/config-<release> or /proc/config.gz, as the original does; 1000 when neither says.
+ * Read from /boot/config-<release> or /proc/config.gz, as the original does. Where neither exists (minimal
+ * installs, containers, VMs booted with a bare kernel) it is measured: the jiffies counter (read through
+ * BPF_PROG_TEST_RUN) against the monotonic clock over a short wait, snapped to the values kernels are built
+ * with. Assuming 1000 there made Debian's cloud kernels (HZ 250) report rto and ato four times too small.
  */
+import { JiffiesClock } from "./jiffies.ts";
 
 /** CONFIG_HZ from the text of a kernel configuration, or undefined when it is not there. */
 export function parseConfigHz(config: string): number | undefined {
@@ -24,6 +28,35 @@ export interface KernelHz {
 /** The default when the kernel configuration cannot be read. */
 export const FALLBACK_HZ = 1000;
 
+/** The frequencies Linux can be configured with (kernel/Kconfig.hz). */
+export const CONFIG_HZ_CHOICES = [100, 250, 300, 1000] as const;
+
+/**
+ * The configured frequency closest to `ticks` jiffies seen in `ms` milliseconds, or undefined when none is
+ * within 12 % (the choices closest together, 250 and 300, are 20 % apart).
+ */
+export function snapHz(ticks: number, ms: number): number | undefined {
+  if (!(ms > 0) || !(ticks > 0)) return undefined;
+  const rate = ticks * 1000 / ms;
+  let best: number = CONFIG_HZ_CHOICES[0];
+  for (const hz of CONFIG_HZ_CHOICES) if (Math.abs(rate - hz) < Math.abs(rate - best)) best = hz;
+  return Math.abs(rate - best) / best <= 0.12 ? best : undefined;
+}
+
+/** Measures HZ by counting jiffies over `waitMs`; needs BPF (CAP_BPF). Undefined when it cannot tell. */
+export async function measureHz(waitMs = 120): Promise<number | undefined> {
+  using clock = new JiffiesClock();
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const j0 = clock.now();
+    const t0 = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    const j1 = clock.now();
+    const hz = snapHz(Number(j1 - j0), performance.now() - t0);
+    if (hz) return hz;
+  }
+  return undefined;
+}
+
 /** Reads CONFIG_HZ of the running kernel. */
 export async function kernelHz(): Promise<KernelHz> {
   const boot = `/boot/config-${Deno.osRelease()}`;
@@ -35,5 +68,12 @@ export async function kernelHz(): Promise<KernelHz> {
     const hz = parseConfigHz(await gunzipText(await Deno.readFile("/proc/config.gz")));
     if (hz) return { hz, source: "/proc/config.gz" };
   } catch { /* not there either */ }
-  return { hz: FALLBACK_HZ, source: "fallback (no kernel configuration found)" };
+  try {
+    const hz = await measureHz();
+    if (hz) return { hz, source: "measured (jiffies against the clock; no kernel configuration found)" };
+  } catch { /* no BPF here */ }
+  return {
+    hz: FALLBACK_HZ,
+    source: "fallback (no kernel configuration found, and it could not be measured)",
+  };
 }

@@ -3,6 +3,7 @@
  * FLOWD_GO_BIN when the tests run against a built binary), its stderr collected line by line.
  */
 import dgram from "node:dgram";
+import { scaled } from "./time_scale.ts";
 
 const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
 
@@ -106,7 +107,7 @@ export function superviseProcess(cmd: string, args: string[], env?: Record<strin
       };
       const timer = setTimeout(
         () => done(() => reject(new Error(`timed out waiting for ${re}:\n${lines.join("\n")}`))),
-        timeoutMs,
+        scaled(timeoutMs),
       );
       const done = (f: () => void) => {
         clearTimeout(timer);
@@ -207,7 +208,7 @@ export function udpReceiver(address: "127.0.0.1" | "::1"): Promise<UdpReceiver> 
                   `timed out waiting for ${n} datagrams on ${address}:${port}, got ${messages.length}`,
                 ),
               );
-            }, timeoutMs);
+            }, scaled(timeoutMs));
             waiters.add(check);
             check();
           }),

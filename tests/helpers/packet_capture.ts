@@ -3,6 +3,7 @@
  * packet. The capture file is removed on dispose.
  */
 import { sh } from "./netns.ts";
+import { scaled } from "./time_scale.ts";
 
 /** A running capture. */
 export interface Capture extends AsyncDisposable {
@@ -87,7 +88,7 @@ export async function startCapture(prefix: string[], ifname: string, filter: str
       });
     },
     async waitFrames(count, timeoutMs = 5000) {
-      const deadline = performance.now() + timeoutMs;
+      const deadline = performance.now() + scaled(timeoutMs);
       for (;;) {
         const bytes = await Deno.readFile(file);
         if (bytes.length >= 24 && parsePcap(bytes).length >= count) return;

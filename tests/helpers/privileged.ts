@@ -25,3 +25,35 @@ export function hasCommand(cmd: string): boolean {
   }
   return false;
 }
+
+/** Kernel version as [major, minor] from the release string ("6.1.0-50-cloud-amd64" → [6, 1]). */
+export function kernelVersion(): [number, number] {
+  const m = /^(\d+)\.(\d+)/.exec(Deno.osRelease());
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+/** TCX links (BPF_TCX_EGRESS) came with Linux 6.6; older kernels (Debian 12's 6.1) only have clsact. */
+export const kernelHasTcx: boolean = (() => {
+  const [major, minor] = kernelVersion();
+  return major > 6 || (major === 6 && minor >= 6);
+})();
+
+/** A root test that needs TCX links; on an older kernel it is ignored with a loud note. */
+export function tcxTest(name: string, fn: (t: Deno.TestContext) => Promise<void> | void): void {
+  if (!kernelHasTcx) {
+    console.error(`SKIPPED (kernel ${Deno.osRelease()} has no TCX; the clsact variants run): ${name}`);
+    Deno.test({ name: `${name} [SKIPPED: no TCX]`, ignore: true, fn });
+    return;
+  }
+  privilegedTest(name, fn);
+}
+
+/** A root test of what a kernel WITHOUT TCX does; on a kernel with TCX it is ignored with a loud note. */
+export function noTcxTest(name: string, fn: (t: Deno.TestContext) => Promise<void> | void): void {
+  if (kernelHasTcx) {
+    console.error(`SKIPPED (kernel ${Deno.osRelease()} has TCX; runs in the kernel matrix on 6.1): ${name}`);
+    Deno.test({ name: `${name} [SKIPPED: kernel has TCX]`, ignore: true, fn });
+    return;
+  }
+  privilegedTest(name, fn);
+}

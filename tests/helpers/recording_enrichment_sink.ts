@@ -1,5 +1,6 @@
 /** An EnrichmentSink that records samples and lets a test wait for one that satisfies a condition. */
 import type { EnrichmentSample, EnrichmentSink } from "../../src/core/component.ts";
+import { scaled } from "./time_scale.ts";
 
 export class RecordingEnrichmentSink implements EnrichmentSink {
   readonly samples: EnrichmentSample[] = [];
@@ -27,7 +28,7 @@ export class RecordingEnrichmentSink implements EnrichmentSink {
       const timer = setTimeout(() => {
         this.#waiters.delete(check);
         reject(new Error(`timed out waiting for ${what}; ${this.samples.length} samples so far`));
-      }, opts.timeoutMs ?? 10_000);
+      }, scaled(opts.timeoutMs ?? 10_000));
       this.#waiters.add(check);
       check();
     });

@@ -1,6 +1,7 @@
 /** An EventSink that records what it is given, and can be told to refuse. */
 import type { EmitResult, EventSink } from "../../src/core/component.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
+import { scaled } from "./time_scale.ts";
 
 export class RecordingSink implements EventSink {
   readonly events: FlowEvent[] = [];
@@ -23,7 +24,7 @@ export class RecordingSink implements EventSink {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`timed out waiting for ${n} events, got ${this.events.length}`)),
-        timeoutMs,
+        scaled(timeoutMs),
       );
       this.#waiters.push({
         n,

@@ -9,6 +9,7 @@
  */
 import net from "node:net";
 import dgram from "node:dgram";
+import { scaled } from "./time_scale.ts";
 
 const encoder = new TextEncoder();
 
@@ -136,7 +137,7 @@ export function startPeer(prefix: string[], args: string[]): Peer {
       const timeout = new Promise<never>((_, reject) =>
         timer = setTimeout(
           () => reject(new Error(`peer ${args.join(" ")}: no "${word}" within ${timeoutMs} ms`)),
-          timeoutMs,
+          scaled(timeoutMs),
         )
       );
       try {

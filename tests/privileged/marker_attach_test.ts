@@ -30,7 +30,10 @@ import { IpAddress } from "../../src/net/ip.ts";
 import { decodeFlowLabel, SEMANTIC_MASK } from "../../src/scitags/flow_label.ts";
 import { createVethPair, type VethPair } from "../helpers/netns.ts";
 import { startCapture } from "../helpers/packet_capture.ts";
-import { hasCommand, privilegedTest } from "../helpers/privileged.ts";
+import { hasCommand, kernelHasTcx, noTcxTest, privilegedTest, tcxTest } from "../helpers/privileged.ts";
+
+/** Tests whose subject is the program (offsets, headers), not the hook, use TCX where the kernel has it. */
+const HOOK = kernelHasTcx ? "tcx" as const : "tc" as const;
 import { startPeer } from "../helpers/traffic_peer.ts";
 import { flowLabelAt, hex, ipv6Frame, withFlowLabel, withOptionHeaders } from "../helpers/ipv6_frames.ts";
 
@@ -205,7 +208,7 @@ function assertWellFormed(packets: Packet[]): void {
 }
 
 for (const mode of ["tcx", "tc"] as const) {
-  privilegedTest(
+  (mode === "tcx" ? tcxTest : privilegedTest)(
     `marker attach ${mode}: real TCP flow labelled, entropy constant, others unmarked, off after delete`,
     async () => {
       await using env = await setUp();
@@ -269,6 +272,41 @@ for (const mode of ["tcx", "tc"] as const) {
 }
 
 /** Checks one captured packet carries the strategy's option header(s) with the tag, as the original defines them. */
+noTcxTest(
+  "marker attach on a kernel without TCX: attachMode tcx fails naming the fix; auto uses a clsact filter",
+  async () => {
+    await using env = await setUp();
+    const { net, netns, ledger } = env;
+    using program = await MarkerProgram.load({ strategy: "label", matchAll: false, debug: false });
+    const forced = new MarkerHooks(program, { mode: "tcx", removeQdisc: true, ledger, netns });
+    await assert.rejects(
+      forced.attach(net.ifA),
+      /TCX egress\) failed \(kernel \S+ may lack TCX, which needs 6\.6; try attachMode tc\)/,
+    );
+    await forced.detachAll();
+    assert.deepEqual(await egressFilters(net, net.nsA, net.ifA), [], "a refused tcx attach leaves no filter");
+    const auto = new MarkerHooks(program, { mode: "auto", removeQdisc: true, ledger, netns });
+    try {
+      const a = await auto.attach(net.ifA);
+      assert.equal(a.kind, "tc", "auto picked the clsact filter");
+      assert.equal(
+        (await egressFilters(net, net.nsA, net.ifA)).length,
+        1,
+        "our filter is on the egress hook",
+      );
+      program.setFlow({
+        protocol: "udp",
+        src: { address: IpAddress.parse(net.ip6A), port: 7000 },
+        dst: { address: IpAddress.parse(net.ip6B), port: 7001 },
+      }, 0x44444);
+      assert.deepEqual(await udpLabels(net, [32]), [0x44444], "marked through the clsact filter");
+    } finally {
+      await auto.detachAll();
+    }
+    assert.equal(await hasClsact(net, net.nsA, net.ifA), false, "the qdisc auto created is gone");
+  },
+);
+
 function assertOptionHeaders(p: Packet, strategy: Exclude<MarkingStrategy, "label">, tag: number): void {
   const what = `seq ${p["tcp.seq"]} len ${p["tcp.len"]}`;
   const tagHex = tag.toString(16).padStart(6, "0");
@@ -298,12 +336,12 @@ function assertOptionHeaders(p: Packet, strategy: Exclude<MarkingStrategy, "labe
 
 for (const strategy of ["hopByHop", "destination", "hopByHopDestination"] as const) {
   privilegedTest(
-    `marker attach tcx ${strategy}: real TCP carries well-formed option headers, flows on`,
+    `marker attach ${HOOK} ${strategy}: real TCP carries well-formed option headers, flows on`,
     async () => {
       await using env = await setUp();
       using program = await MarkerProgram.load({ strategy, matchAll: false, debug: false });
       const hooks = new MarkerHooks(program, {
-        mode: "tcx",
+        mode: HOOK,
         removeQdisc: true,
         ledger: env.ledger,
         netns: env.netns,
@@ -439,7 +477,7 @@ async function udpLabels(net: VethPair, sizes: number[]): Promise<number[]> {
   return packets.map((p) => Number(p["ipv6.flow"]));
 }
 
-privilegedTest(
+tcxTest(
   "marker attach: a tc filter left by a killed run is replaced (tc) or removed (tcx)",
   async () => {
     await using env = await setUp();
@@ -577,7 +615,7 @@ privilegedTest(
   },
 );
 
-privilegedTest(
+tcxTest(
   "marker clean: removes only the marker's hooks and created qdiscs, says so, and is idempotent",
   async () => {
     await using env = await setUp();
@@ -666,7 +704,7 @@ privilegedTest(
 );
 
 for (const mode of ["tcx", "tc"] as const) {
-  privilegedTest(
+  (mode === "tcx" ? tcxTest : privilegedTest)(
     `marker attach ${mode}: an interface that vanishes is noticed, and hooked again when it returns`,
     async () => {
       await using env = await setUp();
@@ -750,7 +788,7 @@ function fromHex(text: string): Uint8Array {
 }
 
 pythonTest(
-  "marker attach tcx on a tun device (no Ethernet header): label and option header at the right offsets",
+  `marker attach ${HOOK} on a tun device (no Ethernet header): label and option header at the right offsets`,
   async () => {
     await using env = await setUp();
     const { net, netns, ledger } = env;
@@ -805,7 +843,7 @@ pythonTest(
 
       for (const strategy of ["label", "hopByHop"] as const) {
         using program = await MarkerProgram.load({ strategy, matchAll: false, debug: false });
-        const hooks = new MarkerHooks(program, { mode: "tcx", removeQdisc: true, ledger, netns });
+        const hooks = new MarkerHooks(program, { mode: HOOK, removeQdisc: true, ledger, netns });
         try {
           const a = await hooks.attach("tun0");
           assert.equal(a.linkLayer, "none");
@@ -836,7 +874,7 @@ pythonTest(
 );
 
 pythonTest(
-  "marker attach tcx, in-band 802.1Q frames: label in place; option header inserted, tag kept on the wire",
+  `marker attach ${HOOK}, in-band 802.1Q frames: label in place; option header inserted, tag kept on the wire`,
   async () => {
     await using env = await setUp();
     const { net, netns, ledger } = env;
@@ -858,7 +896,7 @@ pythonTest(
     };
     for (const strategy of ["label", "hopByHop"] as const) {
       using program = await MarkerProgram.load({ strategy, matchAll: false, debug: false });
-      const hooks = new MarkerHooks(program, { mode: "tcx", removeQdisc: true, ledger, netns });
+      const hooks = new MarkerHooks(program, { mode: HOOK, removeQdisc: true, ledger, netns });
       try {
         await hooks.attach(net.ifA);
         const tag = flowTag(strategy, 0x0123, 0x2d, 0x80002);

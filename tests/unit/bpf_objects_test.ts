@@ -11,9 +11,9 @@ function isBpfElf(bytes: Uint8Array): boolean {
     view.getUint16(18, true) === 247;
 }
 
-Deno.test("bpf objects: every bpf/*.bpf.c but the benchmarks' is embedded, and no entry lacks a source", () => {
+Deno.test("bpf objects: every bpf/*.bpf.c but the benchmarks' and tests' is embedded, no entry lacks a source", () => {
   const sources = [...Deno.readDirSync(BPF_DIR)]
-    .filter((e) => e.isFile && e.name.endsWith(".bpf.c") && !e.name.startsWith("bench_"))
+    .filter((e) => e.isFile && e.name.endsWith(".bpf.c") && !/^(bench|test)_/.test(e.name))
     .map((e) => e.name.slice(0, -".bpf.c".length))
     .sort();
   assert.deepEqual([...BPF_PROGRAM_NAMES].sort(), sources, "src/bpf_objects.ts must import every program");
