@@ -121,8 +121,13 @@ export function libbpfVersion(): string {
 export function libbpfErrorText(err: number): string {
   const buf = new Uint8Array(256);
   bpf().libbpf_strerror(-Math.abs(err), buf, 256n);
-  const end = buf.indexOf(0);
-  return new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end));
+  return textOfCString(buf);
+}
+
+/** The text of a NUL-terminated C string in `bytes` (all of them when there is no NUL). */
+function textOfCString(bytes: Uint8Array): string {
+  const end = bytes.indexOf(0);
+  return new TextDecoder().decode(bytes.subarray(0, end < 0 ? bytes.length : end));
 }
 
 /** A libbpf call failed: which call, the errno, libbpf's text for it and the warnings it printed. */
@@ -605,9 +610,9 @@ export function progFdById(id: number): number | undefined {
   return fd;
 }
 
-function objInfo(fd: number, size: number): DataView {
-  const info = new Uint8Array(size);
-  const len = new Uint32Array([size]);
+/** bpf_obj_get_info_by_fd into `info` (zeroed, or with the fields that ask for more already set). */
+function objInfo(fd: number, info: Uint8Array<ArrayBuffer>): DataView {
+  const len = new Uint32Array([info.length]);
   check("bpf_obj_get_info_by_fd", () => bpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(len.buffer)));
   return new DataView(info.buffer);
 }
@@ -623,28 +628,25 @@ export interface ProgInfo {
 /** Kernel information about the program behind an fd. */
 export function progInfo(fd: number): ProgInfo {
   const L = LAYOUT.bpf_prog_info;
-  const dv = objInfo(fd, L.size);
-  const nameBytes = new Uint8Array(dv.buffer, L.name, 16);
-  const end = nameBytes.indexOf(0);
+  const dv = objInfo(fd, new Uint8Array(L.size));
   return {
     type: dv.getUint32(L.type, true),
     id: dv.getUint32(L.id, true),
-    name: new TextDecoder().decode(nameBytes.subarray(0, end < 0 ? 16 : end)),
+    name: textOfCString(new Uint8Array(dv.buffer, L.name, 16)),
   };
 }
 
 /** The ids of the maps a loaded program uses. */
 export function progMapIds(fd: number): number[] {
   const L = LAYOUT.bpf_prog_info;
-  const count = objInfo(fd, L.size).getUint32(L.nr_map_ids, true);
+  const count = objInfo(fd, new Uint8Array(L.size)).getUint32(L.nr_map_ids, true);
   if (count === 0) return [];
   const ids = new Uint32Array(count);
   const info = new Uint8Array(L.size);
-  const dv = new DataView(info.buffer);
-  dv.setUint32(L.nr_map_ids, count, true);
-  dv.setBigUint64(L.map_ids, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(ids))), true);
-  const len = new Uint32Array([L.size]);
-  check("bpf_obj_get_info_by_fd", () => bpf().bpf_obj_get_info_by_fd(fd, info, new Uint8Array(len.buffer)));
+  const ask = new DataView(info.buffer);
+  ask.setUint32(L.nr_map_ids, count, true);
+  ask.setBigUint64(L.map_ids, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(ids))), true);
+  const dv = objInfo(fd, info);
   // The kernel says how many there are now; it filled at most what we gave room for.
   return [...ids.subarray(0, Math.min(count, dv.getUint32(L.nr_map_ids, true)))];
 }
@@ -671,16 +673,14 @@ export interface MapInfo {
 /** Kernel information about the map behind an fd. */
 export function mapInfo(fd: number): MapInfo {
   const L = LAYOUT.bpf_map_info;
-  const dv = objInfo(fd, L.size);
-  const nameBytes = new Uint8Array(dv.buffer, L.name, 16);
-  const end = nameBytes.indexOf(0);
+  const dv = objInfo(fd, new Uint8Array(L.size));
   return {
     type: dv.getUint32(L.type, true),
     id: dv.getUint32(L.id, true),
     keySize: dv.getUint32(L.key_size, true),
     valueSize: dv.getUint32(L.value_size, true),
     maxEntries: dv.getUint32(L.max_entries, true),
-    name: new TextDecoder().decode(nameBytes.subarray(0, end < 0 ? 16 : end)),
+    name: textOfCString(new Uint8Array(dv.buffer, L.name, 16)),
   };
 }
 
@@ -699,7 +699,7 @@ export interface LinkInfo {
 export function linkInfo(fd: number): LinkInfo {
   const L = LAYOUT.bpf_link_info;
   // Room beyond the 6.1 size for newer kernels' union members (the kernel wants the extra bytes zero).
-  const dv = objInfo(fd, 64);
+  const dv = objInfo(fd, new Uint8Array(64));
   return {
     type: dv.getUint32(L.type, true),
     id: dv.getUint32(L.id, true),

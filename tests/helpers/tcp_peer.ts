@@ -11,25 +11,7 @@
  *   and "churned OPENED CLOSED FAILED" at the end.
  */
 import net from "node:net";
-
-const encoder = new TextEncoder();
-
-function say(line: string): void {
-  Deno.stdout.writeSync(encoder.encode(line + "\n"));
-}
-
-async function* stdinLines(): AsyncGenerator<string> {
-  let buf = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of Deno.stdin.readable) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      yield buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-    }
-  }
-}
+import { type LineChild, say, startLineChild, stdinLines } from "./line_child.ts";
 
 async function servers(pairs: string[]): Promise<void> {
   const all: Promise<void>[] = [];
@@ -144,11 +126,7 @@ if (import.meta.main) {
 }
 
 /** A peer process: wait for its lines, send it commands, stop it. */
-export interface TcpPeer extends AsyncDisposable {
-  /** The next stdout line that starts with `word`. */
-  expect(word: string, timeoutMs?: number): Promise<string>;
-  send(line: string): Promise<void>;
-}
+export type TcpPeer = LineChild;
 
 /** The argv that runs this script with `args` (behind a prefix such as `ip netns exec ns`). */
 export function tcpPeerArgv(prefix: string[], args: string[]): string[] {
@@ -157,58 +135,5 @@ export function tcpPeerArgv(prefix: string[], args: string[]): string[] {
 
 /** Starts this script in a namespace. */
 export function startTcpPeer(prefix: string[], args: string[]): TcpPeer {
-  const [bin, ...rest] = tcpPeerArgv(prefix, args);
-  const child = new Deno.Command(bin!, { args: rest, stdin: "piped", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const writer = child.stdin.getWriter();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const stderr = new Response(child.stderr).text();
-  let pending = "";
-  const nextLine = async (): Promise<string | undefined> => {
-    for (;;) {
-      const nl = pending.indexOf("\n");
-      if (nl >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        return line;
-      }
-      const { value, done } = await reader.read();
-      if (done) return undefined;
-      pending += value;
-    }
-  };
-  return {
-    async expect(word, timeoutMs = 10_000) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<never>((_, reject) =>
-        timer = setTimeout(
-          () => reject(new Error(`tcp peer ${args[0]}: no "${word}" within ${timeoutMs} ms`)),
-          timeoutMs,
-        )
-      );
-      try {
-        for (;;) {
-          const line = await Promise.race([nextLine(), timeout]);
-          if (line === undefined) {
-            throw new Error(`tcp peer ${args[0]} ended before "${word}": ${(await stderr).trim()}`);
-          }
-          if (line.startsWith(word)) return line;
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-    async send(line) {
-      await writer.write(encoder.encode(line + "\n"));
-    },
-    async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await writer.close().catch(() => {});
-      await reader.cancel().catch(() => {});
-      await child.status;
-      await stderr;
-    },
-  };
+  return startLineChild(tcpPeerArgv(prefix, args), `tcp peer ${args[0]}`);
 }

@@ -9,26 +9,7 @@
  */
 import net from "node:net";
 import dgram from "node:dgram";
-import { scaled } from "./time_scale.ts";
-
-const encoder = new TextEncoder();
-
-function say(line: string): void {
-  Deno.stdout.writeSync(encoder.encode(line + "\n"));
-}
-
-async function* stdinLines(): AsyncGenerator<string> {
-  let buf = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of Deno.stdin.readable) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      yield buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-    }
-  }
-}
+import { type LineChild, say, startLineChild, stdinLines } from "./line_child.ts";
 
 function tcpServer(address: string, port: number): void {
   const server = net.createServer((socket) => {
@@ -95,75 +76,10 @@ if (import.meta.main) {
 }
 
 /** A peer process: wait for its events, send it commands, stop it. */
-export interface Peer extends AsyncDisposable {
-  /** Resolves with the next stdout line that starts with `word` (and satisfies `accept`, if given). */
-  expect(word: string, timeoutMs?: number, accept?: (line: string) => boolean): Promise<string>;
-  send(line: string): Promise<void>;
-}
+export type Peer = LineChild;
 
 /** Starts this script in a network namespace (argv prefix such as `ip netns exec ns`). */
 export function startPeer(prefix: string[], args: string[]): Peer {
-  const [bin, ...rest] = [
-    ...prefix,
-    Deno.execPath(),
-    "run",
-    "--allow-all",
-    new URL(import.meta.url).pathname,
-    ...args,
-  ];
-  const child = new Deno.Command(bin!, { args: rest, stdin: "piped", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const writer = child.stdin.getWriter();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const stderr = new Response(child.stderr).text();
-  let pending = "";
-  const lines: string[] = [];
-  const nextLine = async (): Promise<string | undefined> => {
-    for (;;) {
-      const nl = pending.indexOf("\n");
-      if (nl >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        return line;
-      }
-      const { value, done } = await reader.read();
-      if (done) return undefined;
-      pending += value;
-    }
-  };
-  return {
-    async expect(word, timeoutMs = 10_000, accept) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<never>((_, reject) =>
-        timer = setTimeout(
-          () => reject(new Error(`peer ${args.join(" ")}: no "${word}" within ${timeoutMs} ms`)),
-          scaled(timeoutMs),
-        )
-      );
-      try {
-        for (;;) {
-          const line = await Promise.race([nextLine(), timeout]);
-          if (line === undefined) {
-            throw new Error(`peer ${args.join(" ")} ended before "${word}": ${(await stderr).trim()}`);
-          }
-          lines.push(line);
-          if (line.startsWith(word) && (accept?.(line) ?? true)) return line;
-        }
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-    async send(line) {
-      await writer.write(encoder.encode(line + "\n"));
-    },
-    async [Symbol.asyncDispose]() {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await writer.close().catch(() => {});
-      await reader.cancel().catch(() => {});
-      await child.status;
-      await stderr;
-    },
-  };
+  const argv = [...prefix, Deno.execPath(), "run", "--allow-all", new URL(import.meta.url).pathname, ...args];
+  return startLineChild(argv, `peer ${args.join(" ")}`);
 }
