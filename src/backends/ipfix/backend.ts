@@ -10,7 +10,7 @@ import { lookup } from "node:dns/promises";
 import { UdpSender } from "../../../ffi/udp_batch.ts";
 import type { Backend, ComponentStatus } from "../../core/component.ts";
 import { errorMessage, StartupError } from "../../core/errors.ts";
-import type { FlowCounterHub, FlowCounts } from "../../core/flow_counters.ts";
+import type { FlowCounterHub, FlowCounts, RetireReason } from "../../core/flow_counters.ts";
 import { type FlowEvent, flowKey } from "../../core/flow_event.ts";
 import type { HealthMetric } from "../../core/health.ts";
 import { logger } from "../../core/log.ts";
@@ -33,6 +33,12 @@ export interface IpfixBackendOptions {
 
 /** How long an end waits for the marker to hand over its final counts before the live ones are used. */
 const END_GRACE_MS = 2_000;
+
+/** The flowEndReason of a flow the marker let go: evicted from a full map, or ended. */
+function endReasonOf(reason: RetireReason): number {
+  return reason === "evicted" ? FLOW_END_REASON.lackOfResources : FLOW_END_REASON.endOfFlowDetected;
+}
+
 /** How often the timer looks for due records. */
 const TICK_MS = 100;
 const LOOKUP_TIMEOUT_MS = 5_000;
@@ -170,10 +176,7 @@ export class IpfixBackend implements Backend {
     const hub = this.opts.counters;
     const retired = hub.takeRetired(st.event);
     if (retired) {
-      const reason = retired.reason === "evicted"
-        ? FLOW_END_REASON.lackOfResources
-        : FLOW_END_REASON.endOfFlowDetected;
-      this.#record(st, retired.counts, reason, now);
+      this.#record(st, retired.counts, endReasonOf(retired.reason), now);
       this.#ending.delete(key);
       return;
     }
@@ -206,10 +209,7 @@ export class IpfixBackend implements Backend {
       const retired = hub.takeRetired(st.event);
       if (retired) {
         // The marker let the flow go while it is still open (evicted for a newer one): its last record.
-        const reason = retired.reason === "evicted"
-          ? FLOW_END_REASON.lackOfResources
-          : FLOW_END_REASON.endOfFlowDetected;
-        this.#record(st, retired.counts, reason, now);
+        this.#record(st, retired.counts, endReasonOf(retired.reason), now);
         this.#flows.delete(key);
         continue;
       }
