@@ -5,6 +5,7 @@ import {
   apiFlowEchoText,
   ApiFlowError,
   exactApiFields,
+  FIELDS,
   goJson,
   parseApiFlowBody,
 } from "../../src/plugins/api_json.ts";
@@ -67,17 +68,7 @@ function bodies(count: number, seed: number): string[] {
   for (let n = 0; n < count; n++) {
     const obj: Record<string, unknown> = {};
     // Mostly the common keys, in varied order; sometimes a missing one or an extra ignored one.
-    const common = [
-      "State",
-      "Protocol",
-      "Family",
-      "Src",
-      "Dst",
-      "Experiment",
-      "Activity",
-      "StartTs",
-      "EndTs",
-    ];
+    const common: readonly string[] = FIELDS; // the keys the API reads
     const keys = [...API_KEYS].filter((k) => r(20) < (common.includes(k) ? 19 : 2));
     for (let i = keys.length - 1; i > 0; i--) {
       const j = r(i + 1);
