@@ -13,7 +13,8 @@
 # Cached under $FLOWD_GO_TOOLCHAIN/kernel-matrix (default ~/.cache/flowd-go-toolchain): the root image (keyed
 # by mirror, packages and Deno runtime) and the kernels, so a re-run costs only the boots.
 # Environment: FLOWD_GO_VM_ACCEL=kvm|tcg (default: kvm if a probe boot works, else tcg), FLOWD_GO_VM_TIMEOUT
-# (seconds per kernel, default 900), FLOWD_GO_VM_LOG (keep each kernel's console and test log in this dir).
+# (seconds per kernel, default 900), FLOWD_GO_VM_JOBS (kernels booted at once, default all: a TCG guest
+# keeps about one host core busy), FLOWD_GO_VM_LOG (keep each kernel's console and test log in this dir).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -190,7 +191,7 @@ bash scripts/build.sh --out "$dist" --form bundle >"$scratch/build.log" 2>&1 ||
 # --- one boot ---------------------------------------------------------------------------------------------
 # The data disk: the sources and tests, the kernel's modules, the script the guest runs.
 make_data() {
-  local kdir="$1" out="$2" time_scale="$3" series="$4" tree="$scratch/data" run_tests="$tests" hook_tests=""
+  local kdir="$1" out="$2" time_scale="$3" series="$4" tree="$scratch/data-tree-$4" run_tests="$tests" hook_tests=""
   if [[ -z "$run_tests" ]]; then
     run_tests="$default_tests"
     [[ "$(printf '%s\n' "$series" 6.6 | sort -V | head -n 1)" == 6.6 ]] || hook_tests="$no_tcx_tests"
@@ -240,38 +241,52 @@ boot() {
 
 accel="${FLOWD_GO_VM_ACCEL:-}"
 limit="${FLOWD_GO_VM_TIMEOUT:-900}"
-passed=0
-failed=0
-summary=()
+jobs="${FLOWD_GO_VM_JOBS:-${#kernels[@]}}"
+
+# Finds each kernel first (downloads are not done concurrently), then picks the accelerator once.
+declare -A kdirs=()
 for k in "${kernels[@]}"; do
-  started=$SECONDS
-  kdir="$(kernel_dir "$k")" || {
-    failed=$((failed + 1))
-    summary+=("$k: no kernel (see above)")
-    continue
-  }
-  data="$scratch/data-$k.ext4"
-  console="$scratch/console-$k.log"
-  if [[ -z "$accel" ]]; then
-    # KVM where it really works: a nested software hypervisor may accept the VM and then fail the kernel.
-    accel=tcg
-    if [[ -w /dev/kvm ]]; then
-      probe="$scratch/probe.ext4"
-      mkfs.ext4 -q -F "$probe" 8M
-      if (boot "$kdir/vmlinuz" "$probe" kvm 60 "$scratch/probe.log") 2>/dev/null &&
-        grep -q "flowd-init: done" "$scratch/probe.log"; then
-        accel=kvm
-      fi
-      log "KVM probe: $([[ $accel == kvm ]] && echo works || echo "does not boot this kernel, using TCG")"
+  kdirs[$k]="$(kernel_dir "$k")" || kdirs[$k]=""
+done
+if [[ -z "$accel" ]]; then
+  # KVM where it really works: a nested software hypervisor may accept the VM and then fail the kernel.
+  accel=tcg
+  probe_kernel=""
+  for k in "${kernels[@]}"; do [[ -n "${kdirs[$k]}" ]] && probe_kernel="${kdirs[$k]}" && break; done
+  if [[ -w /dev/kvm && -n "$probe_kernel" ]]; then
+    probe="$scratch/probe.ext4"
+    mkfs.ext4 -q -F "$probe" 8M
+    if (boot "$probe_kernel/vmlinuz" "$probe" kvm 60 "$scratch/probe.log") 2>/dev/null &&
+      grep -q "flowd-init: done" "$scratch/probe.log"; then
+      accel=kvm
     fi
+    log "KVM probe: $([[ $accel == kvm ]] && echo works || echo "does not boot this kernel, using TCG")"
   fi
-  # The tests' waiting bounds (never what they measure) stretched for an emulated CPU.
-  make_data "$kdir" "$data" "$([[ $accel == kvm ]] && echo 1 || echo 6)" "$k" || fail "cannot make the data disk for $k"
+fi
+# The tests' waiting bounds (never what they measure) stretched for an emulated CPU.
+time_scale="$([[ $accel == kvm ]] && echo 1 || echo 6)"
+
+# Boots kernel $1 and writes "<passed> <failed>" to $scratch/counts-$1 and its summary line to
+# $scratch/line-$1. Kernels run concurrently: under TCG most of a VM's time is one busy vCPU thread.
+run_kernel() {
+  local k="$1" kdir="${kdirs[$1]}" started=$SECONDS
+  local data="$scratch/data-$k.ext4" console="$scratch/console-$k.log"
+  if [[ -z "$kdir" ]]; then
+    echo "0 1" >"$scratch/counts-$k"
+    echo "$k: no kernel (see above)" >"$scratch/line-$k"
+    return
+  fi
+  make_data "$kdir" "$data" "$time_scale" "$k" || {
+    echo "0 1" >"$scratch/counts-$k"
+    echo "$k: cannot make the data disk" >"$scratch/line-$k"
+    return
+  }
   log "$k: booting $(basename "$kdir") under $accel"
   boot "$kdir/vmlinuz" "$data" "$accel" "$limit" "$console"
+  local rc counts verdict
   rc="$(debugfs -R 'cat /rc' "$data" 2>/dev/null | tr -d '[:space:]')"
   debugfs -R 'cat /log' "$data" >"$scratch/test-$k.log" 2>/dev/null
-  took=$((SECONDS - started))
+  local took=$((SECONDS - started))
   # One summary per deno test run inside: add them up.
   counts="$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$scratch/test-$k.log" |
     sed -nE 's/.*\| ([0-9]+) passed.*\| ([0-9]+) failed.*/\1 \2/p' |
@@ -292,17 +307,38 @@ for k in "${kernels[@]}"; do
     mkdir -p "$FLOWD_GO_VM_LOG"
     cp "$console" "$scratch/test-$k.log" "$FLOWD_GO_VM_LOG/"
   fi
-  line="$k ($(basename "$kdir" | sed 's/^kernel-linux-image-//'), $accel): $verdict, ${took}s"
+  local line="$k ($(basename "$kdir" | sed 's/^kernel-linux-image-//'), $accel): $verdict, ${took}s"
   log "$line"
-  summary+=("$line")
+  local k_passed k_failed
   k_passed="$(sed -nE 's/^([0-9]+) passed.*/\1/p' <<<"$counts")"
   k_failed="$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$counts")"
-  passed=$((passed + ${k_passed:-0}))
-  failed=$((failed + ${k_failed:-0}))
+  k_failed=${k_failed:-0}
   # A kernel that did not boot, did not finish, or failed outside the tests still counts as a failure.
-  if [[ "$rc" != 0 && "${k_failed:-0}" == 0 ]]; then failed=$((failed + 1)); fi
-  rm -f "$data"
+  if [[ "$rc" != 0 && "$k_failed" == 0 ]]; then k_failed=1; fi
+  echo "${k_passed:-0} $k_failed" >"$scratch/counts-$k"
+  echo "$line" >"$scratch/line-$k"
+  rm -rf "$data" "$scratch/data-tree-$k"
+}
+
+matrix_started=$SECONDS
+running=0
+for k in "${kernels[@]}"; do
+  if ((running >= jobs)); then
+    wait -n
+    running=$((running - 1))
+  fi
+  run_kernel "$k" &
+  running=$((running + 1))
 done
-for s in "${summary[@]}"; do echo "kernel $s"; done
+wait
+passed=0
+failed=0
+for k in "${kernels[@]}"; do
+  read -r p f <"$scratch/counts-$k" 2>/dev/null || { p=0 f=1; }
+  passed=$((passed + p))
+  failed=$((failed + f))
+  echo "kernel $(cat "$scratch/line-$k" 2>/dev/null || echo "$k: no result")"
+done
+echo "kernel matrix: $((SECONDS - matrix_started))s for ${#kernels[@]} kernel(s), $jobs at a time"
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]
