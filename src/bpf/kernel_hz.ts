@@ -43,16 +43,25 @@ export function snapHz(ticks: number, ms: number): number | undefined {
   return Math.abs(rate - best) / best <= 0.12 ? best : undefined;
 }
 
-/** Measures HZ by counting jiffies over `waitMs`; needs BPF (CAP_BPF). Undefined when it cannot tell. */
-export async function measureHz(waitMs = 120): Promise<number | undefined> {
+/**
+ * Measures HZ by counting jiffies over consecutive windows of `windowMs`; needs BPF (CAP_BPF). One window
+ * can be thrown off by a stalled timer or a slow read (a VM under emulation gave 300 for a 250 Hz kernel),
+ * so the answer is the first value two windows in a row agree on; undefined when `maxWindows` never agree.
+ */
+export async function measureHz(windowMs = 100, maxWindows = 8): Promise<number | undefined> {
   using clock = new JiffiesClock();
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const j0 = clock.now();
-    const t0 = performance.now();
-    await new Promise((resolve) => setTimeout(resolve, waitMs));
+  clock.now(); // loads its programs, so that the first window does not time the load
+  let previous: number | undefined;
+  let j0 = clock.now();
+  let t0 = performance.now();
+  for (let window = 0; window < maxWindows; window++) {
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
     const j1 = clock.now();
-    const hz = snapHz(Number(j1 - j0), performance.now() - t0);
-    if (hz) return hz;
+    const t1 = performance.now();
+    const hz = snapHz(Number(j1 - j0), t1 - t0);
+    if (hz !== undefined && hz === previous) return hz;
+    previous = hz;
+    [j0, t0] = [j1, t1];
   }
   return undefined;
 }
