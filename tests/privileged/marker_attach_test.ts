@@ -29,6 +29,7 @@ import { setupLogging } from "../../src/core/log.ts";
 import { IpAddress } from "../../src/net/ip.ts";
 import { decodeFlowLabel, SEMANTIC_MASK } from "../../src/scitags/flow_label.ts";
 import { createVethPair, type VethPair } from "../helpers/netns.ts";
+import { startLineChild } from "../helpers/line_child.ts";
 import { startCapture } from "../helpers/packet_capture.ts";
 import { hasCommand, kernelHasTcx, noTcxTest, privilegedTest, tcxTest } from "../helpers/privileged.ts";
 
@@ -792,83 +793,59 @@ pythonTest(
   async () => {
     await using env = await setUp();
     const { net, netns, ledger } = env;
-    const reader = new Deno.Command("ip", {
-      args: ["netns", "exec", net.nsA, "python3", "-c", TUN_READER],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const lines = reader.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let buffered = "";
-    const nextLine = async () => {
-      for (;;) {
-        const nl = buffered.indexOf("\n");
-        if (nl >= 0) {
-          const line = buffered.slice(0, nl);
-          buffered = buffered.slice(nl + 1);
-          return line;
-        }
-        const { value, done } = await lines.read();
-        if (done) throw new Error(`tun reader ended: ${await new Response(reader.stderr).text()}`);
-        buffered += value;
-      }
+    await using reader = startLineChild(
+      ["ip", "netns", "exec", net.nsA, "python3", "-c", TUN_READER],
+      "tun reader",
+    );
+    const fromPort7000 = (p: Uint8Array) => {
+      const ports = (o: number) => (p[o]! << 8 | p[o + 1]!) === 7000;
+      return p[0]! >> 4 === 6 && ((p[6] === 17 && ports(40)) || (p[6] === 0 && ports(48)));
     };
     /** The next UDP packet from port 7000 that the tun device was handed. */
-    const nextUdp = async () => {
-      for (;;) {
-        const p = fromHex(await nextLine());
-        const ports = (o: number) => (p[o]! << 8 | p[o + 1]!) === 7000;
-        if (p[0]! >> 4 === 6 && ((p[6] === 17 && ports(40)) || (p[6] === 0 && ports(48)))) return p;
-      }
+    const nextUdp = async () =>
+      fromHex(await reader.expect("", 10_000, (line) => fromPort7000(fromHex(line))));
+    await reader.expect("ready");
+    await net.exec(net.nsA, ["ip", "addr", "add", "fd00:99::1/64", "dev", "tun0", "nodad"]);
+    await net.exec(net.nsA, ["ip", "link", "set", "tun0", "up"]);
+    const flow: FlowIdentity = {
+      protocol: "udp",
+      src: { address: IpAddress.parse("fd00:99::1"), port: 7000 },
+      dst: { address: IpAddress.parse("fd00:99::2"), port: 7001 },
     };
-    try {
-      assert.equal(await nextLine(), "ready");
-      await net.exec(net.nsA, ["ip", "addr", "add", "fd00:99::1/64", "dev", "tun0", "nodad"]);
-      await net.exec(net.nsA, ["ip", "link", "set", "tun0", "up"]);
-      const flow: FlowIdentity = {
-        protocol: "udp",
-        src: { address: IpAddress.parse("fd00:99::1"), port: 7000 },
-        dst: { address: IpAddress.parse("fd00:99::2"), port: 7001 },
-      };
-      const send = async () => {
-        await using s = startPeer(net.prefix(net.nsA), [
-          "udp-send",
-          "fd00:99::1",
-          "7000",
-          "fd00:99::2",
-          "7001",
-          "32",
-        ]);
-        await s.expect("sent");
-      };
+    const send = async () => {
+      await using s = startPeer(net.prefix(net.nsA), [
+        "udp-send",
+        "fd00:99::1",
+        "7000",
+        "fd00:99::2",
+        "7001",
+        "32",
+      ]);
+      await s.expect("sent");
+    };
 
-      for (const strategy of ["label", "hopByHop"] as const) {
-        using program = await MarkerProgram.load({ strategy, matchAll: false, debug: false });
-        const hooks = new MarkerHooks(program, { mode: HOOK, removeQdisc: true, ledger, netns });
-        try {
-          const a = await hooks.attach("tun0");
-          assert.equal(a.linkLayer, "none");
-          const tag = flowTag(strategy, 0x0123, 0x2d, 0x40101);
-          program.setFlow(flow, tag);
-          await send();
-          const p = await nextUdp();
-          if (strategy === "label") {
-            assert.equal(p[6], 17);
-            assert.equal(flowLabelAt(p, 0), tag, "label written in the IPv6 header at offset 0");
-          } else {
-            assert.equal(p[6], 0, "next header: Hop-by-Hop");
-            assert.equal((p[4]! << 8) | p[5]!, 8 + 8 + 32, "payload length grew by 8");
-            assert.equal(hex(p.slice(40, 48)), hex(Uint8Array.from([17, 0, 0x1e, 3, 0x01, 0x23, 0x2d, 0])));
-            assert.equal((p[50]! << 8) | p[51]!, 7001, "UDP header right after the option header");
-          }
-        } finally {
-          await hooks.detachAll();
+    for (const strategy of ["label", "hopByHop"] as const) {
+      using program = await MarkerProgram.load({ strategy, matchAll: false, debug: false });
+      const hooks = new MarkerHooks(program, { mode: HOOK, removeQdisc: true, ledger, netns });
+      try {
+        const a = await hooks.attach("tun0");
+        assert.equal(a.linkLayer, "none");
+        const tag = flowTag(strategy, 0x0123, 0x2d, 0x40101);
+        program.setFlow(flow, tag);
+        await send();
+        const p = await nextUdp();
+        if (strategy === "label") {
+          assert.equal(p[6], 17);
+          assert.equal(flowLabelAt(p, 0), tag, "label written in the IPv6 header at offset 0");
+        } else {
+          assert.equal(p[6], 0, "next header: Hop-by-Hop");
+          assert.equal((p[4]! << 8) | p[5]!, 8 + 8 + 32, "payload length grew by 8");
+          assert.equal(hex(p.slice(40, 48)), hex(Uint8Array.from([17, 0, 0x1e, 3, 0x01, 0x23, 0x2d, 0])));
+          assert.equal((p[50]! << 8) | p[51]!, 7001, "UDP header right after the option header");
         }
+      } finally {
+        await hooks.detachAll();
       }
-    } finally {
-      reader.kill("SIGKILL");
-      await lines.cancel();
-      await reader.status;
-      await reader.stderr.cancel().catch(() => {});
     }
   },
 );
