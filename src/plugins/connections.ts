@@ -16,25 +16,24 @@
 import type { EventSink, Plugin } from "../core/component.ts";
 import type { ComponentStatus } from "../core/component.ts";
 import { errorMessage } from "../core/errors.ts";
-import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
+import type { FlowEvent } from "../core/flow_event.ts";
 import type { HealthMetric } from "../core/health.ts";
-import { logger, RateLimitedLog } from "../core/log.ts";
+import { logger } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
 import type { ConnectionsConfig } from "../config/schema.ts";
 import { cgroup2MountPoints, parseMountInfo, resolveCgroupPath } from "../bpf/cgroup.ts";
 import { sockOpsObject } from "../bpf/object_bytes.ts";
 import { SockOpsProgram } from "../bpf/sock_ops_program.ts";
 import { SockDiag } from "../net/sock_diag.ts";
+import { portRange, WatcherEvents } from "./watcher_events.ts";
 import {
   CONFIG_SECTION,
-  decodeWatcherEvent,
   encodeWatcherConfig,
   EVENTS_MAP,
   LOST_MAP,
   TCP_CLOSE,
   TCP_ESTABLISHED,
   WATCHER_PROGRAM_NAME,
-  type WatcherEvent,
 } from "./iperf3_layout.ts";
 import { type Connection, ConnectionRules, type Direction } from "./connection_rules.ts";
 import { cgroupSubtreeIds, connectionAge, sweepConnections } from "./connection_sweep.ts";
@@ -100,8 +99,7 @@ export class ConnectionsPlugin implements Plugin {
    * sweep of this namespace never lists.
    */
   readonly #swept = new Set<bigint>();
-  readonly #refusedLog = new RateLimitedLog();
-  readonly #badLog = new RateLimitedLog();
+  readonly #events = new WatcherEvents(log);
 
   constructor(private readonly opts: ConnectionsPluginOptions) {
     this.#rules = new ConnectionRules(opts.config);
@@ -158,8 +156,8 @@ export class ConnectionsPlugin implements Plugin {
       cgroup: cgroup.path,
       how: cgroup.how,
       rules: c.rules.length,
-      kernelPorts: `local ${range(bounds.minSourcePort, bounds.maxSourcePort)}, remote ${
-        range(bounds.minDestinationPort, bounds.maxDestinationPort)
+      kernelPorts: `local ${portRange(bounds.minSourcePort, bounds.maxSourcePort)}, remote ${
+        portRange(bounds.minDestinationPort, bounds.maxDestinationPort)
       }`,
       openAtStart: this.#open.size,
       sweepInterval: c.sweepInterval,
@@ -174,9 +172,7 @@ export class ConnectionsPlugin implements Plugin {
     await this.#sweeping?.catch(() => {}); // a failed sweep has said so already
     const program = this.#program;
     this.#program = undefined;
-    const lost = program?.lost() ?? 0n;
-    if (lost > 0n) log.warn("connection events were lost: the ring buffer was full at times", { lost });
-    await program?.close();
+    await this.#events.close(program);
     this.#diag?.close();
     this.#diag = undefined;
     this.#open.clear();
@@ -220,18 +216,8 @@ export class ConnectionsPlugin implements Plugin {
 
   #onRecord(bytes: Uint8Array): void {
     this.stats.records++;
-    let e: WatcherEvent;
-    try {
-      e = decodeWatcherEvent(bytes);
-    } catch (err) {
-      this.#badLog.run((suppressed) =>
-        log.warn("malformed watcher event (is programPath an object of this version?)", {
-          err: errorMessage(err),
-          suppressed,
-        })
-      );
-      return;
-    }
+    const e = this.#events.decode(bytes);
+    if (e === undefined) return;
     if (e.newState === TCP_ESTABLISHED) {
       if (this.#open.has(e.cookie)) return; // a sweep was first
       const direction: Direction = e.oldState === TCP_SYN_SENT ? "outbound" : "inbound";
@@ -339,16 +325,6 @@ export class ConnectionsPlugin implements Plugin {
   }
 
   #emit(event: FlowEvent): void {
-    const r = this.#sink?.emit(event);
-    if (r && !r.accepted) {
-      this.stats.refused++;
-      this.#refusedLog.run((suppressed) =>
-        log.warn("event refused", { flow: describeFlow(event), reason: r.reason, suppressed })
-      );
-    }
+    if (!this.#events.emit(this.#sink, event)) this.stats.refused++;
   }
-}
-
-function range(min: number, max: number): string {
-  return `${min || "any"}..${max || "any"}`;
 }

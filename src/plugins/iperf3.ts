@@ -7,23 +7,21 @@
  * never got established, or one open before the daemon started) produces nothing.
  */
 import type { EventSink, Plugin } from "../core/component.ts";
-import { errorMessage } from "../core/errors.ts";
-import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
-import { logger, RateLimitedLog } from "../core/log.ts";
+import type { FlowEvent } from "../core/flow_event.ts";
+import { logger } from "../core/log.ts";
 import type { Iperf3Config } from "../config/schema.ts";
 import { resolveCgroupPath } from "../bpf/cgroup.ts";
 import { sockOpsObject } from "../bpf/object_bytes.ts";
 import { SockOpsProgram } from "../bpf/sock_ops_program.ts";
+import { portRange, WatcherEvents } from "./watcher_events.ts";
 import {
   CONFIG_SECTION,
-  decodeWatcherEvent,
   encodeWatcherConfig,
   EVENTS_MAP,
   LOST_MAP,
   TCP_CLOSE,
   TCP_ESTABLISHED,
   WATCHER_PROGRAM_NAME,
-  type WatcherEvent,
 } from "./iperf3_layout.ts";
 
 /** What the plugin is built from. */
@@ -56,8 +54,7 @@ export class Iperf3Plugin implements Plugin {
   readonly #open = new Map<bigint, FlowEvent>();
   #index = -1;
   readonly #random: () => number;
-  readonly #refusedLog = new RateLimitedLog();
-  readonly #badLog = new RateLimitedLog();
+  readonly #events = new WatcherEvents(log);
 
   constructor(private readonly opts: Iperf3PluginOptions) {
     this.#random = opts.random ?? Math.random;
@@ -92,8 +89,8 @@ export class Iperf3Plugin implements Plugin {
     log.info("watching TCP connections", {
       cgroup: cgroup.path,
       how: cgroup.how,
-      sourcePorts: range(c.minSourcePort, c.maxSourcePort),
-      destinationPorts: range(c.minDestinationPort, c.maxDestinationPort),
+      sourcePorts: portRange(c.minSourcePort, c.maxSourcePort),
+      destinationPorts: portRange(c.minDestinationPort, c.maxDestinationPort),
       ids: c.randomIDs ? "random" : "in turn",
       object: object.source,
       programId: this.#program.programId,
@@ -103,9 +100,7 @@ export class Iperf3Plugin implements Plugin {
   async stop(): Promise<void> {
     const program = this.#program;
     this.#program = undefined;
-    const lost = program?.lost() ?? 0n;
-    if (lost > 0n) log.warn("connection events were lost: the ring buffer was full at times", { lost });
-    await program?.close();
+    await this.#events.close(program);
     this.#open.clear();
   }
 
@@ -119,18 +114,8 @@ export class Iperf3Plugin implements Plugin {
 
   #onEvent(bytes: Uint8Array): void {
     this.stats.events++;
-    let e: WatcherEvent;
-    try {
-      e = decodeWatcherEvent(bytes);
-    } catch (err) {
-      this.#badLog.run((suppressed) =>
-        log.warn("malformed watcher event (is programPath an object of this version?)", {
-          err: errorMessage(err),
-          suppressed,
-        })
-      );
-      return;
-    }
+    const e = this.#events.decode(bytes);
+    if (e === undefined) return;
     if (e.newState === TCP_ESTABLISHED) {
       const i = this.#nextIndex();
       const c = this.opts.config;
@@ -164,16 +149,6 @@ export class Iperf3Plugin implements Plugin {
   }
 
   #emit(event: FlowEvent): void {
-    const r = this.#sink?.emit(event);
-    if (r && !r.accepted) {
-      this.stats.refused++;
-      this.#refusedLog.run((suppressed) =>
-        log.warn("event refused", { flow: describeFlow(event), reason: r.reason, suppressed })
-      );
-    }
+    if (!this.#events.emit(this.#sink, event)) this.stats.refused++;
   }
-}
-
-function range(min: number, max: number): string {
-  return `${min || "any"}..${max || "any"}`;
 }
