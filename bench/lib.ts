@@ -33,3 +33,15 @@ export interface RoundStats {
   peakRssMb: number;
   lost: number;
 }
+
+/**
+ * The V8 flags the built daemon runs with (scripts/v8-flags), as `deno run` arguments, so that a bench
+ * that starts `src/main.ts` measures the runtime that ships. `--source-v8` on a bench's command line
+ * drops them (V8's own defaults), to compare the two.
+ */
+export function shippedV8Flags(): string[] {
+  if (Deno.args.includes("--source-v8")) return [];
+  const text = Deno.readTextFileSync(new URL("../scripts/v8-flags", import.meta.url));
+  const flags = text.split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+  return flags.length > 0 ? [`--v8-flags=${flags.join(",")}`] : [];
+}

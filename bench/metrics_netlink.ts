@@ -15,9 +15,11 @@
  * HTTP server code in this process, on its fast path in one write (the ceiling: transfer and HTTP cost
  * with nothing rendered). Prints one JSON line per size (heapMB: the daemon's own process_heap_bytes at
  * the last scrape) and a summary; promtool checks one exposition per size. BENCH_SMAPS=1 prints each
- * daemon's largest mappings by RSS after the idle phase.
+ * daemon's largest mappings by RSS after the idle phase. The daemons run with the V8 flags the built
+ * program ships with (scripts/v8-flags); `--source-v8` runs them with V8's defaults instead.
  */
 import { getLogger } from "@logtape/logtape";
+import { shippedV8Flags } from "./lib.ts";
 import { HttpServer } from "../src/net/http_server.ts";
 
 function flag(name: string, fallback: string): string {
@@ -136,7 +138,7 @@ enrichers:
 `,
   );
   const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", ...v8Flags(), MAIN, "--conf", conf, "run"],
+    args: ["run", "--allow-all", "--quiet", ...shippedV8Flags(), ...v8Flags(), MAIN, "--conf", conf, "run"],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -114,6 +114,10 @@ printf '{ "commit": "%s" }\n' "$commit" >"$stage/tree/src/build_info.json"
 mapfile -t unstable < <(deno_json unstable)
 unstable_flags=()
 for u in "${unstable[@]}"; do unstable_flags+=("--unstable-$u"); done
+# V8 flags from scripts/v8-flags (why each: the comments there).
+mapfile -t v8_flags < <(grep -v '^[[:space:]]*\(#\|$\)' "$here/scripts/v8-flags")
+runtime_flags=("${unstable_flags[@]}")
+[[ ${#v8_flags[@]} -eq 0 ]] || runtime_flags+=("--v8-flags=$(IFS=,; echo "${v8_flags[*]}")")
 
 log "bundling flowd-go $version ($commit)"
 # No node_modules: npm packages come from the Deno cache exactly as deno.lock pins them.
@@ -188,14 +192,14 @@ if [[ "$form" == compile ]]; then
   compile_env=(DENO_DIR="$deno_dir")
   [[ -z "$denort" ]] || compile_env+=(DENORT_BIN="$denort")
   (cd "$stage" && env "${compile_env[@]}" "$deno_bin" compile --quiet --no-config --no-lock --no-check \
-    --allow-all "${unstable_flags[@]}" -o "$out/bin/flowd-go" flowd-go.js) || fail "deno compile failed"
+    --allow-all "${runtime_flags[@]}" -o "$out/bin/flowd-go" flowd-go.js) || fail "deno compile failed"
 else
   log "no denort runtime at hand (DENORT_BIN, DENORT_ZIP or $cached_zip): building the FALLBACK form, the bundle and the Deno $deno_version runtime side by side behind a launcher"
   mkdir -p "$out/libexec/flowd-go"
   install -m 0755 "$deno_bin" "$out/libexec/flowd-go/deno"
   install -d "$out/libexec/flowd-go/app"
   install -m 0644 "$stage"/app/*.js "$out/libexec/flowd-go/app/"
-  sed "s|@UNSTABLE_FLAGS@|${unstable_flags[*]}|" "$here/scripts/launcher.sh.in" >"$stage/launcher"
+  sed "s|@RUNTIME_FLAGS@|${runtime_flags[*]}|" "$here/scripts/launcher.sh.in" >"$stage/launcher"
   install -m 0755 "$stage/launcher" "$out/bin/flowd-go"
 fi
 ln -s bin/flowd-go "$out/flowd-go"
