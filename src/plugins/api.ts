@@ -27,7 +27,7 @@ import {
   parseApiFlowBody,
   rejectionReason,
 } from "./api_json.ts";
-import { BearerToken, readTokenFile } from "./api_token.ts";
+import type { BearerToken } from "./api_token.ts";
 
 /** Settings of the api plugin (the `plugins.api` configuration section plus what the daemon adds). */
 export interface ApiPluginOptions {
@@ -264,7 +264,10 @@ export class ApiPlugin implements Plugin {
     if (this.#server !== undefined || this.#stopped !== undefined) {
       throw new Error("the api plugin was already started");
     }
-    if (this.#tokenFile !== undefined) this.#token = await readTokenFile(this.#tokenFile);
+    // node:crypto (through api_token.ts) costs start-up time; only a configured token needs it.
+    if (this.#tokenFile !== undefined) {
+      this.#token = await (await import("./api_token.ts")).readTokenFile(this.#tokenFile);
+    }
     this.#sink = sink;
     const app = this.#buildApp();
     const where = joinHostPort(this.#host, this.#port);
