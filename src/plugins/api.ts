@@ -90,6 +90,8 @@ interface Outcome {
   json: unknown;
   /** The pretty JSON of `json` when already serialised (the echo of an accepted event). */
   text?: string;
+  /** `text` is known to be ASCII. */
+  ascii?: boolean;
   headers?: Record<string, string>;
 }
 
@@ -115,7 +117,7 @@ function outcomeReply(o: Outcome): FastReply {
     headers = list;
   }
   // Text: the server encodes an ASCII answer together with its head.
-  return { status: o.status, headers, body: outcomeText(o) };
+  return { status: o.status, headers, body: outcomeText(o), ascii: o.ascii };
 }
 
 /** The path of a request target, without its query. */
@@ -160,6 +162,16 @@ export function asciiText(bytes: Uint8Array): string | undefined {
   if (bytes.length > ASCII_MAX) return undefined;
   for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return undefined;
   return String.fromCharCode.apply(null, bytes as unknown as number[]);
+}
+
+let lastAscii = "";
+
+/** Whether a string is all ASCII; the last one found so is remembered (the configured name, mostly). */
+function isAscii(text: string): boolean {
+  if (text === lastAscii) return true;
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) >= 0x80) return false;
+  lastAscii = text;
+  return true;
 }
 
 /** Decodes a POST /flow body into JSON, or says what is wrong with it. */
@@ -398,7 +410,7 @@ export class ApiPlugin implements Plugin {
       if (unsupported) return this.#reject(at, unsupported);
       if (this.#stopping) return this.#reject(at, new Rejection(503, SHUTTING_DOWN));
       // The server has read the whole body already, within maxBodyBytes and the body timeout.
-      const event = parseApiFlowBody(decodeJsonBody(body), nowMicros(), this.#application, this.#resolveId);
+      const event = parseApiFlowBody(decodeJsonBody(body), nowMicros, this.#application, this.#resolveId);
       return this.#emit(at, event);
     } catch (err) {
       if (err instanceof Rejection) return this.#reject(at, err);
@@ -424,7 +436,8 @@ export class ApiPlugin implements Plugin {
       return this.#reject(at, new Rejection(503, `the event was not accepted: ${refused}`));
     }
     log.debug("api accepted a flow event", () => ({ flow: describeFlow(event) }));
-    return { status: 200, json: undefined, text: apiFlowEchoText(event) };
+    // The echo's only text that can hold non-ASCII characters is the application name.
+    return { status: 200, json: undefined, text: apiFlowEchoText(event), ascii: isAscii(event.application) };
   }
 
   #reject(at: RequestAt, r: Rejection, headers?: Record<string, string>): Outcome {

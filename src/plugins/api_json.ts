@@ -368,13 +368,14 @@ function parseTime(field: "StartTs" | "EndTs", value: unknown): Micros | undefin
 /**
  * Turns a parsed POST /flow body into a flow event, or throws `ApiFlowError` naming the key at fault.
  *
- * Start events without StartTs start `now`; end events without EndTs end `now`. A start event's EndTs is
+ * Start events without StartTs start `now`; end events without EndTs end `now` (a time, or a clock read
+ * only then). A start event's EndTs is
  * dropped (the original's sample bodies carry one). Application, when a non-empty string, replaces
  * `application`. With `resolveId`, Experiment and Activity may also be registry names ("atlas", "Staging").
  */
 export function parseApiFlowBody(
   value: unknown,
-  now: Micros,
+  now: Micros | (() => Micros),
   application: string,
   resolveId?: ApiIdResolver,
 ): FlowEvent {
@@ -426,11 +427,13 @@ export function parseApiFlowBody(
     activityId,
     application: app || application,
   };
+  // A clock is read only when a time is missing.
+  const clock = () => typeof now === "number" ? now : now();
   if (state === "start") {
-    event.startTime = startTs ?? now;
+    event.startTime = startTs ?? clock();
   } else {
     if (startTs !== undefined) event.startTime = startTs;
-    event.endTime = endTs ?? now;
+    event.endTime = endTs ?? clock();
     if (startTs !== undefined && endTs !== undefined && endTs < startTs) {
       throw new ApiFlowError(
         "EndTs",
