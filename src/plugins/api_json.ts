@@ -124,12 +124,16 @@ export function goJson(value: unknown, pretty: boolean): string {
  */
 export function apiFlowEchoText(event: FlowEvent): string {
   const str = (s: string) => goEscape(JSON.stringify(s));
+  // An endpoint's text is digits, hex, dots, colons and brackets, nothing JSON or Go escapes; only a zone
+  // (an interface name) can hold more.
+  const endpoint = (ep: Endpoint) =>
+    ep.address.zone === undefined ? `"${formatEndpoint(ep)}"` : str(formatEndpoint(ep));
   return `{
     "State": ${API_STATE[event.state]},
     "Protocol": ${API_PROTOCOL[event.protocol]},
     "Family": ${API_FAMILY[event.family]},
-    "Src": ${str(formatEndpoint(event.src))},
-    "Dst": ${str(formatEndpoint(event.dst))},
+    "Src": ${endpoint(event.src)},
+    "Dst": ${endpoint(event.dst)},
     "Experiment": ${JSON.stringify(event.experimentId)},
     "Activity": ${JSON.stringify(event.activityId)},
     "StartTs": "${formatApiTime(event.startTime)}",
