@@ -159,6 +159,11 @@ for f in "$stage/flowd-go.js" "$stage"/app/*.js; do
   fi
 done
 [[ -f "$stage/app/main.js" ]] || fail "the split bundle has no app/main.js"
+# Deno loads (and, without a cache, parses) every module a string-literal import() names before the
+# program starts, so every command would read all chunks; resolved at run time, a chunk is loaded only
+# when its import runs (`version` reads 8 files instead of 61: 70 -> 25 ms without a code cache).
+sed -E -i 's/import\("(\.\/[A-Za-z0-9_-]+\.js)"\)/import(import.meta.resolve("\1"))/g' "$stage"/app/*.js
+! grep -qE 'import\("\./' "$stage"/app/*.js || fail "a chunk import of the split bundle is still a string literal"
 if grep -qE '(from|import\() *"(npm|jsr|https?):' "$stage/flowd-go.js" "$stage"/app/*.js; then
   fail "the bundle still imports remote or npm modules; it would need the network at run time"
 fi
