@@ -7,13 +7,15 @@
  * request than fetch) or over fetch ("deno").
  *
  *   deno run --allow-all bench/api_post.ts [--seconds 10] [--connections 32] [--warmup 3] [--client raw|deno|wrk]
- *                                          [--server api|bare|hono|ours|ours-hono|plain]
+ *                                          [--server api|bare|hono|ours|ours-hono|ours-const|plain]
  *                                          [--backend sink|firefly|prometheus]
  *
  * `--server bare` and `--server hono` run the anchor's two reference servers instead (req.json(), a small
  * JSON reply; plain Deno.serve or a 4-route Hono app), so figures taken without wrk can still be set
  * against the anchor on the same machine. `--server ours` and `--server ours-hono` run the same two
- * handlers on the daemon's own HTTP server (src/net/http_server.ts), which the api plugin uses.
+ * handlers on the daemon's own HTTP server (src/net/http_server.ts), which the api plugin uses;
+ * `--server ours-const` answers every POST /flow on that server's fast path with a fixed reply of the
+ * api's size (the server's own floor, without the api's parse, validation and echo).
  *
  * `--backend` says what the api plugin's events go to: `sink` (default) counts them; `firefly` and
  * `prometheus` put the daemon's event bus in between, with that real backend behind it. The firefly
@@ -75,6 +77,21 @@ async function serve(kind: string): Promise<void> {
     })().catch(() => {});
     console.log((listener.addr as Deno.NetAddr).port);
     stop = () => Promise.resolve(listener.close());
+  } else if (kind === "ours-const") {
+    const reply = {
+      status: 200,
+      headers: [["content-type", "application/json"]] as const,
+      body: "x".repeat(420),
+    };
+    const server = HttpServer.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      name: "bench",
+      log: logger("bench"),
+      fast: () => (count++, reply),
+    }, () => new Response("not found", { status: 404 }));
+    console.log(server.addr.port);
+    stop = () => server.stop();
   } else if (["bare", "hono", "ours", "ours-hono"].includes(kind)) {
     // The anchor's reference servers: parse the body, answer a small JSON object, bare or through Hono.
     const handle = async (req: Request) => {

@@ -2,6 +2,10 @@
  * Lines per second through the named pipe into a backend, beside a reader that only reads and counts.
  *
  *   deno run --allow-all bench/named_pipe.ts [--lines 1000000] [--buff 4096,65536] [--rounds 3] [--quick]
+ *                                            [--main A/src/main.ts,B/src/main.ts]
+ *
+ * --main runs several daemons' entry points (two source trees to compare, say main and a branch) as
+ * `ours <tree>` in the same interleaved rounds.
  *
  * Each round, interleaved: two ceilings (a Deno child that reads the FIFO with the same buffer size and
  * counts newline bytes, and one that decodes and splits the text into lines and counts them) and `ours` (the real daemon, `src/main.ts run`, with the namedPipe plugin and the
@@ -19,12 +23,17 @@ const flags = parseFlags({
   rounds: "3",
   quick: "false",
   mode: "bytes",
+  main: "",
 });
 const QUICK = flags.quick === "true";
 const LINES = QUICK ? 200_000 : Number(flags.lines);
 const BUFFS = flags.buff.split(",").map(Number);
 const ROUNDS = QUICK ? 2 : Number(flags.rounds);
-const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
+/** The daemons to time: name (the tree's directory) and entry point. */
+const MAINS = (flags.main || new URL("../src/main.ts", import.meta.url).pathname).split(",").map((main) => ({
+  main,
+  name: main.replace(/\/src\/main\.ts$/, "").split("/").pop()!,
+}));
 const CLK_TCK = 100;
 /** How often the daemon's counters are read: a scrape costs it ~3 ms of CPU, so not too often. */
 const POLL_MS = 100;
@@ -119,7 +128,13 @@ async function metric(port: number, re: RegExp): Promise<number> {
   return sum;
 }
 
-async function runOurs(dir: string, file: string, buffSize: number, port: number): Promise<RoundStats> {
+async function runOurs(
+  dir: string,
+  file: string,
+  buffSize: number,
+  port: number,
+  main: string,
+): Promise<RoundStats> {
   const fifo = `${dir}/np`;
   const conf = `${dir}/conf.yaml`;
   Deno.writeTextFileSync(
@@ -128,7 +143,7 @@ async function runOurs(dir: string, file: string, buffSize: number, port: number
       `backends:\n  prometheus:\n    bindAddress: 127.0.0.1\n    netlinkPort: ${port}\n    skopsPort: 0\n`,
   );
   const daemon = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", MAIN, "--conf", conf, "run"],
+    args: ["run", "--allow-all", "--quiet", main, "--conf", conf, "run"],
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -187,7 +202,9 @@ try {
     for (const buff of BUFFS) {
       add(`bytes buffSize ${buff}`, await runCeiling(dir, file, buff, "bytes"));
       add(`ceiling buffSize ${buff}`, await runCeiling(dir, file, buff, "lines"));
-      add(`ours buffSize ${buff}`, await runOurs(dir, file, buff, 19_300 + round));
+      for (const m of MAINS) {
+        add(`ours ${m.name} buffSize ${buff}`, await runOurs(dir, file, buff, 19_300 + round, m.main));
+      }
     }
   }
   console.log(`named pipe: ${LINES} lines, ${ROUNDS} rounds, load ${Deno.loadavg()[0]?.toFixed(2)}`);
@@ -214,7 +231,10 @@ try {
       `ceiling: read + split into lines, buffSize ${buff}`,
       results.get(`ceiling buffSize ${buff}`)!,
     );
-    row(`ours (daemon), buffSize ${buff}`, results.get(`ours buffSize ${buff}`)!, ceiling);
+    for (const m of MAINS) {
+      const name = MAINS.length > 1 ? `ours (daemon, ${m.name})` : "ours (daemon)";
+      row(`${name}, buffSize ${buff}`, results.get(`ours ${m.name} buffSize ${buff}`)!, ceiling);
+    }
   }
 } finally {
   await Deno.remove(dir, { recursive: true });

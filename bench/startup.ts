@@ -2,14 +2,16 @@
  * Start-up: time to the first HTTP answer and idle RSS of the daemon with the quick-start configuration,
  * beside a bare Deno.serve started the same way; `version` and `help` beside an empty Deno script.
  *
- *   deno run --allow-all bench/startup.ts [--rounds 5] [--quick] [--built DIR]
+ *   deno run --allow-all bench/startup.ts [--rounds 5] [--quick] [--built DIR[,DIR...]]
  *
  * --built DIR also times the built program (`scripts/build.sh --out DIR`, the bundle form operators get from
  * the RPM), once with the launcher's code cache (a private HOME, warmed by the first round) and once without
- * (FLOWD_GO_CODE_CACHE=off: what a user without a usable cache directory sees).
+ * (FLOWD_GO_CODE_CACHE=off: what a user without a usable cache directory sees). Several directories (two
+ * builds to compare, say main and a branch) are timed in the same interleaved rounds.
  *
  * Interleaved rounds, medians and ranges. "Ready" is from spawn to the first answer on the port (polled
- * every 5 ms); idle RSS is VmRSS 2 s later. Commands are timed from spawn to exit.
+ * every 5 ms), with the CPU time (user + system) the process had used by then; idle RSS is VmRSS 2 s later.
+ * Commands are timed from spawn to exit.
  */
 import { median, parseFlags, range } from "./lib.ts";
 
@@ -35,7 +37,18 @@ interface Run {
   env?: Record<string, string>;
 }
 
-async function ready(args: string[], url: string, run: Run = {}): Promise<{ ms: number; rss: number }> {
+/** User + system CPU time of a process so far, in ms (clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+async function ready(
+  args: string[],
+  url: string,
+  run: Run = {},
+): Promise<{ ms: number; cpu: number; rss: number }> {
   const t0 = performance.now();
   const child = new Deno.Command(run.exe ?? Deno.execPath(), {
     args,
@@ -54,8 +67,9 @@ async function ready(args: string[], url: string, run: Run = {}): Promise<{ ms: 
       }
     }
     const ms = performance.now() - t0;
+    const cpu = cpuMs(child.pid);
     await new Promise((r) => setTimeout(r, 2000));
-    return { ms, rss: rssMb(child.pid) };
+    return { ms, cpu, rss: rssMb(child.pid) };
   } finally {
     child.kill("SIGTERM");
     await child.status;
@@ -69,13 +83,19 @@ async function command(args: string[], run: Run = {}): Promise<number> {
   return performance.now() - t0;
 }
 
-const BUILT = flags.built ? `${flags.built}/bin/flowd-go` : "";
-const HOME = `${dir}/home`;
-Deno.mkdirSync(HOME, { mode: 0o700 });
-const cached: Run = { exe: BUILT, env: { HOME, FLOWD_GO_CODE_CACHE: "on" } };
-const uncached: Run = { exe: BUILT, env: { FLOWD_GO_CODE_CACHE: "off" } };
+/** Each built program under a short name (its directory's), cached and uncached. */
+const BUILT: { name: string; run: Run }[] = [];
+for (const [i, d] of flags.built.split(",").filter(Boolean).entries()) {
+  const exe = `${d}/bin/flowd-go`;
+  const name = d.replace(/\/+$/, "").split("/").pop() || `#${i}`;
+  const home = `${dir}/home${i}`;
+  Deno.mkdirSync(home, { mode: 0o700 });
+  BUILT.push({ name: `${name} cached`, run: { exe, env: { HOME: home, FLOWD_GO_CODE_CACHE: "on" } } });
+  BUILT.push({ name: `${name} uncached`, run: { exe, env: { FLOWD_GO_CODE_CACHE: "off" } } });
+}
 const QUICK = ["--conf", "builtin:quickstart"];
-if (BUILT) await command(["version"], cached); // fills the code cache before the first timed round
+// Fills each code cache before the first timed round.
+for (const b of BUILT) if (b.name.endsWith(" cached")) await command(["version"], b.run);
 
 const rows: Record<string, number[]> = {};
 const add = (k: string, v: number) => (rows[k] ??= []).push(v);
@@ -89,18 +109,18 @@ try {
       "http://127.0.0.1:7777/",
     );
     add("ours ready", o.ms);
+    add("ours cpu", o.cpu);
     add("ours rss", o.rss);
     add("empty", await command(["run", "--allow-all", "--quiet", EMPTY]));
     add("version", await command(["run", "--allow-all", "--quiet", MAIN, "version"]));
     add("help", await command(["run", "--allow-all", "--quiet", MAIN, "help"]));
-    if (BUILT) {
-      for (const [name, run] of [["cached", cached], ["uncached", uncached]] as const) {
-        const r = await ready([...QUICK, "run"], "http://127.0.0.1:7777/", run);
-        add(`built ${name} ready`, r.ms);
-        add(`built ${name} rss`, r.rss);
-        add(`built ${name} version`, await command(["version"], run));
-        add(`built ${name} conf`, await command([...QUICK, "conf"], run));
-      }
+    for (const { name, run } of BUILT) {
+      const r = await ready([...QUICK, "run"], "http://127.0.0.1:7777/", run);
+      add(`built ${name} ready`, r.ms);
+      add(`built ${name} cpu`, r.cpu);
+      add(`built ${name} rss`, r.rss);
+      add(`built ${name} version`, await command(["version"], run));
+      add(`built ${name} conf`, await command([...QUICK, "conf"], run));
     }
   }
   const cell = (k: string, digits = 0) => `${median(rows[k]!).toFixed(digits)} (${range(rows[k]!)})`;
@@ -111,16 +131,18 @@ try {
       (median(rows["ours ready"]!) / median(rows["bare ready"]!)).toFixed(2)
     }x`,
   );
+  console.log(`CPU at ready, ms | ${cell("ours cpu")} | |`);
   console.log(`idle RSS, MB | ${cell("ours rss")} | ${cell("bare rss")} |`);
   console.log(`version, ms (vs an empty script) | ${cell("version")} | ${cell("empty")} |`);
   console.log(`help, ms | ${cell("help")} | ${cell("empty")} |`);
-  for (const name of BUILT ? ["cached", "uncached"] : []) {
+  for (const { name } of BUILT) {
     const r = `built ${name}`;
     console.log(
       `built (${name}) ready, ms | ${cell(`${r} ready`)} | ${cell("bare ready")} | ${
         (median(rows[`${r} ready`]!) / median(rows["bare ready"]!)).toFixed(2)
       }x`,
     );
+    console.log(`built (${name}) CPU at ready, ms | ${cell(`${r} cpu`)} | |`);
     console.log(`built (${name}) idle RSS, MB | ${cell(`${r} rss`)} | ${cell("bare rss")} |`);
     console.log(`built (${name}) version, ms | ${cell(`${r} version`)} | ${cell("empty")} |`);
     console.log(`built (${name}) conf, ms | ${cell(`${r} conf`)} | ${cell("empty")} |`);

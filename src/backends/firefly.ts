@@ -75,6 +75,11 @@ const encoder = new TextEncoder();
 const COLLECTOR_FIRST_LOOKUP_MS = 500;
 /** Ongoing fireflies being sent at once, at most. */
 const MAX_ONGOING_IN_FLIGHT = 1024;
+/**
+ * Fireflies are sent in batches, one sendmmsg per socket per event-loop turn: a burst of events costs a
+ * system call per batch instead of one each. At most this many wait; a full batch is sent at once.
+ */
+const MAX_SEND_BATCH = 64;
 /** UDP payload that fits a 1500-byte IPv6 packet (40-byte IPv6 and 8-byte UDP headers). */
 export const UNFRAGMENTED_PAYLOAD = 1452;
 
@@ -108,6 +113,10 @@ export class FireflyBackend implements Backend {
   /** Ongoing fireflies waiting to be sent, one per event-loop turn (as node:dgram's sends went). */
   readonly #ongoingQueue: { family: "ipv4" | "ipv6"; send: () => void }[] = [];
   #ongoingLoop: Promise<void> | undefined;
+  /** Fireflies waiting for the next batch, per family, and the timer that sends them. */
+  readonly #pending = { ipv4: [] as PendingSend[], ipv6: [] as PendingSend[] };
+  #pendingCount = 0;
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #now: () => Micros;
 
   constructor(private readonly opts: FireflyBackendOptions) {
@@ -245,6 +254,7 @@ export class FireflyBackend implements Backend {
         this.#ongoingQueue.shift();
         try {
           next.send();
+          this.flush(); // at once: the wait above is for this one's room in the socket buffer
         } catch (err) {
           this.stats.failed++;
           log.error("cannot send an ongoing firefly", { err: errorMessage(err) });
@@ -351,25 +361,37 @@ export class FireflyBackend implements Backend {
     if (this.#collector instanceof BackgroundResolver) this.#collector.stop();
     // Ongoing fireflies already queued go out first (each send completes or fails at once).
     await this.#ongoingLoop;
+    this.flush();
     this.#socket4?.close();
     this.#socket6?.close();
     this.#socket4 = this.#socket6 = undefined;
   }
 
-  /** Sends one firefly to its destinations: one sendmmsg per socket, each outcome counted at once. */
+  /** Queues one firefly for its destinations; the batch goes out at the next turn or when it is full. */
   #send(bytes: Uint8Array, sends: readonly Send[]): void {
+    for (const s of sends) {
+      this.#pending[s.to.family].push({ data: bytes, address: s.to.toString(), port: s.port, what: s.what });
+      this.#pendingCount++;
+    }
+    if (this.#pendingCount >= MAX_SEND_BATCH) this.flush();
+    else if (this.#pendingCount > 0) this.#flushTimer ??= setTimeout(() => this.flush(), 0);
+  }
+
+  /** Sends what waits: one sendmmsg per socket, each datagram's outcome counted. */
+  flush(): void {
+    if (this.#flushTimer !== undefined) clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    this.#pendingCount = 0;
     for (const family of ["ipv4", "ipv6"] as const) {
-      const group: Send[] = [];
-      for (const send of sends) if (send.to.family === family) group.push(send);
+      const group = this.#pending[family];
       if (group.length === 0) continue;
+      this.#pending[family] = [];
       const socket = family === "ipv4" ? this.#socket4 : this.#socket6;
       if (!socket) {
         this.stats.failed += group.length;
         continue;
       }
-      const datagrams: OutgoingDatagram[] = [];
-      for (const s of group) datagrams.push({ data: bytes, address: s.to.toString(), port: s.port });
-      const results = socket.send(datagrams);
+      const results = socket.send(group);
       for (let i = 0; i < results.length; i++) {
         const rc = results[i]!;
         if (rc >= 0) {
@@ -380,7 +402,7 @@ export class FireflyBackend implements Backend {
         const s = group[i]!;
         this.#sendFailLog.run((suppressed) =>
           log.error("cannot send a firefly", {
-            to: joinHostPort(s.to.toString(), s.port),
+            to: joinHostPort(s.address, s.port),
             target: s.what,
             err: errnoText(-rc),
             suppressed,
@@ -389,6 +411,11 @@ export class FireflyBackend implements Backend {
       }
     }
   }
+}
+
+/** A datagram waiting for the next batch, and what it was for (in the error when it fails). */
+interface PendingSend extends OutgoingDatagram {
+  what: Send["what"];
 }
 
 /** One destination of a firefly. */

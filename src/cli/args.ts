@@ -4,8 +4,8 @@
  * plus our `flows`, `status` and `doctor`.
  * Global flags may come before or after the command.
  */
-import { parseArgs } from "node:util";
 import { UsageError } from "../core/errors.ts";
+import { type FlagSpec, splitArgs } from "./argv.ts";
 import { type CliLogLevel, LOG_LEVELS } from "../core/log.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/defaults.ts";
 import { splitHostPort } from "../net/ip.ts";
@@ -84,38 +84,31 @@ function normaliseBooleans(argv: string[]): string[] {
   });
 }
 
+/** The flags; global ones may come before or after the command. */
+const FLAGS = {
+  help: { type: "boolean", short: "h" },
+  conf: { type: "string" },
+  "log-level": { type: "string" },
+  "log-time": { type: "boolean" },
+  "no-log-time": { type: "boolean" },
+  "target-interface": { type: "string", multiple: true },
+  "remove-qdisc": { type: "boolean" },
+  "no-remove-qdisc": { type: "boolean" },
+  format: { type: "string" },
+  "stun-server": { type: "string", multiple: true },
+  "http-server": { type: "string", multiple: true },
+  pid: { type: "string" },
+  watch: { type: "boolean" },
+  interval: { type: "string" },
+  experiment: { type: "string" },
+  activity: { type: "string" },
+  dst: { type: "string" },
+  socket: { type: "string" },
+} as const satisfies Record<string, FlagSpec>;
+
 /** Parses argv (without the program name); throws `UsageError` on anything unknown or malformed. */
 export function parseCli(argv: string[]): CliArgs {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: normaliseBooleans(argv),
-      allowPositionals: true,
-      strict: true,
-      options: {
-        help: { type: "boolean", short: "h" },
-        conf: { type: "string" },
-        "log-level": { type: "string" },
-        "log-time": { type: "boolean" },
-        "no-log-time": { type: "boolean" },
-        "target-interface": { type: "string", multiple: true },
-        "remove-qdisc": { type: "boolean" },
-        "no-remove-qdisc": { type: "boolean" },
-        format: { type: "string" },
-        "stun-server": { type: "string", multiple: true },
-        "http-server": { type: "string", multiple: true },
-        pid: { type: "string" },
-        watch: { type: "boolean" },
-        interval: { type: "string" },
-        experiment: { type: "string" },
-        activity: { type: "string" },
-        dst: { type: "string" },
-        socket: { type: "string" },
-      },
-    });
-  } catch (err) {
-    throw new UsageError(cleanParseError(err));
-  }
+  const parsed = splitArgs(normaliseBooleans(argv), FLAGS);
   const { values, positionals } = parsed;
   let [first, ...rest] = positionals;
   const group = first === undefined ? undefined : GROUPS[first];
@@ -248,11 +241,4 @@ function flowsArgs(
     ...(values.dst !== undefined ? { dst: values.dst } : {}),
     ...(values.socket !== undefined ? { socket: values.socket } : {}),
   };
-}
-
-function cleanParseError(err: unknown): string {
-  if (err instanceof UsageError) return err.message;
-  const msg = err instanceof Error ? err.message : String(err);
-  // node:util's messages end with a hint about "--" that does not apply here.
-  return msg.split(". To specify a positional")[0]!.replace(/^Unknown option/, "unknown option").trim();
 }

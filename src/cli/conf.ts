@@ -1,8 +1,7 @@
 /** `flowd-go conf`: print the effective configuration, defaults included. */
-import { stringify } from "yaml";
+import { stringify } from "../config/yaml.ts";
 import type { CliArgs } from "./args.ts";
-import { loadCliConfig } from "./load.ts";
-import { reportConfig } from "./run.ts";
+import { loadCliConfig, reportConfig } from "./load.ts";
 
 /** Prints the configuration as YAML (or JSON); returns the exit status. */
 export async function confCommand(args: CliArgs): Promise<number> {

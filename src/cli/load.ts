@@ -2,6 +2,7 @@
 import { BUILTIN_PREFIX } from "../config/builtin.ts";
 import { loadBuiltinConfig, loadConfigFile, type LoadedConfig } from "../config/load.ts";
 import { ConfigError } from "../core/errors.ts";
+import { logger } from "../core/log.ts";
 import type { CliArgs } from "./args.ts";
 
 /** The configuration for `--conf`, with a hint when the default file is missing. */
@@ -17,4 +18,11 @@ export async function loadCliConfig(args: Pick<CliArgs, "conf" | "confGiven">): 
     }
     throw err;
   }
+}
+
+/** Logs the warnings and (at debug) the effective configuration, under the daemon's logger name. */
+export function reportConfig(loaded: LoadedConfig): void {
+  const log = logger("run");
+  for (const w of loaded.warnings) log.warn(w);
+  log.debug("configuration parsed", { source: loaded.source, config: JSON.stringify(loaded.config) });
 }

@@ -13,7 +13,7 @@ import { resolvePath } from "../wiring.ts";
 import { Daemon, type ReloadOutcome } from "../daemon.ts";
 import { SystemdNotifier } from "../core/sd_notify.ts";
 import { reloadStatusPath, ReloadStatusWriter } from "../core/reload_status.ts";
-import { loadCliConfig } from "./load.ts";
+import { loadCliConfig, reportConfig } from "./load.ts";
 import { startControl } from "../control/daemon_control.ts";
 import type { CliArgs } from "./args.ts";
 import { VERSION } from "../version.ts";
@@ -25,12 +25,6 @@ const STOP_BUDGET: StopBudget = { drainMs: 3_000, componentMs: 5_000 };
 export const CRASH_EXIT_STATUS = 70;
 /** Past this, a stop that hangs is abandoned and the process exits anyway. */
 const HARD_STOP_MS = 20_000;
-
-/** Logs the warnings and (at debug) the effective configuration. */
-export function reportConfig(loaded: LoadedConfig): void {
-  for (const w of loaded.warnings) log.warn(w);
-  log.debug("configuration parsed", { source: loaded.source, config: JSON.stringify(loaded.config) });
-}
 
 type Signal = "SIGTERM" | "SIGINT" | "SIGHUP";
 

@@ -2,7 +2,7 @@
  * Reading the configuration: YAML text → validated `Config`, with every error naming the key path and
  * the line in the file, and with the cross-section rules of the original (perfSONAR forces matchAll).
  */
-import { isMap, isScalar, isSeq, LineCounter, type Node, type Pair, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, type Node, type Pair, parseDocument } from "./yaml.ts";
 import type { z } from "zod";
 import { ConfigError, errorMessage } from "../core/errors.ts";
 import { clip, quoted } from "../core/clip.ts";

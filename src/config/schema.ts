@@ -5,7 +5,7 @@
  * Sections (a plugin, backend or enricher) are enabled by their presence: `api: {}` enables the API with
  * defaults. Unknown keys are errors everywhere (the original silently ignored typos).
  */
-import { z } from "zod";
+import * as z from "zod";
 import { clip } from "../core/clip.ts";
 import { IpAddress } from "../net/ip.ts";
 import { parsePrefix } from "../net/private_ranges.ts";

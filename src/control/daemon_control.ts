@@ -12,7 +12,6 @@ import { buildCommit, VERSION } from "../version.ts";
 import { statusReport } from "./status_report.ts";
 import { FlowReporter, isMarkingSource } from "./flows_report.ts";
 import { ControlServer } from "./server.ts";
-import { dirname } from "node:path";
 
 const log = logger("control");
 
@@ -38,7 +37,7 @@ export async function startControl(
   // Asked of git in a source checkout: only when someone wants a status, not on the way to READY.
   let commit: Promise<string> | undefined;
   try {
-    await Deno.mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    await Deno.mkdir(parentDir(path), { recursive: true, mode: 0o755 });
     return await ControlServer.listen({ path, gid: socketGroup(config) }, {
       ping: () => ({ version: VERSION, pid: Deno.pid, uptimeS: (Date.now() - started) / 1000 }),
       flows: () =>
@@ -54,4 +53,11 @@ export async function startControl(
     log.warn("running without the control socket", { path, err: errorMessage(err) });
     return undefined;
   }
+}
+
+/** The directory part of a path (node:path's dirname for the cases a socket path has), without node:path. */
+function parentDir(path: string): string {
+  const trimmed = path.replace(/\/+$/, "");
+  const cut = trimmed.lastIndexOf("/");
+  return cut < 0 ? "." : cut === 0 ? "/" : trimmed.slice(0, cut);
 }

@@ -4,7 +4,6 @@
  * lookup retried after `retryMs` (a negative cache), so that nothing that sends to the host ever waits
  * on DNS, and a resolver that never answers costs one pending lookup at a time, not one per event.
  */
-import { lookup } from "node:dns/promises";
 import { errorMessage } from "../core/errors.ts";
 import { IpAddress } from "./ip.ts";
 
@@ -28,7 +27,9 @@ export const DEFAULT_RESOLVER_TIMING: ResolverTiming = {
 /** How a name turns into addresses; replaceable in tests. */
 export type LookupFn = (host: string) => Promise<string>;
 
-const systemLookup: LookupFn = async (host) => (await lookup(host)).address;
+// node:dns is imported at the first lookup: a configuration that names no host never pays for it.
+const systemLookup: LookupFn = async (host) =>
+  (await (await import("node:dns/promises")).lookup(host)).address;
 
 /** Keeps one host name resolved; `current()` never waits. */
 export class BackgroundResolver {

@@ -15,7 +15,6 @@ import { httpPublicAddress } from "./http_discovery.ts";
 import { type Family, IpAddress } from "./ip.ts";
 import { isLinkLocal, isPrivateAddress } from "./private_ranges.ts";
 import { IFA_F_DADFAILED, IFA_F_TENTATIVE, Rtnetlink } from "./rtnetlink.ts";
-import { stunBinding } from "./stun_client.ts";
 
 /** How a private address got its public counterpart. */
 export type MappingMethod = "manual" | "http" | "stun";
@@ -190,6 +189,8 @@ async function resolve(
   for (const server of settings.stunServers) {
     if (signal?.aborted) break;
     try {
+      // The STUN client (node:dgram, node:dns) is loaded only when a mapping asks a STUN server.
+      const { stunBinding } = await import("./stun_client.ts");
       const { mapped } = await stunBinding({
         server,
         localAddress: local,

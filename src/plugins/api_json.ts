@@ -124,12 +124,16 @@ export function goJson(value: unknown, pretty: boolean): string {
  */
 export function apiFlowEchoText(event: FlowEvent): string {
   const str = (s: string) => goEscape(JSON.stringify(s));
+  // An endpoint's text is digits, hex, dots, colons and brackets, nothing JSON or Go escapes; only a zone
+  // (an interface name) can hold more.
+  const endpoint = (ep: Endpoint) =>
+    ep.address.zone === undefined ? `"${formatEndpoint(ep)}"` : str(formatEndpoint(ep));
   return `{
     "State": ${API_STATE[event.state]},
     "Protocol": ${API_PROTOCOL[event.protocol]},
     "Family": ${API_FAMILY[event.family]},
-    "Src": ${str(formatEndpoint(event.src))},
-    "Dst": ${str(formatEndpoint(event.dst))},
+    "Src": ${endpoint(event.src)},
+    "Dst": ${endpoint(event.dst)},
     "Experiment": ${JSON.stringify(event.experimentId)},
     "Activity": ${JSON.stringify(event.activityId)},
     "StartTs": "${formatApiTime(event.startTime)}",
@@ -368,13 +372,14 @@ function parseTime(field: "StartTs" | "EndTs", value: unknown): Micros | undefin
 /**
  * Turns a parsed POST /flow body into a flow event, or throws `ApiFlowError` naming the key at fault.
  *
- * Start events without StartTs start `now`; end events without EndTs end `now`. A start event's EndTs is
+ * Start events without StartTs start `now`; end events without EndTs end `now` (a time, or a clock read
+ * only then). A start event's EndTs is
  * dropped (the original's sample bodies carry one). Application, when a non-empty string, replaces
  * `application`. With `resolveId`, Experiment and Activity may also be registry names ("atlas", "Staging").
  */
 export function parseApiFlowBody(
   value: unknown,
-  now: Micros,
+  now: Micros | (() => Micros),
   application: string,
   resolveId?: ApiIdResolver,
 ): FlowEvent {
@@ -426,11 +431,13 @@ export function parseApiFlowBody(
     activityId,
     application: app || application,
   };
+  // A clock is read only when a time is missing.
+  const clock = () => typeof now === "number" ? now : now();
   if (state === "start") {
-    event.startTime = startTs ?? now;
+    event.startTime = startTs ?? clock();
   } else {
     if (startTs !== undefined) event.startTime = startTs;
-    event.endTime = endTs ?? now;
+    event.endTime = endTs ?? clock();
     if (startTs !== undefined && endTs !== undefined && endTs < startTs) {
       throw new ApiFlowError(
         "EndTs",

@@ -39,10 +39,17 @@ import {
   splitGluedLine,
 } from "./pipe_line.ts";
 
+/**
+ * Smallest read from the FIFO: one read takes what a full pipe buffer (64 KiB on Linux) holds. Each read
+ * is a hop to a blocking thread and back, so the original's 1000-byte reads cost more than the lines in
+ * them; lines never depended on the read size here (a line spanning reads arrives whole).
+ */
+export const MIN_READ_BYTES = 64 * 1024;
+
 /** What the plugin needs from its configuration section (paths already resolved). */
 export interface NamedPipeOptions {
   pipePath: string;
-  /** Bytes per read. */
+  /** Bytes per read, at least MIN_READ_BYTES. */
   buffSize: number;
   /** Octal text, e.g. "0660". */
   pipeMode: string;
@@ -103,7 +110,7 @@ export class NamedPipePlugin implements Plugin {
 
   constructor(opts: NamedPipeOptions) {
     this.#opts = opts;
-    this.#buf = new Uint8Array(opts.buffSize);
+    this.#buf = readBuffer(opts.buffSize);
   }
 
   async start(sink: EventSink): Promise<void> {
@@ -131,7 +138,7 @@ export class NamedPipePlugin implements Plugin {
       this.#ctx = undefined;
       throw err;
     }
-    if (next.buffSize !== previous.buffSize) this.#buf = new Uint8Array(next.buffSize);
+    if (next.buffSize !== previous.buffSize) this.#buf = readBuffer(next.buffSize);
     log.info("named pipe settings changed in place", { path: next.pipePath, mode: next.pipeMode });
     return true;
   }
@@ -501,4 +508,9 @@ export class NamedPipePlugin implements Plugin {
       })
     );
   }
+}
+
+/** The buffer reads go into: `buffSize` bytes, or MIN_READ_BYTES when that is more. */
+function readBuffer(buffSize: number): Uint8Array {
+  return new Uint8Array(Math.max(buffSize, MIN_READ_BYTES));
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ApiPlugin, type ApiPluginOptions, asciiText } from "../../src/plugins/api.ts";
+import { ApiPlugin, type ApiPluginOptions } from "../../src/plugins/api.ts";
 import { formatApiTime } from "../../src/plugins/api_json.ts";
 import type { EmitResult, EventSink } from "../../src/core/component.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
@@ -764,31 +764,6 @@ Deno.test("api: a token file that cannot be used stops the start with an error n
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-});
-
-Deno.test("asciiText gives the UTF-8 decoder's text for ASCII bodies and leaves every other body to it", () => {
-  const utf8 = new TextDecoder("utf-8", { fatal: true });
-  let seed = 7;
-  const rnd = (n: number) => {
-    seed = (seed * 1103515245 + 12345) % 2147483648;
-    return Math.floor(seed / 65536) % n;
-  };
-  let ascii = 0;
-  for (let i = 0; i < 2000; i++) {
-    const bytes = new Uint8Array(rnd(300));
-    // Mostly ASCII, sometimes a high byte (a valid or broken UTF-8 sequence, or a BOM at the start).
-    const high = rnd(3) === 0;
-    for (let j = 0; j < bytes.length; j++) bytes[j] = high && rnd(50) === 0 ? 0x80 + rnd(128) : rnd(128);
-    if (i % 97 === 0 && bytes.length >= 3) bytes.set([0xef, 0xbb, 0xbf]);
-    const got = asciiText(bytes);
-    if (bytes.every((b) => b < 0x80)) {
-      assert.equal(got, utf8.decode(bytes));
-      ascii++;
-    } else assert.equal(got, undefined);
-  }
-  assert.ok(ascii > 500 && ascii < 2000, `${ascii} ASCII bodies`);
-  assert.equal(asciiText(new Uint8Array(5000).fill(0x41)), undefined); // large: the decoder's
-  assert.equal(asciiText(new Uint8Array(4096).fill(0x41)), "A".repeat(4096));
 });
 
 Deno.test("POST /flow echoes a non-ASCII application as UTF-8 with a Content-Length in bytes", async () => {

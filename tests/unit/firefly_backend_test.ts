@@ -143,6 +143,7 @@ Deno.test("firefly backend: a send failure is counted and does not throw", async
   try {
     // Larger than any UDP datagram: the kernel refuses it (EMSGSIZE) before anything leaves the host.
     await b.handle(event("start", { application: "x".repeat(70_000) }));
+    await new Promise((r) => setTimeout(r, 10)); // the batch goes out at the next turn of the event loop
     assert.equal(b.stats.failed, 1);
     await b.handle(event("start"));
     await peer.waitFor(1);
@@ -150,4 +151,34 @@ Deno.test("firefly backend: a send failure is counted and does not throw", async
   } finally {
     await b.stop();
   }
+});
+
+Deno.test("firefly backend: a burst is sent in batches at the next turn, every firefly counted and delivered", async () => {
+  await using peer = await udpReceiver("::1");
+  const b = backendFor({ destinationPort: peer.port });
+  await b.start();
+  try {
+    // Synchronously, as the bus delivers what is queued: more than one batch's worth.
+    for (let i = 0; i < 150; i++) b.handle(event(i % 2 ? "end" : "start"));
+    assert.ok(b.stats.sent >= 128 && b.stats.sent < 150, `full batches go at once (${b.stats.sent} sent)`);
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(b.stats.sent, 150);
+    assert.equal(b.stats.failed, 0);
+    await peer.waitFor(150);
+    assert.equal(peer.messages.length, 150);
+  } finally {
+    await b.stop();
+  }
+});
+
+Deno.test("firefly backend: stop sends what is still waiting for its batch", async () => {
+  await using peer = await udpReceiver("::1");
+  const b = backendFor({ destinationPort: peer.port });
+  await b.start();
+  b.handle(event("start"));
+  b.handle(event("end"));
+  assert.equal(b.stats.sent, 0);
+  await b.stop();
+  assert.equal(b.stats.sent, 2);
+  await peer.waitFor(2);
 });

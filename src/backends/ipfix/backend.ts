@@ -6,7 +6,6 @@
  * evicted it for a newer flow) and at shutdown (forced end). One timer for the whole backend; per flow
  * only the last exported totals and the next due time are kept.
  */
-import { lookup } from "node:dns/promises";
 import { UdpSender } from "../../../ffi/udp_batch.ts";
 import type { Backend, ComponentStatus } from "../../core/component.ts";
 import { errorMessage, StartupError } from "../../core/errors.ts";
@@ -131,7 +130,8 @@ export class IpfixBackend implements Backend {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       const address = await Promise.race([
-        (this.opts.lookupFn ?? (async (h: string) => (await lookup(h)).address))(host),
+        (this.opts.lookupFn ??
+          (async (h: string) => (await (await import("node:dns/promises")).lookup(h)).address))(host),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () => reject(new Error(`no answer within ${LOOKUP_TIMEOUT_MS} ms`)),
