@@ -19,6 +19,8 @@ export interface NatsClusterOptions {
   readyTimeoutMs?: number;
   /** Options for the helper's own probe connection (credentials when extraConfig demands them). */
   probeAuth?: { user: string; pass: string } | { token: string };
+  /** TLS files for the probe connection when the nodes require TLS. */
+  probeTls?: { caFile: string; certFile?: string; keyFile?: string };
 }
 
 /** One node: its client port and its process while running. */
@@ -136,6 +138,7 @@ export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<N
   const probeOptions = () => ({
     servers: states.filter((s) => s.process).map((s) => s.url),
     ...(opts.probeAuth ?? {}),
+    ...(opts.probeTls ? { tls: opts.probeTls } : {}),
     timeout: 2000,
   });
 
