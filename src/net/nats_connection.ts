@@ -28,6 +28,18 @@ export interface NatsConnectionSettings {
   connectTimeout: number;
 }
 
+/** A first connection that failed, and why (the nats backend waits out "unreachable", not the others). */
+export class NatsConnectError extends StartupError {
+  constructor(
+    message: string,
+    readonly kind: "auth" | "tls" | "unreachable" | "other",
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "NatsConnectError";
+  }
+}
+
 /** Back-off between reconnect attempts: base wait, and up to this much random extra. */
 const RECONNECT_WAIT_MS = 500;
 const RECONNECT_JITTER_MS = 1000;
@@ -153,6 +165,7 @@ export async function openNatsConnection(
   name: string,
   log: Logger,
   slot: string,
+  onConnected?: (connected: boolean) => void,
 ): Promise<NatsConnection> {
   const options = await natsConnectOptions(s, name);
   guardDetachedSockets();
@@ -167,14 +180,20 @@ export async function openNatsConnection(
       const refusal = await tlsRefusal(s.servers, s.tls, s.connectTimeout * 1000);
       if (refusal) c = { kind: "tls", text: `the TLS handshake failed (${refusal})` };
     }
-    throw new StartupError(`${slot}: cannot connect to ${s.servers.join(",")}: ${c.text}`, { cause: err });
+    throw new NatsConnectError(`${slot}: cannot connect to ${s.servers.join(",")}: ${c.text}`, c.kind, {
+      cause: err,
+    });
   }
   log.info("connected to NATS", { server: nc.getServer(), slot });
   (async () => {
     for await (const st of nc.status()) {
-      if (st.type === "disconnect") log.warn("disconnected from NATS; reconnecting", { server: st.server });
-      else if (st.type === "reconnect") log.info("reconnected to NATS", { server: st.server });
-      else if (st.type === "error") {
+      if (st.type === "disconnect") {
+        onConnected?.(false);
+        log.warn("disconnected from NATS; reconnecting", { server: st.server });
+      } else if (st.type === "reconnect") {
+        onConnected?.(true);
+        log.info("reconnected to NATS", { server: st.server });
+      } else if (st.type === "error") {
         log.warn("NATS connection error", { err: classifyNatsError(st.error).text });
       }
     }

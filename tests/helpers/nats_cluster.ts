@@ -197,7 +197,7 @@ export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<N
       await waitPort(s);
     },
     async connect() {
-      const nc = await connect(probeOptions());
+      const nc = await connect({ ...probeOptions(), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
       connections.add(nc);
       return nc;
     },
