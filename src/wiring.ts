@@ -1,6 +1,6 @@
 /**
  * The components a configuration asks for, as specs in the original's order: plugins api → firefly →
- * namedPipe → perfsonar → iperf3 (then the addition connections); backends marker → firefly →
+ * namedPipe → perfsonar → iperf3 (then the additions connections and nats); backends marker → firefly →
  * prometheus → ipfix → nats; enrichers skops → netlink.
  *
  * A spec names its slot (the configuration section), carries the options the component is built from
@@ -141,6 +141,21 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
       slot: "plugins.connections",
       options,
       create: async () => new (await import("./plugins/connections.ts")).ConnectionsPlugin(options),
+    });
+  }
+  if (p.nats) {
+    const options = {
+      config: p.nats,
+      hostname: host.hostname,
+      connection: natsConnection(config, p.nats),
+      application: APPLICATION_NAME,
+      resolveId,
+    };
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.nats",
+      options,
+      create: async () => new (await import("./plugins/nats.ts")).NatsPlugin(options),
     });
   }
 
