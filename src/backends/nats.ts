@@ -74,9 +74,20 @@ function packMessage(subject: string, id: string, body: string): Uint8Array {
   return encoder.encode(`${subject}\n${id}\n${body}`);
 }
 
-function unpackMessage(payload: Uint8Array): { subject: string; id: string; body: Uint8Array } {
+/** A message ready to publish: its outbox sequence number and its parts. */
+interface Outgoing {
+  seq: number;
+  subject: string;
+  id: string;
+  body: Uint8Array;
+}
+
+/** The parts of an outbox record (after a restart or a failure; new events keep theirs from the start). */
+function unpackMessage(record: OutboxRecord): Outgoing {
+  const payload = record.payload;
   const a = payload.indexOf(10), b = payload.indexOf(10, a + 1);
   return {
+    seq: record.seq,
     subject: decoder.decode(payload.subarray(0, a)),
     id: decoder.decode(payload.subarray(a + 1, b)),
     body: payload.subarray(b + 1),
@@ -84,7 +95,7 @@ function unpackMessage(payload: Uint8Array): { subject: string; id: string; body
 }
 
 interface InFlight {
-  record: OutboxRecord;
+  message: Outgoing;
   sentAt: number;
 }
 
@@ -104,7 +115,7 @@ export class NatsBackend implements Backend {
   #sub: Subscription | undefined;
   #replyPrefix = "";
   /** Records to send, in order, from #sendHead on. */
-  #queue: OutboxRecord[] = [];
+  #queue: Outgoing[] = [];
   #sendHead = 0;
   readonly #inFlight = new Map<number, InFlight>();
   /** Set after a failure: nothing new is sent until the in-flight settle and the back-off passed. */
@@ -148,7 +159,7 @@ export class NatsBackend implements Backend {
         path: this.opts.outboxPath,
       });
     }
-    for (const r of outbox.unacked()) this.#queue.push(r);
+    for (const r of outbox.unacked()) this.#queue.push(unpackMessage(r));
     try {
       await this.#connect();
     } catch (err) {
@@ -292,9 +303,9 @@ export class NatsBackend implements Backend {
   #take(event: FlowEvent, body: string, time: Micros): void {
     const outbox = this.#outbox;
     if (!outbox) return;
-    const record = outbox.append(
-      packMessage(`${this.#subjectBase}.${event.state}`, messageId(this.opts.hostname, event, time), body),
-    );
+    const subject = `${this.#subjectBase}.${event.state}`, id = messageId(this.opts.hostname, event, time);
+    const payload = packMessage(subject, id, body);
+    const record = outbox.append(payload);
     if (!record) {
       this.stats.refused++;
       this.#refuseLog.run((suppressed) =>
@@ -308,7 +319,8 @@ export class NatsBackend implements Backend {
       );
       return;
     }
-    this.#queue.push(record);
+    const bodyAt = payload.indexOf(10, payload.indexOf(10) + 1) + 1;
+    this.#queue.push({ seq: record.seq, subject, id, body: payload.subarray(bodyAt) });
     if (this.#inFlight.size < this.opts.config.maxInFlight) this.#pump();
   }
 
@@ -319,19 +331,18 @@ export class NatsBackend implements Backend {
     const max = this.opts.config.maxInFlight;
     const now = performance.now();
     while (this.#inFlight.size < max && this.#sendHead < this.#queue.length) {
-      const record = this.#queue[this.#sendHead++]!;
-      if (!outbox.isPending(record.seq) || this.#inFlight.has(record.seq)) continue;
-      const m = unpackMessage(record.payload);
+      const m = this.#queue[this.#sendHead++]!;
+      if (!outbox.isPending(m.seq) || this.#inFlight.has(m.seq)) continue;
       const h = headers();
       h.set("Nats-Msg-Id", m.id);
       try {
-        nc.publish(m.subject, m.body, { reply: `${this.#replyPrefix}.${record.seq}`, headers: h });
+        nc.publish(m.subject, m.body, { reply: `${this.#replyPrefix}.${m.seq}`, headers: h });
       } catch (err) {
         this.#sendHead--;
         this.#fail(`cannot publish: ${errorMessage(err)}`);
         return;
       }
-      this.#inFlight.set(record.seq, { record, sentAt: now });
+      this.#inFlight.set(m.seq, { message: m, sentAt: now });
     }
     if (this.#sendHead > 65_536 && this.#sendHead * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#sendHead);
@@ -355,10 +366,14 @@ export class NatsBackend implements Backend {
       );
       return;
     }
+    const text = decoder.decode(msg.data);
     try {
-      reply = msg.json();
+      // The usual reply, {"stream":..,"seq":N} or with "duplicate":true, read without a JSON parse.
+      reply = text.startsWith('{"stream":') && !text.includes('"error"')
+        ? { seq: 1, duplicate: text.includes('"duplicate":true') }
+        : JSON.parse(text);
     } catch {
-      this.#fail(`unreadable acknowledgement: ${decoder.decode(msg.data).slice(0, 120)}`);
+      this.#fail(`unreadable acknowledgement: ${text.slice(0, 120)}`);
       return;
     }
     if (reply.error || typeof reply.seq !== "number") {
@@ -406,7 +421,7 @@ export class NatsBackend implements Backend {
     }
     if (this.#blocked && this.#inFlight.size === 0 && now >= this.#blockedUntil) {
       this.#blocked = false;
-      this.#queue = [...(this.#outbox?.unacked() ?? [])];
+      this.#queue = [...(this.#outbox?.unacked() ?? [])].map(unpackMessage);
       this.#sendHead = 0;
       this.#pump();
     }
@@ -541,6 +556,6 @@ export function subjectToken(hostname: string): string {
  * event sent twice has the same id; two events of one flow differ in state or time.
  */
 export function messageId(hostname: string, event: FlowEvent, time: Micros): string {
-  return `${hostname}|${event.state}|${event.protocol}|${event.src.address}|${event.src.port}|` +
-    `${event.dst.address}|${event.dst.port}|${time}`;
+  return hostname + "|" + event.state + "|" + event.protocol + "|" + event.src.address.toString() + "|" +
+    event.src.port + "|" + event.dst.address.toString() + "|" + event.dst.port + "|" + time;
 }

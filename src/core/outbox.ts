@@ -16,6 +16,7 @@
  * Full: `append` refuses a message once the pending payload reaches `maxBytes` (the caller counts and
  * logs it); nothing ever waits on the disk beyond one write per event-loop turn.
  */
+import zlib from "node:zlib";
 
 /** One message waiting for its acknowledgement. */
 export interface OutboxRecord {
@@ -41,23 +42,9 @@ export const MAX_RECORD_PAYLOAD = 1 << 20;
 /** Rewrite the file once this many bytes of it are acknowledged messages and ack records. */
 const COMPACT_AFTER_BYTES = 8 << 20;
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-/** CRC-32 (IEEE) of the header's type and seq bytes and the payload. */
+/** CRC-32 (IEEE, zlib's: native, ~25 times faster than a table loop in JS) of type, seq and payload. */
 function crc32(header: Uint8Array, payload: Uint8Array): number {
-  let c = 0xffffffff;
-  c = CRC_TABLE[(c ^ header[0]!) & 0xff]! ^ (c >>> 8);
-  for (let i = 9; i < HEADER; i++) c = CRC_TABLE[(c ^ header[i]!) & 0xff]! ^ (c >>> 8);
-  for (let i = 0; i < payload.length; i++) c = CRC_TABLE[(c ^ payload[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
+  return zlib.crc32(payload, zlib.crc32(header.subarray(9, HEADER), zlib.crc32(header.subarray(0, 1))));
 }
 
 function encodeRecord(type: number, seq: number, payload: Uint8Array): Uint8Array {
@@ -86,6 +73,8 @@ export class Outbox {
   #fileBytes = 0;
   #writeQueue: Uint8Array[] = [];
   #flushScheduled = false;
+  /** Acks arrived since the last flush: the watermark record is due. */
+  #ackDirty = false;
   /** The ack watermark last written. */
   #writtenWatermark = 0;
   #file: Deno.FsFile | undefined;
@@ -223,11 +212,9 @@ export class Outbox {
       if (next === undefined || !this.#ackedAhead.delete(next.seq)) break;
       this.#advance();
     }
-    const watermark = this.#pending[this.#head]?.seq ?? this.#nextSeq;
-    if (watermark > this.#writtenWatermark) {
-      this.#writtenWatermark = watermark;
-      this.#queueWrite(encodeRecord(TYPE_ACK, watermark, new Uint8Array(0)), true);
-    }
+    // One ack record per turn at most, written after the turn's data records (see flush).
+    this.#ackDirty = true;
+    this.#scheduleFlush();
   }
 
   #advance(): void {
@@ -241,9 +228,12 @@ export class Outbox {
     }
   }
 
-  #queueWrite(bytes: Uint8Array, isAck = false): void {
+  #queueWrite(bytes: Uint8Array): void {
     this.#writeQueue.push(bytes);
-    if (isAck) this.#deadBytes += bytes.length;
+    this.#scheduleFlush();
+  }
+
+  #scheduleFlush(): void {
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       queueMicrotask(() => this.flush());
@@ -253,6 +243,16 @@ export class Outbox {
   /** Writes what is queued now (also called at the end of each turn, and by close). */
   flush(): void {
     this.#flushScheduled = false;
+    if (this.#ackDirty) {
+      this.#ackDirty = false;
+      const watermark = this.#pending[this.#head]?.seq ?? this.#nextSeq;
+      if (watermark > this.#writtenWatermark) {
+        this.#writtenWatermark = watermark;
+        const ack = encodeRecord(TYPE_ACK, watermark, new Uint8Array(0));
+        this.#writeQueue.push(ack);
+        this.#deadBytes += ack.length;
+      }
+    }
     if (!this.#file || this.#writeQueue.length === 0) return;
     const parts = this.#writeQueue;
     this.#writeQueue = [];
@@ -274,6 +274,7 @@ export class Outbox {
     if (!this.#file) return;
     // The rewrite holds the whole state: records still queued for the old file would be copies.
     this.#writeQueue = [];
+    this.#ackDirty = false;
     const tmp = `${this.path}.tmp`;
     const parts: Uint8Array[] = [];
     const watermark = this.#pending[this.#head]?.seq ?? this.#nextSeq;
