@@ -150,7 +150,11 @@ export class NatsPlugin implements Plugin {
         );
       }
       try {
-        await jsm.streams.add({ name: c.stream, subjects: [this.subject], num_replicas: c.replicas });
+        // On the subject's parent (scitags.control.> for the default): one stream serves the whole fleet,
+        // and the next daemon's identical request is a no-op rather than a conflict.
+        const cut = this.subject.lastIndexOf(".");
+        const subjects = [cut > 0 ? `${this.subject.slice(0, cut)}.>` : this.subject];
+        await jsm.streams.add({ name: c.stream, subjects, num_replicas: c.replicas });
       } catch (err) {
         throw new StartupError(`plugins.nats: cannot create stream ${c.stream}: ${errorMessage(err)}`, {
           cause: err,

@@ -30,7 +30,7 @@ async function setup(cluster: NatsCluster, name: string): Promise<Setup> {
   const s = {
     dir,
     conf: `${dir}/conf.yaml`,
-    control: `ctl.${name}`,
+    control: `ctl.${name}.node1`,
     controlStream: `CTL_${name.toUpperCase()}`,
     outStream: `OUT_${name.toUpperCase()}`,
   };
@@ -148,6 +148,12 @@ Deno.test({
           assert.ok(!docs.some((d) => srcPort(d) === 7002), "the malformed start made no event");
           // Past ackWait: nothing waits for an ack or is delivered again (the malformed ones were terminated).
           await new Promise((r) => setTimeout(r, 2500));
+          const made = await (await jetstreamManager(nc)).streams.info(s.controlStream);
+          assert.deepEqual(
+            made.config.subjects,
+            ["ctl.mixed.>"],
+            "created on the subject's parent, for a fleet",
+          );
           const info = await (await jetstreamManager(nc)).consumers.info(
             s.controlStream,
             `flowd-${hostToken()}`,
