@@ -125,6 +125,8 @@ export class NatsBackend implements Backend {
   #timer: ReturnType<typeof setInterval> | undefined;
   #connectLoop: Promise<void> | undefined;
   #stopping = false;
+  /** Ends the wait between two connection tries (stop does not sit out the pause). */
+  #wakeConnectLoop: (() => void) | undefined;
   /** False between a disconnect and the reconnect (publishes then wait in the outbox). */
   #connected = false;
   #lastError: string | undefined;
@@ -203,7 +205,13 @@ export class NatsBackend implements Backend {
 
   async #keepConnecting(): Promise<void> {
     while (!this.#stopping && !this.#nc) {
-      await new Promise((r) => setTimeout(r, CONNECT_RETRY_MS));
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, CONNECT_RETRY_MS);
+        this.#wakeConnectLoop = () => {
+          clearTimeout(timer);
+          r();
+        };
+      });
       if (this.#stopping) return;
       try {
         await this.#connect();
@@ -533,6 +541,7 @@ export class NatsBackend implements Backend {
       await new Promise((r) => setTimeout(r, 20));
     }
     this.#stopping = true;
+    this.#wakeConnectLoop?.();
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#connectLoop;

@@ -196,7 +196,7 @@ export const NatsBackendSchema = z.strictObject({
   /** The outbox file; relative paths are relative to workDir. */
   outboxPath: filePath().default("nats-outbox.log"),
   /** Bytes of unacknowledged documents the outbox holds; events beyond that are refused (counted). */
-  outboxMaxBytes: intRange(1 << 16, 1 << 40, "a size in bytes").default(256 << 20),
+  outboxMaxBytes: intRange(1 << 16, 2 ** 40, "a size in bytes").default(256 << 20),
   /** Also publish an "ongoing" document for every enrichment sample. */
   enrich: bool().default(false),
   enrichmentMode: choice(ENRICHMENT_MODES).default("lean"),

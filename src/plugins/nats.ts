@@ -56,6 +56,8 @@ export class NatsPlugin implements Plugin {
   #nc: NatsConnection | undefined;
   #sink: EventSink | undefined;
   #stopping = false;
+  /** Ends the wait between two connection tries (stop does not sit out the pause). */
+  #wakeConnectLoop: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   #stopConsuming: (() => void) | undefined;
   #lastError: string | undefined;
@@ -82,7 +84,13 @@ export class NatsPlugin implements Plugin {
 
   async #keepConnecting(): Promise<void> {
     while (!this.#stopping && !this.#nc) {
-      await new Promise((r) => setTimeout(r, CONNECT_RETRY_MS));
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, CONNECT_RETRY_MS);
+        this.#wakeConnectLoop = () => {
+          clearTimeout(timer);
+          r();
+        };
+      });
       if (this.#stopping) return;
       try {
         await this.#connect();
@@ -260,6 +268,7 @@ export class NatsPlugin implements Plugin {
 
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.#wakeConnectLoop?.();
     this.#stopConsuming?.();
     await this.#loop;
     await this.#consuming;

@@ -48,6 +48,11 @@ Deno.test("nats config: wrong values are named", () => {
   fails("backends:\n  nats: {tls: {certFile: c}}\n", /certFile and keyFile go together/);
   fails("backends:\n  nats: {replicas: 7}\n", /replicas.*1\.\.5/);
   fails("backends:\n  nats: {password: x}\n", /password/);
+  fails("backends:\n  nats: {outboxMaxBytes: 1000}\n", /outboxMaxBytes.*65536\.\.1099511627776/);
+  assert.equal(
+    load("backends:\n  nats: {outboxMaxBytes: 1099511627776}\n").backends.nats!.outboxMaxBytes,
+    2 ** 40,
+  );
 });
 
 Deno.test("nats backend: message ids are the same for the same event and differ across states and times", () => {
