@@ -31,7 +31,7 @@ fi
 # 2. Debian packages (root only; others must install them by hand).
 apt_packages=(clang llvm libbpf-dev libbpf1 bpftool iproute2 iperf3 tshark tcpdump
   libelf-dev linux-libc-dev pandoc rpm rpm2cpio cpio zip unzip strace prometheus systemd man-db
-  debootstrap systemd-container wrk nfdump pmacct qemu-system-x86 kmod)
+  debootstrap systemd-container wrk nfdump pmacct qemu-system-x86 kmod nats-server openssl)
 apt_stamp="$stamp_dir/apt-$(printf '%s\n' "${apt_packages[@]}" | sha256sum | cut -c1-16)"
 if [[ ! -e "$apt_stamp" ]]; then
   if [[ "$(id -u)" == "0" ]]; then

@@ -1,13 +1,14 @@
 /**
  * The components a configuration asks for, as specs in the original's order: plugins api → firefly →
- * namedPipe → perfsonar → iperf3 (then the addition connections); backends marker → firefly →
- * prometheus → ipfix; enrichers skops → netlink.
+ * namedPipe → perfsonar → iperf3 (then the additions connections and nats); backends marker → firefly →
+ * prometheus → ipfix → nats; enrichers skops → netlink.
  *
  * A spec names its slot (the configuration section), carries the options the component is built from
  * (their JSON is the fingerprint a reload compares, so an unchanged component keeps running) and imports
  * the component's module only when it is created: a command or a configuration pays for what it uses.
  */
-import type { Config } from "./config/schema.ts";
+import type { Config, NatsConnectionKeys } from "./config/schema.ts";
+import type { NatsConnectionSettings } from "./net/nats_connection.ts";
 import type { ComponentSpec } from "./core/component.ts";
 import { APPLICATION_NAME, VERSION } from "./version.ts";
 import { Registry } from "./scitags/registry.ts";
@@ -36,6 +37,22 @@ export function resolvePath(config: Config, path: string): string {
   if (path.startsWith("/")) return path;
   const base = config.workDir.startsWith("/") ? config.workDir : `${Deno.cwd()}/${config.workDir}`;
   return `${base.replace(/\/+$/, "")}/${path}`;
+}
+
+/** The connection keys of a NATS section, its file paths resolved against workDir. */
+function natsConnection(config: Config, c: NatsConnectionKeys): NatsConnectionSettings {
+  const path = (p: string | undefined) => p === undefined ? undefined : resolvePath(config, p);
+  return {
+    servers: c.servers,
+    connectTimeout: c.connectTimeout,
+    ...(c.user !== undefined ? { user: c.user } : {}),
+    ...(c.passwordFile !== undefined ? { passwordFile: path(c.passwordFile) } : {}),
+    ...(c.tokenFile !== undefined ? { tokenFile: path(c.tokenFile) } : {}),
+    ...(c.credsFile !== undefined ? { credsFile: path(c.credsFile) } : {}),
+    ...(c.tls
+      ? { tls: { caFile: path(c.tls.caFile), certFile: path(c.tls.certFile), keyFile: path(c.tls.keyFile) } }
+      : {}),
+  };
 }
 
 /** The specs of every enabled component, in start order within each kind. */
@@ -126,6 +143,21 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
       create: async () => new (await import("./plugins/connections.ts")).ConnectionsPlugin(options),
     });
   }
+  if (p.nats) {
+    const options = {
+      config: p.nats,
+      hostname: host.hostname,
+      connection: natsConnection(config, p.nats),
+      application: APPLICATION_NAME,
+      resolveId,
+    };
+    specs.push({
+      kind: "plugin",
+      slot: "plugins.nats",
+      options,
+      create: async () => new (await import("./plugins/nats.ts")).NatsPlugin(options),
+    });
+  }
 
   if (b.marker) {
     const options = { config: b.marker, counters: flowCounters };
@@ -167,6 +199,23 @@ export function componentSpecs(config: Config, host: HostFacts): ComponentSpec[]
       slot: "backends.ipfix",
       options,
       create: async () => new (await import("./backends/ipfix/backend.ts")).IpfixBackend(options),
+    });
+  }
+
+  if (b.nats) {
+    const c = b.nats;
+    const options = {
+      config: c,
+      hostname: host.hostname,
+      appName: APPLICATION_NAME,
+      outboxPath: resolvePath(config, c.outboxPath),
+      connection: natsConnection(config, c),
+    };
+    specs.push({
+      kind: "backend",
+      slot: "backends.nats",
+      options,
+      create: async () => new (await import("./backends/nats.ts")).NatsBackend(options),
     });
   }
 

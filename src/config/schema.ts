@@ -97,6 +97,111 @@ function choice<const T extends readonly string[]>(names: T) {
   });
 }
 
+// ---- NATS (backends.nats, plugins.nats) ----
+
+/** How enrichment statistics are encoded in ongoing fireflies (backends.firefly, backends.nats). */
+export const ENRICHMENT_MODES = ["lean", "compatible", "full"] as const;
+
+const natsUrl = () =>
+  str().refine((s) => {
+    try {
+      const u = new URL(s.includes("://") ? s : `nats://${s}`);
+      return ["nats:", "tls:"].includes(u.protocol) && u.hostname !== "";
+    } catch {
+      return false;
+    }
+  }, { error: (iss) => `expected a NATS server URL such as nats://host:4222, got ${show(iss.input)}` });
+
+/** A subject of plain tokens (no wildcards, no spaces): what a publish or a prefix may name. */
+const natsSubject = () =>
+  str().regex(/^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$/, {
+    error: (iss) =>
+      `expected a NATS subject such as scitags.flows (tokens joined by dots), got ${show(iss.input)}`,
+  });
+
+const streamName = () =>
+  str().regex(/^[A-Za-z0-9_\-]+$/, {
+    error: (iss) => `expected a name of letters, digits, _ and -, got ${show(iss.input)}`,
+  });
+
+const filePath = () => str().min(1, { error: "expected a non-empty path" });
+
+export const NatsTlsSchema = z.strictObject({
+  /** PEM CA certificate(s) the server's certificate must chain to. */
+  caFile: filePath().optional(),
+  /** PEM client certificate, with its key, for servers that verify clients. */
+  certFile: filePath().optional(),
+  keyFile: filePath().optional(),
+}).refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+  error: "certFile and keyFile go together",
+});
+
+/** The connection keys both NATS components share; secrets are only ever read from files. */
+const natsConnectionKeys = {
+  servers: z.array(natsUrl()).min(1, { error: "expected at least one server" }).default([
+    "nats://127.0.0.1:4222",
+  ]),
+  user: str().min(1).optional(),
+  passwordFile: filePath().optional(),
+  tokenFile: filePath().optional(),
+  credsFile: filePath().optional(),
+  tls: NatsTlsSchema.optional(),
+  /** Seconds the first connection may take; the component fails to start after that. */
+  connectTimeout: seconds(0.1, 120).default(5),
+};
+
+/** One way to authenticate at most; a password needs its user. */
+function natsAuthCheck(
+  c: { user?: string; passwordFile?: string; tokenFile?: string; credsFile?: string },
+  ctx: z.RefinementCtx,
+): void {
+  const ways = [c.user !== undefined, c.tokenFile !== undefined, c.credsFile !== undefined].filter(Boolean);
+  if (ways.length > 1) {
+    ctx.addIssue({ code: "custom", message: "use one of user (+ passwordFile), tokenFile or credsFile" });
+  }
+  if (c.passwordFile !== undefined && c.user === undefined) {
+    ctx.addIssue({ code: "custom", path: ["passwordFile"], message: "needs user" });
+  }
+}
+
+export const NatsPluginSchema = z.strictObject({
+  ...natsConnectionKeys,
+  /** The subject of the control messages; default `scitags.control.<hostname>`. */
+  subject: natsSubject().optional(),
+  /** The stream that holds the subject. */
+  stream: streamName().default("SCITAGS_CONTROL"),
+  /** The durable consumer's name; default `flowd-<hostname>`. */
+  durable: streamName().optional(),
+  /** Create the stream (on the subject) when it does not exist; otherwise it must exist. */
+  createStream: bool().default(false),
+  replicas: intRange(1, 5, "a number of replicas").default(1),
+  /** Seconds the server waits for an acknowledgement before delivering a message again. */
+  ackWait: seconds(1, 3600).default(30),
+}).superRefine(natsAuthCheck);
+
+export const NatsBackendSchema = z.strictObject({
+  ...natsConnectionKeys,
+  /** Events go to `<subjectPrefix>.<hostname>.<state>`. */
+  subjectPrefix: natsSubject().default("scitags.flows"),
+  /** The JetStream stream that holds the subjects. */
+  stream: streamName().default("SCITAGS_FLOWS"),
+  /** Create the stream (on `<subjectPrefix>.>`) when it does not exist; otherwise it must exist. */
+  createStream: bool().default(false),
+  /** Replicas of a stream this backend creates (a three-node cluster: 3). */
+  replicas: intRange(1, 5, "a number of replicas").default(1),
+  /** Publishes waiting for their acknowledgement at once, at most. */
+  maxInFlight: intRange(1, 65_536, "a number of messages").default(1024),
+  /** Seconds a publish waits for its acknowledgement before it is tried again. */
+  ackTimeout: seconds(0.1, 600).default(5),
+  /** The outbox file; relative paths are relative to workDir. */
+  outboxPath: filePath().default("nats-outbox.log"),
+  /** Bytes of unacknowledged documents the outbox holds; events beyond that are refused (counted). */
+  outboxMaxBytes: intRange(1 << 16, 2 ** 40, "a size in bytes").default(256 << 20),
+  /** Also publish an "ongoing" document for every enrichment sample. */
+  enrich: bool().default(false),
+  enrichmentMode: choice(ENRICHMENT_MODES).default("lean"),
+}).superRefine(natsAuthCheck);
+
 // ---- plugins ----
 
 export const NamedPipeSchema = z.strictObject({
@@ -364,6 +469,7 @@ export function pluginsSchema(registry: Registry) {
     perfsonar: (embedded ? PerfsonarSchema : perfsonarSchema(registry)).optional(),
     iperf3: (embedded ? Iperf3Schema : iperf3Schema(registry)).optional(),
     connections: (embedded ? ConnectionsSchema : connectionsSchema(registry)).optional(),
+    nats: NatsPluginSchema.optional(),
   });
 }
 
@@ -373,7 +479,6 @@ export const PluginsSchema = pluginsSchema(Registry.embedded());
 
 export const MARKING_STRATEGIES = ["label", "hopByHop", "destination", "hopByHopDestination"] as const;
 export const ATTACH_MODES = ["auto", "tcx", "tc"] as const;
-export const ENRICHMENT_MODES = ["lean", "compatible", "full"] as const;
 
 /** `backends.marker.whenFull`: make room by forgetting the oldest-started flow, or leave the new one unmarked. */
 export const WHEN_FULL_POLICIES = ["evictOldest", "refuse"] as const;
@@ -484,6 +589,7 @@ export const BackendsSchema = z.strictObject({
   firefly: FireflyBackendSchema.optional(),
   prometheus: PrometheusSchema.optional(),
   ipfix: IpfixSchema.optional(),
+  nats: NatsBackendSchema.optional(),
 });
 
 // ---- enrichers ----
@@ -569,6 +675,13 @@ export type FireflyBackendConfig = z.output<typeof FireflyBackendSchema>;
 export type StunConfig = z.output<typeof StunSchema>;
 export type PrometheusConfig = z.output<typeof PrometheusSchema>;
 export type IpfixConfig = z.output<typeof IpfixSchema>;
+export type NatsBackendConfig = z.output<typeof NatsBackendSchema>;
+export type NatsPluginConfig = z.output<typeof NatsPluginSchema>;
+/** The connection keys both NATS sections have. */
+export type NatsConnectionKeys = Pick<
+  NatsBackendConfig,
+  "servers" | "user" | "passwordFile" | "tokenFile" | "credsFile" | "tls" | "connectTimeout"
+>;
 export type EnrichersConfig = z.output<typeof EnrichersSchema>;
 export type NetlinkEnricherConfig = z.output<typeof NetlinkEnricherSchema>;
 export type SkopsEnricherConfig = z.output<typeof SkopsEnricherSchema>;
@@ -582,10 +695,14 @@ export const SECTION_PATHS: readonly string[] = [
   "plugins.perfsonar",
   "plugins.iperf3",
   "plugins.connections",
+  "plugins.nats",
+  "plugins.nats.tls",
   "backends.marker",
   "backends.firefly",
   "backends.prometheus",
   "backends.ipfix",
+  "backends.nats",
+  "backends.nats.tls",
   "backends.firefly.stun",
   "enrichers.netlink",
   "enrichers.skops",
