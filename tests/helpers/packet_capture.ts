@@ -27,8 +27,13 @@ export async function startCapture(prefix: string[], ifname: string, filter: str
     "--immediate-mode",
     "-U",
     "-n",
+    // The kernel's capture ring holds buffer / snaplen frames: with -s 0 (256 KiB) and the default 2 MiB
+    // that was 8 frames, and a burst of segments lost hundreds of packets. 64 KiB (a GSO segment's
+    // most) and 64 MiB make it 1024.
     "-s",
-    "0",
+    "65535",
+    "-B",
+    "65536",
     "-w",
     file,
     ...filter,
@@ -45,11 +50,12 @@ export async function startCapture(prefix: string[], ifname: string, filter: str
     }
     err += value;
   }
-  // Keep draining stderr so tcpdump never blocks on it.
+  // Keep draining stderr so tcpdump never blocks on it; its last lines count what the kernel dropped.
   const drained = (async () => {
     for (;;) {
-      const { done } = await reader.read();
+      const { value, done } = await reader.read();
       if (done) return;
+      err = (err + value).slice(-4096);
     }
   })();
   let stopped = false;
@@ -62,10 +68,18 @@ export async function startCapture(prefix: string[], ifname: string, filter: str
     await child.status;
     await drained;
   };
+  /** Halts; then refuses an incomplete capture, which could make a test miss a packet that was sent. */
+  const haltComplete = async () => {
+    await halt();
+    const dropped = Number(/(\d+) packets? dropped by kernel/.exec(err)?.[1] ?? 0);
+    if (dropped > 0) {
+      throw new Error(`tcpdump on ${ifname}: the kernel dropped ${dropped} packets of the capture`);
+    }
+  };
   return {
     file,
     async stop(fields, displayFilter) {
-      await halt();
+      await haltComplete();
       const args = [
         "tshark",
         "-r",
@@ -99,7 +113,7 @@ export async function startCapture(prefix: string[], ifname: string, filter: str
       }
     },
     async frames() {
-      await halt();
+      await haltComplete();
       return parsePcap(await Deno.readFile(file));
     },
     async [Symbol.asyncDispose]() {

@@ -81,7 +81,18 @@ backends:
       const waited = await run("waited", 1094, true);
       const other = await run("other", 6000, false);
       await daemon.waitForLine(new RegExp(`stopped marking flow.*${waited}`));
-      await delay(200); // the last end firefly
+      // A start and an end firefly per matched connection handed to the socket, then time for the capture
+      // to see the last one (a fixed wait alone was too short on a loaded machine).
+      const matched = ports.length + 1;
+      for (
+        let i = 0;
+        daemon.lines.filter((l) => l.includes('msg="firefly sent"')).length < 2 * matched;
+        i++
+      ) {
+        if (i > 400) throw new Error(`fewer than ${2 * matched} fireflies sent:\n${daemon.lines.join("\n")}`);
+        await delay(25);
+      }
+      await delay(200);
       const packets = await capture.stop([
         "frame.time_epoch",
         "ipv6.src",
@@ -148,7 +159,9 @@ backends:
         assert.deepEqual(
           mine.map((f) => f["flow-lifecycle"].state),
           ["start", "end"],
-          `fireflies of ${port}`,
+          `fireflies of ${port}: ${JSON.stringify(mine)}\n${
+            daemon.lines.filter((l) => l.includes(`${port}`)).join("\n")
+          }`,
         );
         for (const f of mine) {
           assert.equal(f.context["experiment-id"], 2);
