@@ -27,7 +27,7 @@ import {
 import { BackgroundResolver } from "../net/background_resolver.ts";
 import type { HealthMetric } from "../core/health.ts";
 import { encodeEnrichment } from "../scitags/enrichment_json.ts";
-import { buildSyslogHeader } from "../scitags/syslog.ts";
+import { syslogHeaderFor } from "../scitags/syslog.ts";
 import type { FireflyBackendConfig } from "../config/schema.ts";
 import {
   describeFailures,
@@ -122,6 +122,7 @@ export class FireflyBackend implements Backend {
   readonly #pending = { ipv4: [] as PendingSend[], ipv6: [] as PendingSend[] };
   #pendingCount = 0;
   readonly #arena = new Uint8Array(ARENA_BYTES);
+  #syslogHeader: ((timestamp: Micros) => string) | undefined;
   #arenaUsed = 0;
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #now: () => Micros;
@@ -290,7 +291,7 @@ export class FireflyBackend implements Backend {
     }
     const json = serializeFirefly(doc);
     const payload = c.prependSyslog
-      ? buildSyslogHeader({ timestamp: now, hostname: this.opts.hostname, appName: this.opts.appName }) + json
+      ? (this.#syslogHeader ??= syslogHeaderFor(this.opts.hostname, this.opts.appName))(now) + json
       : json;
     const bytes = this.#encode(payload);
     if (bytes.length > UNFRAGMENTED_PAYLOAD) {
