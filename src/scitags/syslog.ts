@@ -46,10 +46,22 @@ export function sanitizeHeaderField(value: string, maxLength: number): string {
 
 /** Builds `<134>1 <TS|-> <host> <app> - firefly-json - ` (with the trailing space before the JSON). */
 export function buildSyslogHeader(opts: SyslogHeaderOptions): string {
-  const ts = opts.timestamp === undefined ? NILVALUE : formatMicrosUtc(opts.timestamp);
-  const host = sanitizeHeaderField(opts.hostname, HOSTNAME_MAX_LENGTH);
-  const app = sanitizeHeaderField(opts.appName, APP_NAME_MAX_LENGTH);
-  return `<${SYSLOG_PRI}>${SYSLOG_VERSION} ${ts} ${host} ${app} ${NILVALUE} ${FIREFLY_MSG_ID} ${NILVALUE} `;
+  return syslogHeaderFor(opts.hostname, opts.appName)(opts.timestamp);
+}
+
+/**
+ * `buildSyslogHeader` for one sender: host and app are made legal once, so each header costs only its
+ * timestamp (a sender's fields never change).
+ */
+export function syslogHeaderFor(
+  hostname: string,
+  appName: string,
+): (timestamp: Micros | undefined) => string {
+  const host = sanitizeHeaderField(hostname, HOSTNAME_MAX_LENGTH);
+  const app = sanitizeHeaderField(appName, APP_NAME_MAX_LENGTH);
+  const tail = ` ${host} ${app} ${NILVALUE} ${FIREFLY_MSG_ID} ${NILVALUE} `;
+  const head = `<${SYSLOG_PRI}>${SYSLOG_VERSION} `;
+  return (timestamp) => head + (timestamp === undefined ? NILVALUE : formatMicrosUtc(timestamp)) + tail;
 }
 
 /** A parsed header. String fields are as received (`-` stays `-`; flowd-go may leave some empty). */

@@ -21,7 +21,7 @@ class SlowBackend implements Backend {
   }
 }
 
-for (const buffSize of [4096, 65536]) {
+for (const buffSize of [1000, 4096, 65536]) {
   Deno.test(`namedPipe back-pressure (buffSize ${buffSize}): a full backend queue pauses reading, nothing is dropped`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "flowd-np-bp-" });
     const path = `${dir}/np`;
