@@ -135,6 +135,7 @@ export class NatsBackend implements Backend {
   readonly #failLog = new RateLimitedLog();
   readonly #refuseLog = new RateLimitedLog();
   readonly #skipLog = new RateLimitedLog();
+  readonly #writeLog = new RateLimitedLog();
   readonly #now: () => Micros;
   readonly #subjectBase: string;
 
@@ -147,6 +148,14 @@ export class NatsBackend implements Backend {
   async start(): Promise<void> {
     const { outbox, report } = Outbox.open(this.opts.outboxPath, this.opts.config.outboxMaxBytes);
     this.#outbox = outbox;
+    outbox.onWriteError = (message) =>
+      this.#writeLog.run((suppressed) =>
+        log.error("cannot write the outbox; events not yet written are held in memory and still published", {
+          path: this.opts.outboxPath,
+          err: message,
+          suppressed,
+        })
+      );
     this.stats.recovered = report.recovered;
     if (report.cutBytes > 0) {
       log.warn("outbox had a damaged tail; cut it", {
@@ -452,6 +461,7 @@ export class NatsBackend implements Backend {
       outboxBytes: this.#outbox?.pendingBytes ?? 0,
       inFlight: this.#inFlight.size,
       ...this.stats,
+      outboxWriteErrors: this.#outbox?.writeErrors ?? 0,
       publishLatencyMs: { p50: round(this.#percentile(0.5)), p99: round(this.#percentile(0.99)) },
       ...(this.#lastError ? { lastError: this.#lastError } : {}),
     };
@@ -511,6 +521,12 @@ export class NatsBackend implements Backend {
         "Bytes of the documents in the outbox",
         "gauge",
         this.#outbox?.pendingBytes ?? 0,
+      ),
+      m(
+        "flowd_nats_outbox_write_failed_total",
+        "Outbox writes that failed (disk full, I/O error)",
+        "counter",
+        this.#outbox?.writeErrors ?? 0,
       ),
       m("flowd_nats_in_flight", "Publishes waiting for their acknowledgement", "gauge", this.#inFlight.size),
       m(
