@@ -146,7 +146,18 @@ export class NatsBackend implements Backend {
   }
 
   async start(): Promise<void> {
-    const { outbox, report } = Outbox.open(this.opts.outboxPath, this.opts.config.outboxMaxBytes);
+    let opened;
+    try {
+      opened = Outbox.open(this.opts.outboxPath, this.opts.config.outboxMaxBytes);
+    } catch (err) {
+      throw new StartupError(
+        `backends.nats: cannot open the outbox ${this.opts.outboxPath}: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    const { outbox, report } = opened;
     this.#outbox = outbox;
     outbox.onWriteError = (message) =>
       this.#writeLog.run((suppressed) =>
