@@ -136,6 +136,7 @@ export class NatsBackend implements Backend {
   readonly #refuseLog = new RateLimitedLog();
   readonly #skipLog = new RateLimitedLog();
   readonly #writeLog = new RateLimitedLog();
+  readonly #connectLog = new RateLimitedLog();
   readonly #now: () => Micros;
   readonly #subjectBase: string;
 
@@ -238,23 +239,40 @@ export class NatsBackend implements Backend {
         log.info("NATS reachable now; sending the outbox", { depth: this.#outbox?.depth ?? 0 });
       } catch (err) {
         this.#lastError = errorMessage(err);
-        log.debug("NATS still unreachable", { err: this.#lastError });
+        if (err instanceof NatsConnectError && err.kind === "unreachable") {
+          log.debug("NATS still unreachable", { err: this.#lastError });
+        } else {
+          // Reached, but refused (credentials changed, stream missing): say so, the outbox fills meanwhile.
+          this.#connectLog.run((suppressed) =>
+            log.error("NATS reached but not usable; events wait in the outbox", {
+              err: this.#lastError,
+              suppressed,
+            })
+          );
+        }
       }
     }
   }
 
   async #ensureStream(nc: NatsConnection): Promise<void> {
     const c = this.opts.config;
-    const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000 });
     const probe = `${this.#subjectBase}.start`;
     let found: string | undefined;
     try {
+      const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000 });
       found = await jsm.streams.find(probe);
     } catch (err) {
       if (!/no stream matches/i.test(errorMessage(err))) {
-        throw new StartupError(`backends.nats: cannot look up streams: ${errorMessage(err)}`, { cause: err });
+        // A cluster electing its leaders (after a restart) does not answer yet: wait it out like an
+        // unreachable one, events meanwhile in the outbox.
+        throw new NatsConnectError(
+          `backends.nats: JetStream does not answer (${errorMessage(err)})`,
+          "unreachable",
+          { cause: err },
+        );
       }
     }
+    const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000, checkAPI: false });
     if (found === c.stream) return;
     if (found !== undefined) {
       throw new StartupError(

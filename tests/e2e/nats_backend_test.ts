@@ -206,32 +206,38 @@ Deno.test({
         await stopped(daemon);
       });
 
-      await t.step("daemon SIGKILLed with a full outbox and restarted: exactly once", async () => {
-        await allUp();
-        const s = await setup(cluster, "sigkill");
-        cleanup.push(s.dir);
-        const first = await startDaemon(s.conf);
-        try {
-          await writePipe(s.fifo, flowLines(0, 1_000, "start"));
-          await waitForMessages(nc, s.stream, 1_000, 30_000);
-          for (let i = 0; i < 3; i++) await cluster.stop(i);
-          await writePipe(s.fifo, flowLines(0, 1_000, "end"));
-          await writePipe(s.fifo, flowLines(1_000, 4_000, "start"));
-          await waitFor(
-            async () => (await natsDetails(s)).outboxDepth === 4_000,
-            "4000 events in the outbox",
-          );
-        } finally {
-          await first.stop("SIGKILL");
-        }
-        for (let i = 0; i < 3; i++) await cluster.start(i);
-        await cluster.waitReady();
-        await using second = await startDaemon(s.conf);
-        await second.waitForLine(/outbox holds events not yet acknowledged.*events=4000/);
-        await waitForMessages(nc, s.stream, 5_000, 60_000);
-        await checkExactlyOnce(nc, s, 5_000, false);
-        await stopped(second);
-      });
+      await t.step(
+        "daemon SIGKILLed with a full outbox, restarted before the cluster: exactly once",
+        async () => {
+          await allUp();
+          const s = await setup(cluster, "sigkill");
+          cleanup.push(s.dir);
+          const first = await startDaemon(s.conf);
+          try {
+            await writePipe(s.fifo, flowLines(0, 1_000, "start"));
+            await waitForMessages(nc, s.stream, 1_000, 30_000);
+            for (let i = 0; i < 3; i++) await cluster.stop(i);
+            await writePipe(s.fifo, flowLines(0, 1_000, "end"));
+            await writePipe(s.fifo, flowLines(1_000, 4_000, "start"));
+            await waitFor(
+              async () => (await natsDetails(s)).outboxDepth === 4_000,
+              "4000 events in the outbox",
+            );
+          } finally {
+            await first.stop("SIGKILL");
+          }
+          // Restarted while the cluster is still down: the daemon starts all the same (marking never waits on
+          // NATS), keeps its outbox, and sends it once the cluster is back.
+          await using second = await startDaemon(s.conf);
+          await second.waitForLine(/outbox holds events not yet acknowledged.*events=4000/);
+          await second.waitForLine(/NATS unreachable at start; events wait in the outbox/);
+          for (let i = 0; i < 3; i++) await cluster.start(i);
+          await cluster.waitReady();
+          await waitForMessages(nc, s.stream, 5_000, 60_000);
+          await checkExactlyOnce(nc, s, 5_000, false);
+          await stopped(second);
+        },
+      );
     } finally {
       await nc.close();
       for (const d of cleanup) await Deno.remove(d, { recursive: true }).catch(() => {});
