@@ -170,6 +170,26 @@ Deno.test({
         await cluster.waitReady();
       };
 
+      await t.step(
+        "a reload replacing the backend: its outbox carries over, nothing emitted meanwhile is lost",
+        async () => {
+          const s = await setup(cluster, "reload");
+          cleanup.push(s.dir);
+          await using daemon = await startDaemon(s.conf);
+          await writePipe(s.fifo, flowLines(0, 5_000, "start"));
+          await Deno.writeTextFile(
+            s.conf,
+            (await Deno.readTextFile(s.conf)).replace("ackTimeout: 1", "ackTimeout: 2"),
+          );
+          daemon.process.kill("SIGHUP");
+          await daemon.waitForLine(/configuration reloaded.*replaced=backends\.nats/);
+          await writePipe(s.fifo, flowLines(0, 5_000, "end"));
+          await waitForMessages(nc, s.stream, 10_000, 60_000);
+          await checkExactlyOnce(nc, s, 10_000);
+          await stopped(daemon);
+        },
+      );
+
       await t.step("one node killed mid-run: still exactly once", async () => {
         const s = await setup(cluster, "kill");
         cleanup.push(s.dir);
