@@ -114,7 +114,7 @@ export class NatsBackend implements Backend {
   #nc: NatsConnection | undefined;
   #sub: Subscription | undefined;
   #replyPrefix = "";
-  /** Records to send, in order, from #sendHead on. */
+  /** Every unacknowledged message in order; those before #sendHead were sent (or are acknowledged). */
   #queue: Outgoing[] = [];
   #sendHead = 0;
   readonly #inFlight = new Map<number, InFlight>();
@@ -391,8 +391,16 @@ export class NatsBackend implements Backend {
       this.#inFlight.set(m.seq, { message: m, sentAt: now });
     }
     if (this.#sendHead > 65_536 && this.#sendHead * 2 > this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#sendHead);
-      this.#sendHead = 0;
+      // Drop what is acknowledged; what is in flight stays (a resend after a failure starts from it).
+      const kept: Outgoing[] = [];
+      for (let i = 0; i < this.#sendHead; i++) {
+        const m = this.#queue[i]!;
+        if (outbox.isPending(m.seq)) kept.push(m);
+      }
+      const head = kept.length;
+      for (let i = this.#sendHead; i < this.#queue.length; i++) kept.push(this.#queue[i]!);
+      this.#queue = kept;
+      this.#sendHead = head;
     }
   }
 
@@ -467,7 +475,9 @@ export class NatsBackend implements Backend {
     }
     if (this.#blocked && this.#inFlight.size === 0 && now >= this.#blockedUntil) {
       this.#blocked = false;
-      this.#queue = [...(this.#outbox?.unacked() ?? [])].map(unpackMessage);
+      // The queue holds every unacknowledged message in order (see #pump): no decoding of the outbox.
+      const outbox = this.#outbox;
+      this.#queue = outbox ? this.#queue.filter((m) => outbox.isPending(m.seq)) : [];
       this.#sendHead = 0;
       this.#pump();
     }
