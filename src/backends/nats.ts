@@ -151,12 +151,10 @@ export class NatsBackend implements Backend {
     try {
       opened = Outbox.open(this.opts.outboxPath, this.opts.config.outboxMaxBytes);
     } catch (err) {
-      throw new StartupError(
-        `backends.nats: cannot open the outbox ${this.opts.outboxPath}: ${errorMessage(err)}`,
-        {
-          cause: err,
-        },
-      );
+      const why = errorMessage(err);
+      throw new StartupError(`backends.nats: cannot open the outbox ${this.opts.outboxPath}: ${why}`, {
+        cause: err,
+      });
     }
     const { outbox, report } = opened;
     this.#outbox = outbox;
