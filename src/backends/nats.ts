@@ -114,7 +114,7 @@ export class NatsBackend implements Backend {
   #nc: NatsConnection | undefined;
   #sub: Subscription | undefined;
   #replyPrefix = "";
-  /** Records to send, in order, from #sendHead on. */
+  /** Every unacknowledged message in order; those before #sendHead were sent (or are acknowledged). */
   #queue: Outgoing[] = [];
   #sendHead = 0;
   readonly #inFlight = new Map<number, InFlight>();
@@ -135,6 +135,8 @@ export class NatsBackend implements Backend {
   readonly #failLog = new RateLimitedLog();
   readonly #refuseLog = new RateLimitedLog();
   readonly #skipLog = new RateLimitedLog();
+  readonly #writeLog = new RateLimitedLog();
+  readonly #connectLog = new RateLimitedLog();
   readonly #now: () => Micros;
   readonly #subjectBase: string;
 
@@ -145,8 +147,25 @@ export class NatsBackend implements Backend {
   }
 
   async start(): Promise<void> {
-    const { outbox, report } = Outbox.open(this.opts.outboxPath, this.opts.config.outboxMaxBytes);
+    let opened;
+    try {
+      opened = Outbox.open(this.opts.outboxPath, this.opts.config.outboxMaxBytes);
+    } catch (err) {
+      const why = errorMessage(err);
+      throw new StartupError(`backends.nats: cannot open the outbox ${this.opts.outboxPath}: ${why}`, {
+        cause: err,
+      });
+    }
+    const { outbox, report } = opened;
     this.#outbox = outbox;
+    outbox.onWriteError = (message) =>
+      this.#writeLog.run((suppressed) =>
+        log.error("cannot write the outbox; events not yet written are held in memory and still published", {
+          path: this.opts.outboxPath,
+          err: message,
+          suppressed,
+        })
+      );
     this.stats.recovered = report.recovered;
     if (report.cutBytes > 0) {
       log.warn("outbox had a damaged tail; cut it", {
@@ -218,23 +237,40 @@ export class NatsBackend implements Backend {
         log.info("NATS reachable now; sending the outbox", { depth: this.#outbox?.depth ?? 0 });
       } catch (err) {
         this.#lastError = errorMessage(err);
-        log.debug("NATS still unreachable", { err: this.#lastError });
+        if (err instanceof NatsConnectError && err.kind === "unreachable") {
+          log.debug("NATS still unreachable", { err: this.#lastError });
+        } else {
+          // Reached, but refused (credentials changed, stream missing): say so, the outbox fills meanwhile.
+          this.#connectLog.run((suppressed) =>
+            log.error("NATS reached but not usable; events wait in the outbox", {
+              err: this.#lastError,
+              suppressed,
+            })
+          );
+        }
       }
     }
   }
 
   async #ensureStream(nc: NatsConnection): Promise<void> {
     const c = this.opts.config;
-    const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000 });
     const probe = `${this.#subjectBase}.start`;
     let found: string | undefined;
     try {
+      const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000 });
       found = await jsm.streams.find(probe);
     } catch (err) {
       if (!/no stream matches/i.test(errorMessage(err))) {
-        throw new StartupError(`backends.nats: cannot look up streams: ${errorMessage(err)}`, { cause: err });
+        // A cluster electing its leaders (after a restart) does not answer yet: wait it out like an
+        // unreachable one, events meanwhile in the outbox.
+        throw new NatsConnectError(
+          `backends.nats: JetStream does not answer (${errorMessage(err)})`,
+          "unreachable",
+          { cause: err },
+        );
       }
     }
+    const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000, checkAPI: false });
     if (found === c.stream) return;
     if (found !== undefined) {
       throw new StartupError(
@@ -353,8 +389,16 @@ export class NatsBackend implements Backend {
       this.#inFlight.set(m.seq, { message: m, sentAt: now });
     }
     if (this.#sendHead > 65_536 && this.#sendHead * 2 > this.#queue.length) {
-      this.#queue = this.#queue.slice(this.#sendHead);
-      this.#sendHead = 0;
+      // Drop what is acknowledged; what is in flight stays (a resend after a failure starts from it).
+      const kept: Outgoing[] = [];
+      for (let i = 0; i < this.#sendHead; i++) {
+        const m = this.#queue[i]!;
+        if (outbox.isPending(m.seq)) kept.push(m);
+      }
+      const head = kept.length;
+      for (let i = this.#sendHead; i < this.#queue.length; i++) kept.push(this.#queue[i]!);
+      this.#queue = kept;
+      this.#sendHead = head;
     }
   }
 
@@ -429,7 +473,9 @@ export class NatsBackend implements Backend {
     }
     if (this.#blocked && this.#inFlight.size === 0 && now >= this.#blockedUntil) {
       this.#blocked = false;
-      this.#queue = [...(this.#outbox?.unacked() ?? [])].map(unpackMessage);
+      // The queue holds every unacknowledged message in order (see #pump): no decoding of the outbox.
+      const outbox = this.#outbox;
+      this.#queue = outbox ? this.#queue.filter((m) => outbox.isPending(m.seq)) : [];
       this.#sendHead = 0;
       this.#pump();
     }
@@ -452,6 +498,7 @@ export class NatsBackend implements Backend {
       outboxBytes: this.#outbox?.pendingBytes ?? 0,
       inFlight: this.#inFlight.size,
       ...this.stats,
+      outboxWriteErrors: this.#outbox?.writeErrors ?? 0,
       publishLatencyMs: { p50: round(this.#percentile(0.5)), p99: round(this.#percentile(0.99)) },
       ...(this.#lastError ? { lastError: this.#lastError } : {}),
     };
@@ -511,6 +558,12 @@ export class NatsBackend implements Backend {
         "Bytes of the documents in the outbox",
         "gauge",
         this.#outbox?.pendingBytes ?? 0,
+      ),
+      m(
+        "flowd_nats_outbox_write_failed_total",
+        "Outbox writes that failed (disk full, I/O error)",
+        "counter",
+        this.#outbox?.writeErrors ?? 0,
       ),
       m("flowd_nats_in_flight", "Publishes waiting for their acknowledgement", "gauge", this.#inFlight.size),
       m(

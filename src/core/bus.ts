@@ -54,9 +54,17 @@ class BackendLane {
 
 const log = logger("core", "bus");
 
+/** Events kept for a backend being replaced (see `EventBus.hold`). */
+export interface EventHold {
+  readonly events: FlowEvent[];
+  dropped: number;
+}
+
 /** Fan-out of flow events to backends and of enrichment samples to the backends that take them. */
 export class EventBus implements EventSink, EnrichmentSink {
   readonly #lanes: BackendLane[] = [];
+  /** Holds of a reload in progress (usually none). */
+  readonly #holds: EventHold[] = [];
   readonly #enrichers: Enricher[] = [];
   readonly #flows: FlowTable;
   readonly #now: () => Micros;
@@ -86,12 +94,20 @@ export class EventBus implements EventSink, EnrichmentSink {
 
   /**
    * Adds a backend during a reload. One that keeps per-flow state (`replayOpenFlows`) first gets the
-   * start of every flow open now, so a replaced marker goes on marking them; then the events from now on.
+   * start of every flow open now, so a replaced marker goes on marking them; then `held` (see `hold`),
+   * then the events from now on.
    */
-  attachBackendToOpenFlows(backend: Backend): void {
+  attachBackendToOpenFlows(backend: Backend, held: readonly FlowEvent[] = []): void {
     const lane = new BackendLane(backend, this.#capacity);
     const open = backend.replayOpenFlows ? [...this.#flows.values()] : [];
-    lane.done = this.#consume(lane, open);
+    // Then, in order, what was emitted while it was being replaced; a flow started in that time comes with
+    // the held events, not the replay (its start is the same object in both), so it is told once.
+    let replay: readonly FlowEvent[] = open;
+    if (held.length) {
+      const heldSet = new Set<FlowEvent>(held);
+      replay = [...open.filter((e) => !heldSet.has(e)), ...held];
+    }
+    lane.done = this.#consume(lane, replay);
     this.#lanes.push(lane);
   }
 
@@ -171,11 +187,39 @@ export class EventBus implements EventSink, EnrichmentSink {
     };
   }
 
+  /**
+   * Keeps every event emitted from now on (up to the queue capacity; more are counted as dropped) for a
+   * backend a reload is replacing: taken right before the old one is detached and handed to its successor
+   * by `release` in the same turn as it is attached, so no event falls between the two.
+   */
+  hold(): EventHold {
+    const h: EventHold = { events: [], dropped: 0 };
+    this.#holds.push(h);
+    return h;
+  }
+
+  /** Stops filling a hold and returns what it kept. */
+  release(h: EventHold): FlowEvent[] {
+    const i = this.#holds.indexOf(h);
+    if (i >= 0) this.#holds.splice(i, 1);
+    if (h.dropped > 0) {
+      log.warn("a reload held more events than a queue holds; the rest were dropped for the new backend", {
+        held: h.events.length,
+        dropped: h.dropped,
+      });
+    }
+    return h.events;
+  }
+
   emit(event: FlowEvent, source?: string): EmitResult {
     if (this.#closed) return { accepted: false, reason: "the daemon is shutting down" };
     const completed = this.#complete(event, source);
     this.#received++;
     if (debugLogging()) log.debug("dispatching flow event", () => ({ flow: describeFlow(completed) }));
+    for (const h of this.#holds) {
+      if (h.events.length < this.#capacity) h.events.push(completed);
+      else h.dropped++;
+    }
     let taken = 0;
     for (const lane of this.#lanes) {
       if (lane.queue.offer(completed)) {

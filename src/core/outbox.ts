@@ -82,6 +82,12 @@ export class Outbox {
   refused = 0;
   /** Compactions done. */
   compactions = 0;
+  /** Writes (and compactions) that failed; the last one's message. */
+  writeErrors = 0;
+  lastWriteError: string | undefined;
+  /** Told about every failed write (for a rate-limited log line). */
+  onWriteError: ((message: string) => void) | undefined;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(readonly path: string, readonly maxBytes: number) {}
 
@@ -264,17 +270,53 @@ export class Outbox {
       buf.set(p, off);
       off += p.length;
     }
-    for (let done = 0; done < buf.length;) done += this.#file.writeSync(buf.subarray(done));
+    try {
+      for (let done = 0; done < buf.length;) done += this.#file.writeSync(buf.subarray(done));
+    } catch (err) {
+      this.#writeFailed(err, buf);
+      return;
+    }
     this.#fileBytes += buf.length;
-    if (this.#deadBytes > COMPACT_AFTER_BYTES && this.#deadBytes * 2 > this.#fileBytes) this.compact();
+    if (this.#deadBytes > COMPACT_AFTER_BYTES && this.#deadBytes * 2 > this.#fileBytes) {
+      try {
+        this.compact();
+      } catch (err) {
+        // The old file is still whole: it only keeps growing until a compaction succeeds.
+        this.#noteError(err);
+      }
+    }
+  }
+
+  /**
+   * A write failed (disk full, I/O error): the file is cut back to its last whole record, the bytes wait
+   * for the next try (in a second, or the next turn's flush), and the messages stay pending in memory, so
+   * they are still published; only a crash before a write succeeds would lose them.
+   */
+  #writeFailed(err: unknown, buf: Uint8Array): void {
+    this.#noteError(err);
+    try {
+      this.#file!.truncateSync(this.#fileBytes);
+      this.#file!.seekSync(this.#fileBytes, Deno.SeekMode.Start);
+    } catch { /* the next write fails the same way and is counted */ }
+    this.#writeQueue.unshift(buf);
+    if (this.#retryTimer === undefined) {
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = undefined;
+        this.flush();
+      }, 1000);
+      Deno.unrefTimer(this.#retryTimer as unknown as number);
+    }
+  }
+
+  #noteError(err: unknown): void {
+    this.writeErrors++;
+    this.lastWriteError = err instanceof Error ? err.message : String(err);
+    this.onWriteError?.(this.lastWriteError);
   }
 
   /** Rewrites the file with the pending messages only (temp file, fsync, rename). */
   compact(): void {
     if (!this.#file) return;
-    // The rewrite holds the whole state: records still queued for the old file would be copies.
-    this.#writeQueue = [];
-    this.#ackDirty = false;
     const tmp = `${this.path}.tmp`;
     const parts: Uint8Array[] = [];
     const watermark = this.#pending[this.#head]?.seq ?? this.#nextSeq;
@@ -291,14 +333,24 @@ export class Outbox {
       buf.set(p, off);
       off += p.length;
     }
-    const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     try {
-      for (let done = 0; done < buf.length;) done += f.writeSync(buf.subarray(done));
-      f.syncSync();
-    } finally {
-      f.close();
+      const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
+      try {
+        for (let done = 0; done < buf.length;) done += f.writeSync(buf.subarray(done));
+        f.syncSync();
+      } finally {
+        f.close();
+      }
+      Deno.renameSync(tmp, this.path);
+    } catch (err) {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* never made */ }
+      throw err;
     }
-    Deno.renameSync(tmp, this.path);
+    // The rewrite holds the whole state: records still queued for the old file would be copies.
+    this.#writeQueue = [];
+    this.#ackDirty = false;
     this.#file.close();
     this.#file = Deno.openSync(this.path, { read: true, write: true });
     this.#file.seekSync(0, Deno.SeekMode.End);
@@ -312,8 +364,16 @@ export class Outbox {
 
   /** Writes what is queued and closes the file (compacted when nothing is pending). */
   close(): void {
+    if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
     this.flush();
-    if (this.#file && this.depth === 0 && this.#fileBytes > 0) this.compact();
+    if (this.#file && this.depth === 0 && this.#fileBytes > 0) {
+      try {
+        this.compact();
+      } catch (err) {
+        this.#noteError(err);
+      }
+    }
     this.#file?.close();
     this.#file = undefined;
   }

@@ -10,7 +10,7 @@
  * components are started again, so a refused reload leaves the daemon as it was.
  */
 import type { Backend, ComponentSpec, Enricher, Plugin } from "./component.ts";
-import { EventBus } from "./bus.ts";
+import { EventBus, type EventHold } from "./bus.ts";
 import { errorMessage, StartupError } from "./errors.ts";
 import { logger } from "./log.ts";
 import type { HealthMetric } from "./health.ts";
@@ -159,21 +159,28 @@ export class Supervisor {
     // Constructors validate and have no side effects: a failure here changes nothing.
     const created = await createAll(incoming);
 
-    await this.#stopOutgoing(outgoing, budget);
+    // A replaced backend's events from its detach to its successor's attach are held for the successor.
+    const holds = new Map<string, EventHold>();
+    await this.#stopOutgoing(outgoing, budget, new Set(report.replaced), holds);
     const started: Entry[] = [];
     try {
       for (const entry of sortByKind(created)) {
         started.push(entry);
-        await this.#startOne(entry, true);
+        await this.#startOne(entry, true, holds);
       }
     } catch (err) {
       log.error("a reloaded component failed to start; restoring the previous ones", {
         err: errorMessage(err),
       });
       await this.#stopOutgoing(started, budget);
-      await this.#restore(previous, next, outgoing, report);
+      try {
+        await this.#restore(previous, next, outgoing, report, holds);
+      } finally {
+        for (const h of holds.values()) this.bus.release(h);
+      }
       throw err;
     }
+    for (const h of holds.values()) this.bus.release(h);
     this.#entries = sortByKind([...next, ...started], specs);
     return report;
   }
@@ -187,6 +194,7 @@ export class Supervisor {
     next: Entry[],
     outgoing: Entry[],
     report: ReconcileReport,
+    holds?: Map<string, EventHold>,
   ): Promise<void> {
     const oldSpecs = previous.flatMap((e) => (e.spec ? [e.spec] : []));
     const kept: Entry[] = [];
@@ -200,7 +208,7 @@ export class Supervisor {
     try {
       for (const entry of sortByKind(restored)) {
         back.push(entry);
-        await this.#startOne(entry, true);
+        await this.#startOne(entry, true, holds);
       }
     } finally {
       this.#entries = sortByKind([...kept, ...back], oldSpecs);
@@ -220,23 +228,36 @@ export class Supervisor {
   }
 
   /** Stops components a reload takes out (plugins first), detaching them from the bus that stays open. */
-  async #stopOutgoing(entries: readonly Entry[], budget: StopBudget): Promise<void> {
+  async #stopOutgoing(
+    entries: readonly Entry[],
+    budget: StopBudget,
+    replaced?: ReadonlySet<string>,
+    holds?: Map<string, EventHold>,
+  ): Promise<void> {
     const ordered = [...sortByKind([...entries])].reverse();
     for (const e of ordered) {
       if (e.kind === "enricher") this.bus.detachEnricher(e.part as Enricher);
-      if (e.kind === "backend") await this.bus.detachBackend(e.part as Backend, budget.drainMs);
+      if (e.kind === "backend") {
+        const slot = e.spec?.slot;
+        // In the same turn as the detach (its first step is synchronous): no event is in both or neither.
+        if (slot !== undefined && replaced?.has(slot) && holds) holds.set(slot, this.bus.hold());
+        await this.bus.detachBackend(e.part as Backend, budget.drainMs);
+      }
       await stopOne(e, budget);
     }
   }
 
-  async #startOne(entry: Entry, duringReload: boolean): Promise<void> {
+  async #startOne(entry: Entry, duringReload: boolean, holds?: Map<string, EventHold>): Promise<void> {
     const { kind, part } = entry;
     log.debug(`starting ${kind}`, { name: part.name });
     try {
       if (kind === "backend") {
         await (part as Backend).start();
-        if (duringReload) this.bus.attachBackendToOpenFlows(part as Backend);
-        else this.bus.attachBackend(part as Backend);
+        const hold = entry.spec ? holds?.get(entry.spec.slot) : undefined;
+        if (hold) holds!.delete(entry.spec!.slot);
+        if (duringReload) {
+          this.bus.attachBackendToOpenFlows(part as Backend, hold ? this.bus.release(hold) : []);
+        } else this.bus.attachBackend(part as Backend);
       } else if (kind === "enricher") {
         await (part as Enricher).start(this.bus);
         if (duringReload) this.bus.attachEnricherToOpenFlows(part as Enricher);

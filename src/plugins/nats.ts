@@ -61,6 +61,8 @@ export class NatsPlugin implements Plugin {
   #loop: Promise<void> | undefined;
   #stopConsuming: (() => void) | undefined;
   #lastError: string | undefined;
+  /** False between a disconnect and the reconnect. */
+  #connected = false;
   readonly #termLog = new RateLimitedLog();
   readonly #refuseLog = new RateLimitedLog();
 
@@ -110,6 +112,7 @@ export class NatsPlugin implements Plugin {
       `flowd-go ${this.opts.hostname}`,
       log,
       "plugins.nats",
+      (up) => this.#connected = up,
     );
     try {
       await this.#ensureConsumer(nc);
@@ -118,6 +121,7 @@ export class NatsPlugin implements Plugin {
       throw err;
     }
     this.#nc = nc;
+    this.#connected = true;
     this.#lastError = undefined;
     const consumer = await jetstream(nc).consumers.get(c.stream, this.durable);
     const messages = await consumer.consume({ max_messages: 256 });
@@ -178,8 +182,17 @@ export class NatsPlugin implements Plugin {
         ack_wait: c.ackWait * 1e9,
       });
     } catch (err) {
-      throw new StartupError(`plugins.nats: cannot make consumer ${this.durable}: ${errorMessage(err)}`, {
-        cause: err,
+      // It exists with other settings (ackWait changed, say): read on with what it has rather than fail.
+      const existing = await jsm.consumers.info(c.stream, this.durable).catch(() => undefined);
+      if (!existing) {
+        throw new StartupError(`plugins.nats: cannot make consumer ${this.durable}: ${errorMessage(err)}`, {
+          cause: err,
+        });
+      }
+      log.warn("the durable consumer exists with other settings; using it as it is", {
+        durable: this.durable,
+        filterSubject: existing.config.filter_subject ?? "",
+        err: errorMessage(err),
       });
     }
   }
@@ -240,11 +253,11 @@ export class NatsPlugin implements Plugin {
       subject: this.subject,
       stream: this.opts.config.stream,
       durable: this.durable,
-      connected: this.#nc !== undefined && !this.#nc.isClosed(),
+      connected: this.#nc !== undefined && this.#connected && !this.#nc.isClosed(),
       ...this.stats,
       ...(this.#lastError ? { lastError: this.#lastError } : {}),
     };
-    return this.#nc ? { state: "running", details } : {
+    return details.connected ? { state: "running", details } : {
       state: "degraded",
       reason: this.#lastError ?? "not connected to NATS",
       details,

@@ -156,3 +156,19 @@ test("nats backend: TLS with a test CA; a client certificate from another CA fai
     await Deno.remove(certs.dir, { recursive: true });
   }
 });
+
+test("nats backend: an outbox that cannot be opened fails the start, naming the path", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flowd-nats-outbox-" });
+  try {
+    const b = backend(`${dir}/missing-dir`, { servers: ["nats://127.0.0.1:1"], connectTimeout: 0.5 });
+    await assert.rejects(
+      () => b.start(),
+      (err: unknown) =>
+        err instanceof StartupError &&
+        err.message.includes(`cannot open the outbox ${dir}/missing-dir/outbox.log`),
+    );
+    await b.stop();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -200,6 +200,11 @@ Deno.test({
         } finally {
           assert.equal(await first.stop(), 0);
         }
+        // Restarted with a changed setting: the durable consumer made before is read on as it is.
+        await Deno.writeTextFile(
+          s.conf,
+          (await Deno.readTextFile(s.conf)).replace("ackWait: 2", "ackWait: 3"),
+        );
         await using second = await startDaemon(s.conf);
         await publishing;
         await waitFor(

@@ -187,3 +187,38 @@ Deno.test("reconcile: a component that fails to start is rolled back to the prev
   );
   await s.stop(budget);
 });
+
+Deno.test("reconcile: events emitted while a backend is being replaced reach its successor, once", async () => {
+  log.length = 0;
+  const bus = new EventBus({ queueCapacity: 100, flowTableCapacity: 100 });
+  let release: () => void = () => {};
+  const slowStart = new Promise<void>((r) => release = r);
+  const slow: ComponentSpec = {
+    kind: "backend",
+    slot: "b",
+    options: { v: 2 },
+    create: () => {
+      const b = new FakeBackend("b", 2);
+      b.start = () => slowStart; // the new instance takes a while to start (a broker connection, say)
+      made.set("b@2", b);
+      return Promise.resolve(b);
+    },
+  };
+  const s = await Supervisor.fromSpecs([backend("b", 1)], bus);
+  await s.start();
+  bus.emit({ ...start, src: { ...start.src, port: 10 } });
+  const reload = s.reconcile([slow], budget);
+  await new Promise((r) => setTimeout(r, 20)); // the old one is detached and stopped by now
+  for (const port of [11, 12]) bus.emit({ ...start, src: { ...start.src, port } });
+  release();
+  await reload;
+  await new Promise((r) => setTimeout(r, 10));
+  const old = made.get("b@1") as FakeBackend, successor = made.get("b@2") as FakeBackend;
+  assert.deepEqual(old.events.map((e) => e.src.port), [10]);
+  // The open flow 10 replayed (replayOpenFlows), then the two emitted during the replacement.
+  assert.deepEqual(successor.events.map((e) => e.src.port), [10, 11, 12]);
+  bus.emit({ ...start, src: { ...start.src, port: 13 } });
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(successor.events.map((e) => e.src.port), [10, 11, 12, 13], "no hold left filling");
+  await s.stop(budget);
+});
