@@ -28,6 +28,12 @@ async function ipJson<T>(ns: string, args: string[]): Promise<T> {
 privilegedTest("links match what ip reports: index, name, flags, mtu, type", async () => {
   await using net = await createVethPair({ mtu: 1400 });
   using rt = Rtnetlink.open({ netns: nsPath(net.nsA) });
+  // A new veth's carrier comes up a moment after both ends are up: compare once it has, or the two reads
+  // below can see different operstates.
+  for (let i = 0; !(await rt.links()).find((l) => l.name === net.ifA)?.running; i++) {
+    if (i > 200) throw new Error(`${net.ifA} never got its carrier`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
   const links = await rt.links();
   const reference = await ipJson<IpLink[]>(net.nsA, ["link", "show"]);
   assert.deepEqual(links.map((l) => l.index).sort(), reference.map((l) => l.ifindex).sort());
