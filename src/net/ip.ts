@@ -386,6 +386,34 @@ export function parseEndpoint(text: string): Endpoint {
   return { address, port };
 }
 
+/**
+ * `parseEndpoint` for its common forms, without regular expressions or substrings: "a.b.c.d:port" and
+ * "[ipv6]:port" with no zone. Undefined for anything else (parseEndpoint then decides and names the fault);
+ * what it returns, parseEndpoint would return too. The endpoint object is shared (`IpAddress.endpoint`).
+ */
+export function scanEndpoint(text: string): Endpoint | undefined {
+  const n = text.length;
+  const colon = text.lastIndexOf(":");
+  if (colon < 1 || n - colon < 2 || n - colon > 6) return undefined;
+  let port = 0;
+  for (let i = colon + 1; i < n; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return undefined;
+    port = port * 10 + d;
+  }
+  if (port > 65535) return undefined;
+  let address: IpAddress | undefined;
+  if (text.charCodeAt(0) === 91) { // "[" ... "]:port"
+    if (text.charCodeAt(colon - 1) !== 93) return undefined;
+    address = parseIpAt(text, 1, colon - 1);
+    if (address?.family !== "ipv6") return undefined;
+  } else {
+    address = parseIpAt(text, 0, colon);
+    if (address?.family !== "ipv4") return undefined;
+  }
+  return address.endpoint(port);
+}
+
 /** Joins a host (name or IP literal) and a port for display or URLs: IPv6 literals get brackets. */
 export function joinHostPort(host: string, port: number): string {
   return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
