@@ -17,48 +17,55 @@ function flag(name: string, fallback: string): string {
   return i >= 0 ? Deno.args[i + 1] ?? fallback : fallback;
 }
 
-/** The body bench/api_post.ts sends. */
-const TEXT = JSON.stringify({
-  State: 2,
-  Protocol: 0,
-  Family: 10,
-  Src: "[2001:db8::1]:2345",
-  Dst: "[2001:db8::2]:5777",
-  Experiment: 65535,
-  Activity: 65535,
-  StartTs: "2025-03-01T10:00:00.123456+01:00",
-  Application: "bench",
-}).padEnd(200, " ");
-const BYTES = new TextEncoder().encode(TEXT);
-const VALUE = JSON.parse(TEXT);
+/**
+ * The body bench/api_post.ts sends, in 256 variants (source port and start time differ, as between a
+ * client's flows): no piece can keep its last answer for the next request.
+ */
+const VARIANTS = 256;
+const TEXTS = Array.from({ length: VARIANTS }, (_, i) =>
+  JSON.stringify({
+    State: 2,
+    Protocol: 0,
+    Family: 10,
+    Src: `[2001:db8::1]:${2345 + i}`,
+    Dst: "[2001:db8::2]:5777",
+    Experiment: 65535,
+    Activity: 65535,
+    StartTs: `2025-03-01T10:00:07.${123456 + i}+01:00`,
+    Application: "bench",
+  }).padEnd(200, " "));
+const BYTES = TEXTS.map((t) => new TextEncoder().encode(t));
+const VALUES = TEXTS.map((t) => JSON.parse(t));
 const NOW = 1_750_000_000_000_000;
-const EVENT: FlowEvent = parseApiFlowBody(VALUE, NOW, "bench");
+const EVENTS: FlowEvent[] = VALUES.map((v) => parseApiFlowBody(v, NOW, "bench"));
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 const encoder = new TextEncoder();
 const out = new Uint8Array(4096);
+let k = 0;
+const next = () => (k = (k + 1) & (VARIANTS - 1));
 
 let sink = 0;
 const pieces: Record<string, () => void> = {
   "ceiling: JSON.parse + JSON.stringify": () => {
-    sink += JSON.stringify(JSON.parse(TEXT)).length;
+    sink += JSON.stringify(JSON.parse(TEXTS[next()]!)).length;
   },
   "decode (UTF-8, fatal)": () => {
-    sink += utf8.decode(BYTES).length;
+    sink += utf8.decode(BYTES[next()]).length;
   },
   "JSON.parse": () => {
-    sink += JSON.parse(TEXT).State;
+    sink += JSON.parse(TEXTS[next()]!).State;
   },
   "checks (parseApiFlowBody)": () => {
-    sink += parseApiFlowBody(VALUE, NOW, "bench").src.port;
+    sink += parseApiFlowBody(VALUES[next()], NOW, "bench").src.port;
   },
   "echo (apiFlowEchoText)": () => {
-    sink += apiFlowEchoText(EVENT).length;
+    sink += apiFlowEchoText(EVENTS[next()]!).length;
   },
   "encode the echo (encodeInto)": () => {
-    sink += encoder.encodeInto(apiFlowEchoText(EVENT), out).written;
+    sink += encoder.encodeInto(apiFlowEchoText(EVENTS[next()]!), out).written;
   },
   "all: decode, parse, checks, echo, encode": () => {
-    const event = parseApiFlowBody(JSON.parse(utf8.decode(BYTES)), NOW, "bench");
+    const event = parseApiFlowBody(JSON.parse(utf8.decode(BYTES[next()])), NOW, "bench");
     sink += encoder.encodeInto(apiFlowEchoText(event), out).written;
   },
 };
@@ -76,7 +83,9 @@ for (let r = 0; r < rounds; r++) {
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-console.log(`api POST /flow work, ${BYTES.length}-byte body, ${rounds} rounds of ${iterations}, ns per op`);
+console.log(
+  `api POST /flow work, ${BYTES[0]!.length}-byte body, ${rounds} rounds of ${iterations}, ns per op`,
+);
 for (const [name, xs] of times) {
   console.log(
     `  ${name.padEnd(42)} ${median(xs).toFixed(0).padStart(6)} (${Math.min(...xs).toFixed(0)}-${

@@ -87,8 +87,18 @@ export function formatApiTime(us: Micros | undefined): string {
     lastSeconds = seconds;
   }
   const base = lastBase;
-  const fracText = frac === 0 ? "" : "." + String(frac).padStart(6, "0").replace(/0+$/, "");
-  return `${base}${fracText}Z`;
+  return frac === 0 ? `${base}Z` : `${base}.${fractionText(frac)}Z`;
+}
+
+/** Microseconds 1..999999 as Go writes a fraction: six digits with the trailing zeros left out. */
+function fractionText(us: number): string {
+  let digits = 6;
+  while (us % 10 === 0) {
+    us /= 10;
+    digits--;
+  }
+  const text = String(us);
+  return text.length === digits ? text : "0".repeat(digits - text.length) + text;
 }
 
 /** The API's JSON for a flow event, as the original's handlers echoed it. */
@@ -405,6 +415,8 @@ function parseTime(field: "StartTs" | "EndTs", value: unknown): Micros | undefin
   return us;
 }
 
+const NO_KEYS = {};
+
 /** A time value of the fast path: a date-time string from 1970 on; undefined for anything else. */
 function scanTime(value: unknown): Micros | undefined {
   // Go's zero time ("0001-...") and years before 1970 take the general path, which tells them apart.
@@ -429,8 +441,11 @@ export function fastApiFlowBody(
   let experimentId = -1, activityId = -1;
   let startTs: Micros | undefined, endTs: Micros | undefined;
   let hasStart = false, hasEnd = false;
+  // for-in visits inherited enumerable keys too: only a plain object's, and only while Object.prototype
+  // has none (checked on an empty object: far cheaper than an own-key check per key).
+  if (Object.getPrototypeOf(body) !== Object.prototype) return undefined;
+  for (const _ in NO_KEYS) return undefined;
   for (const key in body) {
-    if (!Object.hasOwn(body, key)) return undefined;
     const v = body[key];
     if (v === null) continue; // "not given"
     switch (key) {

@@ -233,6 +233,16 @@ Deno.test("fastApiFlowBody leaves names, objects, other spellings and edge times
   ) {
     assert.equal(fastApiFlowBody({ ...base, ...change }, NOW, APP), undefined, JSON.stringify(change));
   }
+  // Keys for-in would find beyond the body's own: another prototype, or an enumerable key on Object's.
+  assert.equal(fastApiFlowBody(Object.assign(Object.create({ State: 2 }), base), NOW, APP), undefined);
+  const proto = Object.prototype as Record<string, unknown>;
+  proto.Protocol = 1;
+  try {
+    assert.equal(fastApiFlowBody({ ...base }, NOW, APP), undefined);
+  } finally {
+    delete proto.Protocol;
+  }
+  assert.ok(fastApiFlowBody({ ...base }, NOW, APP));
 });
 
 Deno.test("exactApiFields leaves other spellings, unknown and inherited keys to the full gathering", () => {
