@@ -8,7 +8,7 @@
  *
  *   deno run --allow-all bench/api_post.ts [--seconds 10] [--connections 32] [--warmup 3] [--client raw|deno|wrk]
  *                                          [--server api|bare|hono|ours|ours-hono|ours-const|plain]
- *                                          [--backend sink|firefly|prometheus]
+ *                                          [--backend sink|firefly|prometheus] [--trees A,B [--rounds 3]]
  *
  * `--server bare` and `--server hono` run the anchor's two reference servers instead (req.json(), a small
  * JSON reply; plain Deno.serve or a 4-route Hono app), so figures taken without wrk can still be set
@@ -21,6 +21,10 @@
  * `prometheus` put the daemon's event bus in between, with that real backend behind it. The firefly
  * backend sends to a collector on 127.0.0.1 only (not to the flows' documentation-prefix destinations):
  * a UDP sink in this process that counts what arrives.
+ *
+ * `--trees A,B` compares source trees (say an exported main and this branch) in the same interleaved rounds:
+ * each round runs bare Deno.serve, then each tree's own `bench/api_post.ts --serve api`; medians and each
+ * one's ratio to bare from the same rounds close the output.
  */
 import { Hono } from "hono";
 import { ApiPlugin } from "../src/plugins/api.ts";
@@ -272,14 +276,23 @@ async function hasWrk(): Promise<boolean> {
   }
 }
 
-async function main(): Promise<void> {
-  const seconds = Number(flag("seconds", "10"));
-  const connections = Number(flag("connections", "32"));
-  const warmup = Number(flag("warmup", "3"));
-  const client = flag("client", (await hasWrk()) ? "wrk" : "raw");
-  const server = flag("server", "api");
-  const backend = flag("backend", "sink");
+interface Measured {
+  rate: number;
+  user: number;
+  sys: number;
+  ok: number;
+  bad: number;
+  events: number;
+  fireflies: number;
+}
 
+/** One run: the server of `script` (this file, or another tree's copy) in a child, loaded by `client`. */
+async function measure(
+  script: string,
+  server: string,
+  backend: string,
+  opts: { seconds: number; connections: number; warmup: number; client: string },
+): Promise<Measured> {
   // The firefly backend's collector: counts the datagrams that arrive (recvmmsg, a large buffer).
   let fireflies = 0;
   const collector = UdpBatchReceiver.open({
@@ -297,7 +310,7 @@ async function main(): Promise<void> {
       ...(Deno.env.get("BENCH_CPU_PROF")
         ? ["--cpu-prof", `--cpu-prof-dir=${Deno.env.get("BENCH_CPU_PROF")}`]
         : []),
-      new URL(import.meta.url).pathname,
+      script,
       "--serve",
       server,
       "--backend",
@@ -322,35 +335,93 @@ async function main(): Promise<void> {
     return line;
   };
   const url = `http://127.0.0.1:${await nextLine()}/flow`;
-  const load = client === "wrk" ? wrkLoad : client === "raw" ? rawLoad : denoLoad;
+  const load = opts.client === "wrk" ? wrkLoad : opts.client === "raw" ? rawLoad : denoLoad;
 
-  if (warmup > 0) await load(url, warmup, connections);
+  if (opts.warmup > 0) await load(url, opts.warmup, opts.connections);
   const cpu0 = cpuSeconds(child.pid);
-  const r = await load(url, seconds, connections);
+  const r = await load(url, opts.seconds, opts.connections);
   const cpu1 = cpuSeconds(child.pid);
-  const user = (cpu1.user - cpu0.user) / r.elapsed;
-  const sys = (cpu1.sys - cpu0.sys) / r.elapsed;
-  const cpu = user + sys;
-  const rate = r.ok / r.elapsed;
 
   await child.stdin.close();
   const events = Number(await nextLine());
   await child.status;
   lines.releaseLock();
   await collector.close();
+  return {
+    rate: r.ok / r.elapsed,
+    user: (cpu1.user - cpu0.user) / r.elapsed,
+    sys: (cpu1.sys - cpu0.sys) / r.elapsed,
+    ok: r.ok,
+    bad: r.bad,
+    events,
+    fireflies,
+  };
+}
 
+function report(label: string, m: Measured, opts: { seconds: number; connections: number; client: string }) {
+  const cpu = m.user + m.sys;
   console.log(
     [
-      `${server}${
-        server === "api" ? ` (${backend})` : ""
-      } POST /flow, ${BODY.length}-byte body, client ${client}, ` +
-      `${connections} concurrent, ${seconds}s`,
-      `  ${Math.round(rate)} req/s (${r.ok} ok, ${r.bad} non-200), server CPU ${cpu.toFixed(2)} core ` +
-      `(user ${user.toFixed(2)}, system ${sys.toFixed(2)}), ${(cpu / rate * 1e6).toFixed(1)} µs per request`,
-      `  events counted by the sink (warm-up included): ${events}` +
-      (backend === "firefly" && server === "api" ? `, fireflies received: ${fireflies}` : ""),
+      `${label} POST /flow, ${BODY.length}-byte body, client ${opts.client}, ` +
+      `${opts.connections} concurrent, ${opts.seconds}s`,
+      `  ${Math.round(m.rate)} req/s (${m.ok} ok, ${m.bad} non-200), server CPU ${cpu.toFixed(2)} core ` +
+      `(user ${m.user.toFixed(2)}, system ${m.sys.toFixed(2)}), ${
+        (cpu / m.rate * 1e6).toFixed(1)
+      } µs per request`,
+      `  events counted by the sink (warm-up included): ${m.events}` +
+      (label.includes("firefly") ? `, fireflies received: ${m.fireflies}` : ""),
     ].join("\n"),
   );
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main(): Promise<void> {
+  const opts = {
+    seconds: Number(flag("seconds", "10")),
+    connections: Number(flag("connections", "32")),
+    warmup: Number(flag("warmup", "3")),
+    client: flag("client", (await hasWrk()) ? "wrk" : "raw"),
+  };
+  const server = flag("server", "api");
+  const backend = flag("backend", "sink");
+  const self = new URL(import.meta.url).pathname;
+  const trees = flag("trees", "");
+  if (trees === "") {
+    const m = await measure(self, server, backend, opts);
+    report(server === "api" ? `${server} (${backend})` : server, m, opts);
+    return;
+  }
+  // --trees A,B: each round runs bare Deno.serve, then the api server of each tree (its own copy of this
+  // file, so each tree's api and backends), interleaved; the summary gives medians and the ratio to bare.
+  const roots = trees.split(",");
+  const rounds = Number(flag("rounds", "3"));
+  const runs = new Map<string, Measured[]>([
+    ["bare", []],
+    ...roots.map((t) => [t, []] as [string, Measured[]]),
+  ]);
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, list] of runs) {
+      const script = name === "bare" ? self : `${name}/bench/api_post.ts`;
+      const m = await measure(script, name === "bare" ? "bare" : server, backend, opts);
+      list.push(m);
+      report(`round ${r + 1}: ${name === "bare" ? "bare" : `api (${backend}) of ${name}`}`, m, opts);
+    }
+  }
+  const bare = median(runs.get("bare")!.map((m) => m.rate));
+  console.log(
+    `\nmedians of ${rounds} rounds (req/s, µs CPU per request, ratio to bare Deno.serve of the same rounds)`,
+  );
+  for (const [name, list] of runs) {
+    const rate = median(list.map((m) => m.rate));
+    const us = list.map((m) => (m.user + m.sys) / m.rate * 1e6);
+    console.log(
+      `  ${(name === "bare" ? "bare Deno.serve" : `api (${backend}) ${name}`).padEnd(40)} ` +
+        `${Math.round(rate)} (${list.map((m) => Math.round(m.rate / 100) / 10 + "k").join(", ")}), ` +
+        `${median(us).toFixed(1)} µs (${Math.min(...us).toFixed(1)}-${Math.max(...us).toFixed(1)}), ` +
+        `${(rate / bare).toFixed(2)}x`,
+    );
+  }
 }
 
 if (Deno.args.includes("--serve")) await serve(flag("serve", "api"));

@@ -430,6 +430,18 @@ export interface OutgoingDatagram {
   port: number;
 }
 
+/** A remembered socket address: its bytes and where they are. */
+interface Destination {
+  name: Uint8Array<ArrayBuffer>;
+  at: number;
+}
+
+/** Writes a pointer or size (below 2^53) as a little-endian 64-bit field. */
+function setPointer(view: DataView, offset: number, value: number): void {
+  view.setUint32(offset, value % 0x1_0000_0000, true);
+  view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
+}
+
 /** Datagrams per send that go through structs kept by the sender (at least 128 bytes: off V8's heap). */
 const SMALL_BATCH = 4;
 /** Destinations whose socket address is remembered (then the memory starts over). */
@@ -444,19 +456,27 @@ export class UdpSender {
   readonly #fd: number;
   readonly #family: number;
   /** Socket addresses by destination, with the address of their bytes. */
-  readonly #destinations = new Map<string, { name: Uint8Array<ArrayBuffer>; at: bigint }>();
-  // The structs of a small batch, kept (and their addresses taken) once: a firefly goes to one or two places.
-  // At least 128 bytes each, so V8 keeps them off its heap, where they never move.
-  readonly #msgs = new Uint8Array(Math.max(SMALL_BATCH * MMSGHDR_SIZE, 128));
-  readonly #iovecs = new Uint8Array(Math.max(SMALL_BATCH * IOVEC_SIZE, 128));
-  readonly #iovBase = addressOf(this.#iovecs);
-  readonly #msgsView = new DataView(this.#msgs.buffer);
-  readonly #iovecsView = new DataView(this.#iovecs.buffer);
+  readonly #destinations = new Map<string, Destination>();
+  /** The last destination looked up (a batch mostly goes to one collector). */
+  #lastAddress = "";
+  #lastPort = -1;
+  #last: Destination | undefined;
+  // The structs of a batch, kept (and their addresses taken) once, grown to the largest batch seen. At least
+  // 128 bytes each, so V8 keeps them off its heap, where they never move.
+  #capacity = 0;
+  #msgs = new Uint8Array(0);
+  #iovBase = 0;
+  #msgsView = new DataView(new ArrayBuffer(0));
+  #iovecsView = new DataView(new ArrayBuffer(0));
+  /** The buffer the last datagram was in, and its address (fireflies share one encoding buffer). */
+  #dataBuffer: ArrayBufferLike | undefined;
+  #dataBase = 0;
   #closed = false;
 
   private constructor(fd: number, family: number) {
     this.#fd = fd;
     this.#family = family;
+    this.#grow(SMALL_BATCH);
   }
 
   /** An IPv4 socket, or an IPv6 one (v6-only, as node:dgram's udp6 with ipv6Only); throws `UdpSocketError`. */
@@ -477,6 +497,28 @@ export class UdpSender {
     return new UdpSender(fd, af);
   }
 
+  /** Structs for `n` datagrams (the next power of two); the old ones are dropped after their last send. */
+  #grow(n: number): void {
+    let capacity = Math.max(this.#capacity, SMALL_BATCH);
+    while (capacity < n) capacity *= 2;
+    this.#msgs = new Uint8Array(Math.max(capacity * MMSGHDR_SIZE, 128));
+    const iovecs = new Uint8Array(Math.max(capacity * IOVEC_SIZE, 128));
+    this.#iovBase = Number(addressOf(iovecs));
+    this.#msgsView = new DataView(this.#msgs.buffer);
+    this.#iovecsView = new DataView(iovecs.buffer);
+    this.#capacity = capacity;
+  }
+
+  /** The address of a datagram's first byte; its buffer's is remembered while datagrams share it. */
+  #dataAddress(data: Uint8Array): number {
+    const buffer = data.buffer;
+    if (buffer !== this.#dataBuffer) {
+      this.#dataBase = Number(addressOf(new Uint8Array(buffer as ArrayBuffer)));
+      this.#dataBuffer = buffer;
+    }
+    return this.#dataBase + data.byteOffset;
+  }
+
   /**
    * Sends the datagrams (one sendmmsg when all go through; a refused one is skipped and the rest sent).
    * Returns, per datagram, the bytes sent or -errno; an address of the other family gives -EAFNOSUPPORT.
@@ -485,18 +527,15 @@ export class UdpSender {
     const n = datagrams.length;
     const results = new Array<number>(n).fill(0);
     if (this.#closed) return results.fill(-9); // EBADF
-    // Small batches in the structs kept for them; larger ones in structs of their own.
-    const small = n <= SMALL_BATCH;
-    const msgs = small ? this.#msgs : new Uint8Array(Math.max(n * MMSGHDR_SIZE, 128));
-    const iovecs = small ? this.#iovecs : new Uint8Array(Math.max(n * IOVEC_SIZE, 128));
-    const mv = small ? this.#msgsView : new DataView(msgs.buffer);
-    const iv = small ? this.#iovecsView : new DataView(iovecs.buffer);
+    if (n > this.#capacity) this.#grow(n);
+    const msgs = this.#msgs, mv = this.#msgsView, iv = this.#iovecsView, iovBase = this.#iovBase;
     const keep: Uint8Array[] = [];
-    const iovBase = small ? this.#iovBase : addressOf(iovecs);
     const index: number[] = [];
     for (let i = 0; i < n; i++) {
       const d = datagrams[i]!;
-      const dest = this.#destination(d.address, d.port);
+      const dest = d.address === this.#lastAddress && d.port === this.#lastPort
+        ? this.#last
+        : this.#destination(d.address, d.port);
       if (dest === undefined) {
         results[i] = -97; // EAFNOSUPPORT
         continue;
@@ -510,12 +549,13 @@ export class UdpSender {
         data = copy.subarray(0, data.byteLength);
       }
       keep.push(data);
-      iv.setBigUint64(k * IOVEC_SIZE, addressOf(data as Uint8Array<ArrayBuffer>), true);
-      iv.setBigUint64(k * IOVEC_SIZE + 8, BigInt(d.data.byteLength), true);
-      mv.setBigUint64(k * MMSGHDR_SIZE, dest.at, true);
+      // Addresses as two 32-bit halves of a number: user-space pointers fit in 2^53, and no BigInt is made.
+      setPointer(iv, k * IOVEC_SIZE, this.#dataAddress(data));
+      setPointer(iv, k * IOVEC_SIZE + 8, d.data.byteLength);
+      setPointer(mv, k * MMSGHDR_SIZE, dest.at);
       mv.setUint32(k * MMSGHDR_SIZE + 8, dest.name.byteLength, true);
-      mv.setBigUint64(k * MMSGHDR_SIZE + 16, iovBase + BigInt(k * IOVEC_SIZE), true);
-      mv.setBigUint64(k * MMSGHDR_SIZE + 24, 1n, true);
+      setPointer(mv, k * MMSGHDR_SIZE + 16, iovBase + k * IOVEC_SIZE);
+      setPointer(mv, k * MMSGHDR_SIZE + 24, 1);
       index.push(i);
     }
     let k = 0;
@@ -537,7 +577,7 @@ export class UdpSender {
   }
 
   /** The sockaddr for an address text and port, remembered per destination; undefined for the other family. */
-  #destination(address: string, port: number): { name: Uint8Array<ArrayBuffer>; at: bigint } | undefined {
+  #destination(address: string, port: number): Destination | undefined {
     const key = `${address} ${port}`;
     let dest = this.#destinations.get(key);
     if (dest === undefined) {
@@ -551,10 +591,13 @@ export class UdpSender {
       // At least 128 bytes, so V8 keeps it off its heap; the address length says how much is used.
       const padded = new Uint8Array(128);
       padded.set(parsed.bytes);
-      dest = { name: padded.subarray(0, parsed.bytes.byteLength), at: addressOf(padded) };
+      dest = { name: padded.subarray(0, parsed.bytes.byteLength), at: Number(addressOf(padded)) };
       if (this.#destinations.size >= MAX_CACHED_DESTINATIONS) this.#destinations.clear();
       this.#destinations.set(key, dest);
     }
+    this.#lastAddress = address;
+    this.#lastPort = port;
+    this.#last = dest;
     return dest;
   }
 

@@ -14,13 +14,14 @@ import { errnoText, type OutgoingDatagram, UdpSender } from "../../ffi/udp_batch
 import type { Backend, EnrichmentSample } from "../core/component.ts";
 import { errorMessage } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
-import { logger, RateLimitedLog } from "../core/log.ts";
+import { debugLogging, logger, RateLimitedLog } from "../core/log.ts";
 import { type Micros, nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
 import {
   buildFirefly,
   FireflyBuildError,
   type FireflyDocument,
+  fireflyText,
   serializeFirefly,
   validateFireflyDocument,
 } from "../scitags/firefly.ts";
@@ -184,6 +185,11 @@ export class FireflyBackend implements Backend {
     const now = this.#now();
     let doc;
     const publicSource = this.publicAddresses?.lookup(event.src.address);
+    if (publicSource === undefined) {
+      // The common firefly, written straight from the event (valid by construction).
+      const json = fireflyText(event, now);
+      if (json !== undefined) return this.#sendJson(event, json, now);
+    }
     try {
       doc = buildFirefly(
         event,
@@ -274,7 +280,6 @@ export class FireflyBackend implements Backend {
   }
 
   #sendDocument(event: FlowEvent, doc: FireflyDocument, now: Micros): void {
-    const c = this.opts.config;
     // The last word before the wire: a document our own validator refuses is never sent.
     const checked = validateFireflyDocument(doc);
     if (!checked.ok) {
@@ -289,7 +294,12 @@ export class FireflyBackend implements Backend {
       );
       return;
     }
-    const json = serializeFirefly(doc);
+    this.#sendJson(event, serializeFirefly(doc), now);
+  }
+
+  /** Sends a firefly's JSON (the event's, checked) to its destinations, with the syslog header if configured. */
+  #sendJson(event: FlowEvent, json: string, now: Micros): void {
+    const c = this.opts.config;
     const payload = c.prependSyslog
       ? (this.#syslogHeader ??= syslogHeaderFor(this.opts.hostname, this.opts.appName))(now) + json
       : json;
@@ -300,9 +310,7 @@ export class FireflyBackend implements Backend {
         log.info("firefly larger than a 1500-byte packet carries; it will be fragmented", {
           bytes: bytes.length,
           state: event.state,
-          hint: doc["flow-lifecycle"].state === "ongoing"
-            ? "enrichmentMode lean keeps them small"
-            : undefined,
+          hint: event.state === "ongoing" ? "enrichmentMode lean keeps them small" : undefined,
           suppressed,
         })
       );
@@ -334,7 +342,7 @@ export class FireflyBackend implements Backend {
       }
     }
     this.#send(bytes, sends);
-    log.debug("firefly sent", () => ({ flow: describeFlow(event), bytes: bytes.length }));
+    if (debugLogging()) log.debug("firefly sent", { flow: describeFlow(event), bytes: bytes.length });
   }
 
   /** Fireflies sent, failed, skipped, refused by the validator, and not sent for want of a collector address. */

@@ -386,6 +386,56 @@ export function parseEndpoint(text: string): Endpoint {
   return { address, port };
 }
 
+/**
+ * `parseEndpoint` for its common forms, without regular expressions or substrings: "a.b.c.d:port" and
+ * "[ipv6]:port" with no zone. Undefined for anything else (parseEndpoint then decides and names the fault);
+ * what it returns, parseEndpoint would return too. The endpoint object is shared (`IpAddress.endpoint`).
+ */
+export function scanEndpoint(text: string): Endpoint | undefined {
+  const n = text.length;
+  const colon = text.lastIndexOf(":");
+  if (colon < 1 || n - colon < 2 || n - colon > 6) return undefined;
+  let port = 0;
+  for (let i = colon + 1; i < n; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return undefined;
+    port = port * 10 + d;
+  }
+  if (port > 65535) return undefined;
+  let address: IpAddress | undefined;
+  if (text.charCodeAt(0) === 91) { // "[" ... "]:port"
+    if (text.charCodeAt(colon - 1) !== 93) return undefined;
+    address = recentAddressAt(text, 1, colon - 1);
+    if (address?.family !== "ipv6") return undefined;
+  } else {
+    address = recentAddressAt(text, 0, colon);
+    if (address?.family !== "ipv4") return undefined;
+  }
+  return address.endpoint(port);
+}
+
+/** The texts and addresses of the last two literals `recentAddressAt` parsed (a flow's two ends). */
+const lastTexts = ["", ""];
+const lastAddresses: (IpAddress | undefined)[] = [undefined, undefined];
+
+/**
+ * `parseIpAt`, remembering the last two literals: a client's flows repeat their addresses (only the ports
+ * change), and comparing the text in place costs less than parsing it and hashing its bytes.
+ */
+function recentAddressAt(text: string, start: number, end: number): IpAddress | undefined {
+  const n = end - start;
+  if (lastTexts[0]!.length === n && text.startsWith(lastTexts[0]!, start)) return lastAddresses[0];
+  if (lastTexts[1]!.length === n && text.startsWith(lastTexts[1]!, start)) return lastAddresses[1];
+  const address = parseIpAt(text, start, end);
+  if (address !== undefined) {
+    lastTexts[1] = lastTexts[0]!;
+    lastAddresses[1] = lastAddresses[0];
+    lastTexts[0] = text.slice(start, end);
+    lastAddresses[0] = address;
+  }
+  return address;
+}
+
 /** Joins a host (name or IP literal) and a port for display or URLs: IPv6 literals get brackets. */
 export function joinHostPort(host: string, port: number): string {
   return host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;

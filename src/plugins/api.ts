@@ -14,7 +14,7 @@ import { type Context, Hono } from "hono";
 import type { EventSink, Plugin } from "../core/component.ts";
 import { ConfigError, errorMessage, StartupError } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
-import { logger, RateLimitedLog } from "../core/log.ts";
+import { debugLogging, logger, RateLimitedLog } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
 import { IpAddress, joinHostPort } from "../net/ip.ts";
 import { type FastReply, headerValue, HttpServer, type HttpServerLimits } from "../net/http_server.ts";
@@ -148,6 +148,8 @@ interface RequestAt {
   method: string;
   path: string;
 }
+
+const POST_FLOW: RequestAt = { method: "POST", path: "/flow" };
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -287,9 +289,8 @@ export class ApiPlugin implements Plugin {
         // POST /flow, the one hot route, without web Request/Response objects; the rest goes through Hono.
         fast: (head, body) => {
           if (head.method !== "POST" || pathOf(head.target) !== "/flow") return undefined;
-          const at = { method: "POST", path: "/flow" };
           return outcomeReply(this.#postFlow(
-            at,
+            POST_FLOW,
             headerValue(head, "authorization"),
             headerValue(head, "content-type"),
             body ?? EMPTY_BODY,
@@ -424,7 +425,8 @@ export class ApiPlugin implements Plugin {
     if (refused !== undefined) {
       return this.#reject(at, new Rejection(503, `the event was not accepted: ${refused}`));
     }
-    log.debug("api accepted a flow event", () => ({ flow: describeFlow(event) }));
+    // Guarded: the closure and the logger's level lookup cost per request while debug is off.
+    if (debugLogging()) log.debug("api accepted a flow event", { flow: describeFlow(event) });
     // The echo's only text that can hold non-ASCII characters is the application name.
     return { status: 200, json: undefined, text: apiFlowEchoText(event), ascii: isAscii(event.application) };
   }

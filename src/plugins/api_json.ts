@@ -15,8 +15,15 @@ import {
   validateFlowEvent,
 } from "../core/flow_event.ts";
 import type { Micros } from "../core/time.ts";
-import { parseRfc3339Micros } from "../core/time.ts";
-import { type Endpoint, type Family, formatEndpoint, IpAddress, parseEndpoint } from "../net/ip.ts";
+import { isWritableTime, parseRfc3339Micros } from "../core/time.ts";
+import {
+  type Endpoint,
+  type Family,
+  formatEndpoint,
+  IpAddress,
+  parseEndpoint,
+  scanEndpoint,
+} from "../net/ip.ts";
 
 /** The original's numeric flow states (one Go iota block shared with Protocol, hence 2, 3, 4). */
 export const API_STATE: Readonly<Record<FlowState, number>> = { start: 2, end: 3, ongoing: 4 };
@@ -80,8 +87,18 @@ export function formatApiTime(us: Micros | undefined): string {
     lastSeconds = seconds;
   }
   const base = lastBase;
-  const fracText = frac === 0 ? "" : "." + String(frac).padStart(6, "0").replace(/0+$/, "");
-  return `${base}${fracText}Z`;
+  return frac === 0 ? `${base}Z` : `${base}.${fractionText(frac)}Z`;
+}
+
+/** Microseconds 1..999999 as Go writes a fraction: six digits with the trailing zeros left out. */
+function fractionText(us: number): string {
+  let digits = 6;
+  while (us % 10 === 0) {
+    us /= 10;
+    digits--;
+  }
+  const text = String(us);
+  return text.length === digits ? text : "0".repeat(digits - text.length) + text;
 }
 
 /** The API's JSON for a flow event, as the original's handlers echoed it. */
@@ -118,31 +135,60 @@ export function goJson(value: unknown, pretty: boolean): string {
   return goEscape(pretty ? JSON.stringify(value, null, 4) : JSON.stringify(value)) + "\n";
 }
 
+const goString = (s: string) => goEscape(JSON.stringify(s));
+
+/**
+ * The JSON string of an endpoint, remembered for the last endpoint object: a client's flows repeat their
+ * endpoints, and addresses share their endpoint objects (`IpAddress.endpoint`).
+ */
+class EndpointText {
+  #endpoint: Endpoint | undefined;
+  #text = "";
+
+  of(ep: Endpoint): string {
+    if (ep === this.#endpoint) return this.#text;
+    // An endpoint's text is digits, hex, dots, colons and brackets, nothing JSON or Go escapes; only a zone
+    // (an interface name) can hold more.
+    this.#text = ep.address.zone === undefined ? `"${formatEndpoint(ep)}"` : goString(formatEndpoint(ep));
+    this.#endpoint = ep;
+    return this.#text;
+  }
+}
+
+const echoSrc = new EndpointText();
+const echoDst = new EndpointText();
+let lastApplication = "";
+let lastApplicationJson = '""';
+
+/** The application's JSON string; the last one is remembered (mostly the configured name). */
+function echoApplication(name: string): string {
+  if (name !== lastApplication) {
+    lastApplicationJson = goString(name);
+    lastApplication = name;
+  }
+  return lastApplicationJson;
+}
+
 /**
  * `goJson(flowEventToApiJson(event), true)`, byte for byte, from a template: the hot 200 answer of POST
  * /flow without building the echo object and walking it with an indenting JSON.stringify.
  */
 export function apiFlowEchoText(event: FlowEvent): string {
-  const str = (s: string) => goEscape(JSON.stringify(s));
-  // An endpoint's text is digits, hex, dots, colons and brackets, nothing JSON or Go escapes; only a zone
-  // (an interface name) can hold more.
-  const endpoint = (ep: Endpoint) =>
-    ep.address.zone === undefined ? `"${formatEndpoint(ep)}"` : str(formatEndpoint(ep));
   return `{
     "State": ${API_STATE[event.state]},
     "Protocol": ${API_PROTOCOL[event.protocol]},
     "Family": ${API_FAMILY[event.family]},
-    "Src": ${endpoint(event.src)},
-    "Dst": ${endpoint(event.dst)},
-    "Experiment": ${JSON.stringify(event.experimentId)},
-    "Activity": ${JSON.stringify(event.activityId)},
+    "Src": ${echoSrc.of(event.src)},
+    "Dst": ${echoDst.of(event.dst)},
+    "Experiment": ${event.experimentId},
+    "Activity": ${event.activityId},
     "StartTs": "${formatApiTime(event.startTime)}",
     "EndTs": "${formatApiTime(event.endTime)}",
     "CurrentTs": "${ZERO_TIME}",
     "Info": {
         "tcpInfo": null
     },
-    "Application": ${str(event.application)},
+    "Application": ${echoApplication(event.application)},
     "FlowInfoChans": null
 }
 `;
@@ -369,6 +415,113 @@ function parseTime(field: "StartTs" | "EndTs", value: unknown): Micros | undefin
   return us;
 }
 
+const NO_KEYS = {};
+
+/** A time value of the fast path: a date-time string from 1970 on; undefined for anything else. */
+function scanTime(value: unknown): Micros | undefined {
+  // Go's zero time ("0001-...") and years before 1970 take the general path, which tells them apart.
+  if (typeof value !== "string" || value.charCodeAt(0) < 49) return undefined;
+  const us = parseRfc3339Micros(value);
+  return us !== undefined && us >= 0 ? us : undefined;
+}
+
+/**
+ * `parseApiFlowBody` for the bodies clients send: keys spelled as the original spells them, numeric enums
+ * and ids, "ip:port" strings, date-times from 1970 on. One pass over the keys, no intermediate map, array
+ * or closure. Undefined as soon as anything is otherwise (the general path then decides, with its messages);
+ * an event it returns is the one the general path would build.
+ */
+export function fastApiFlowBody(
+  body: Record<string, unknown>,
+  now: Micros | (() => Micros),
+  application: string,
+): FlowEvent | undefined {
+  let state: FlowState | undefined, protocol: Protocol = "tcp", family: Family | undefined;
+  let src: Endpoint | undefined, dst: Endpoint | undefined, app: string | undefined;
+  let experimentId = -1, activityId = -1;
+  let startTs: Micros | undefined, endTs: Micros | undefined;
+  let hasStart = false, hasEnd = false;
+  // for-in visits inherited enumerable keys too: only a plain object's, and only while Object.prototype
+  // has none (checked on an empty object: far cheaper than an own-key check per key).
+  if (Object.getPrototypeOf(body) !== Object.prototype) return undefined;
+  for (const _ in NO_KEYS) return undefined;
+  for (const key in body) {
+    const v = body[key];
+    if (v === null) continue; // "not given"
+    switch (key) {
+      case "State":
+        if (v === 2) state = "start";
+        else if (v === 3) state = "end";
+        else return undefined;
+        break;
+      case "Protocol":
+        if (v === 1) protocol = "udp";
+        else if (v !== 0) return undefined;
+        break;
+      case "Family":
+        if (v === 2) family = "ipv4";
+        else if (v === 10) family = "ipv6";
+        else return undefined;
+        break;
+      case "Src":
+        if (typeof v !== "string" || (src = scanEndpoint(v)) === undefined) return undefined;
+        break;
+      case "Dst":
+        if (typeof v !== "string" || (dst = scanEndpoint(v)) === undefined) return undefined;
+        break;
+      case "Experiment":
+        if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > MAX_ID) return undefined;
+        experimentId = v;
+        break;
+      case "Activity":
+        if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > MAX_ID) return undefined;
+        activityId = v;
+        break;
+      case "StartTs":
+        if ((startTs = scanTime(v)) === undefined) return undefined;
+        hasStart = true;
+        break;
+      case "EndTs":
+        if ((endTs = scanTime(v)) === undefined) return undefined;
+        hasEnd = true;
+        break;
+      case "Application":
+        if (typeof v !== "string") return undefined;
+        app = v;
+        break;
+      case "CurrentTs":
+      case "Info":
+      case "FlowInfoChans":
+        break; // accepted and ignored, as in the general path
+      default:
+        return undefined;
+    }
+  }
+  if (
+    state === undefined || src === undefined || dst === undefined || experimentId < 0 || activityId < 0 ||
+    src.address.family !== dst.address.family || (family !== undefined && family !== src.address.family)
+  ) return undefined;
+  const event: { -readonly [K in keyof FlowEvent]: FlowEvent[K] } = {
+    state,
+    protocol,
+    family: src.address.family,
+    src,
+    dst,
+    experimentId,
+    activityId,
+    application: app || application,
+  };
+  if (state === "start") {
+    event.startTime = hasStart ? startTs : typeof now === "number" ? now : now();
+    if (!isWritableTime(event.startTime!)) return undefined;
+  } else {
+    if (hasStart) event.startTime = startTs;
+    event.endTime = hasEnd ? endTs : typeof now === "number" ? now : now();
+    if (!isWritableTime(event.endTime!) || (hasStart && hasEnd && endTs! < startTs!)) return undefined;
+  }
+  return event;
+}
+
 /**
  * Turns a parsed POST /flow body into a flow event, or throws `ApiFlowError` naming the key at fault.
  *
@@ -389,6 +542,16 @@ export function parseApiFlowBody(
       `the body must be a JSON object describing a flow, not ${describe(value)}`,
     );
   }
+  return fastApiFlowBody(value, now, application) ?? generalApiFlowBody(value, now, application, resolveId);
+}
+
+/** `parseApiFlowBody` for any object body: every spelling and form, every rejection with its reason. */
+export function generalApiFlowBody(
+  value: Record<string, unknown>,
+  now: Micros | (() => Micros),
+  application: string,
+  resolveId?: ApiIdResolver,
+): FlowEvent {
   const body = canonicalKeys(value);
   const state = parseState(body.get("State"));
   const protocol = parseProtocol(body.get("Protocol"));

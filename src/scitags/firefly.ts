@@ -8,11 +8,12 @@ import {
   type FlowEvent,
   FlowEventError,
   type FlowState,
+  MAX_ID,
   type Protocol,
   type RelayedReport,
   validateFlowEvent,
 } from "../core/flow_event.ts";
-import { formatMicrosUtc, type Micros, nowMicros, scanRfc3339Micros } from "../core/time.ts";
+import { formatMicrosUtc, isWritableTime, type Micros, nowMicros, scanRfc3339Micros } from "../core/time.ts";
 import { type Family, IpAddress } from "../net/ip.ts";
 import {
   FIREFLY_MSG_ID,
@@ -179,6 +180,58 @@ export function buildFirefly(event: FlowEvent, opts: BuildFireflyOptions = {}): 
 /** Compact JSON text of a firefly (no whitespace, no trailing newline), as the original sends it. */
 export function serializeFirefly(doc: FireflyDocument): string {
   return JSON.stringify(doc);
+}
+
+let lastApplication = "";
+let lastApplicationJson = '""';
+
+/**
+ * `serializeFirefly(buildFirefly(event, { currentTime }))` for the fireflies the backend sends most (a start
+ * or end event a plugin reported, no relayed usage or statistics, no source override), as text written
+ * from fixed pieces: no document object, no JSON.stringify walk, and nothing for the schema check to find
+ * (every value the validator would look at is checked here). Undefined for any other event: the caller
+ * builds, validates and serialises the document, which also names what is wrong.
+ */
+export function fireflyText(event: FlowEvent, currentTime: Micros): string | undefined {
+  const { state, src, dst, family, protocol, experimentId, activityId, startTime, endTime } = event;
+  if (
+    (state !== "start" && state !== "end") || event.relayed !== undefined ||
+    (family !== "ipv4" && family !== "ipv6") || (protocol !== "tcp" && protocol !== "udp") ||
+    src.address.family !== family || dst.address.family !== family ||
+    !isFlowPort(src.port) || !isFlowPort(dst.port) || !isId(experimentId) || !isId(activityId) ||
+    (startTime !== undefined && !isFireflyTime(startTime)) ||
+    (endTime !== undefined && !isFireflyTime(endTime)) ||
+    !isFireflyTime(currentTime) || typeof event.application !== "string"
+  ) return undefined;
+  if (event.application !== lastApplication) {
+    lastApplicationJson = JSON.stringify(event.application);
+    lastApplication = event.application;
+  }
+  const start = formatMicrosUtc(startTime ?? endTime ?? currentTime);
+  const lifecycle = state === "start"
+    ? `{"state":"start","start-time":"${start}"}`
+    : `{"state":"end","start-time":"${start}","end-time":"${formatMicrosUtc(endTime ?? currentTime)}"}`;
+  return `{"version":${FIREFLY_VERSION},"flow-lifecycle":${lifecycle},"flow-id":{"afi":"${family}","src-ip":"${
+    addressText(src.address)
+  }","dst-ip":"${
+    addressText(dst.address)
+  }","protocol":"${protocol}","src-port":${src.port},"dst-port":${dst.port}},` +
+    `"context":{"experiment-id":${experimentId},"activity-id":${activityId},"application":${lastApplicationJson}}}`;
+}
+
+/** A time a firefly can carry: whole microseconds in the years 0000-9999. */
+function isFireflyTime(us: Micros): boolean {
+  return Number.isInteger(us) && isWritableTime(us);
+}
+
+/** A port a firefly can carry: an integer in 1..65535. */
+function isFlowPort(port: number): boolean {
+  return Number.isInteger(port) && port >= 1 && port <= 65535;
+}
+
+/** An experiment or activity id a flow event can carry. */
+function isId(id: number): boolean {
+  return Number.isInteger(id) && id >= 0 && id <= MAX_ID;
 }
 
 const encoder = new TextEncoder();

@@ -5,7 +5,9 @@ import {
   apiFlowEchoText,
   ApiFlowError,
   exactApiFields,
+  fastApiFlowBody,
   FIELDS,
+  generalApiFlowBody,
   goJson,
   parseApiFlowBody,
 } from "../../src/plugins/api_json.ts";
@@ -175,6 +177,72 @@ Deno.test("exactApiFields gathers exactly what the full key gathering does, or l
   // The common shape must be taken most of the time, and the generator must reach the other paths.
   assert.ok(claimed > objects / 2 && claimed < objects, `claimed ${claimed} of ${objects}`);
   assert.ok(fullThrew > 100, `full gathering rejected ${fullThrew}`);
+});
+
+Deno.test("fastApiFlowBody builds exactly the general path's event, or leaves the body to it", () => {
+  let claimed = 0, objects = 0, events = 0;
+  for (const text of bodies(6000, 2027)) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      continue;
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) continue;
+    objects++;
+    const body = parsed as Record<string, unknown>;
+    // A clock that moves, so that an event timed by a different read would show.
+    let tick = NOW;
+    const general = outcome(() => generalApiFlowBody(body, () => tick++, APP));
+    if ("event" in general) events++;
+    tick = NOW;
+    const fast = fastApiFlowBody(body, () => tick++, APP);
+    if (fast === undefined) continue;
+    claimed++;
+    // Never a body the general path refuses; the same event, key for key and in the same key order.
+    assert.deepEqual(plain({ event: fast }), plain(general), text);
+    assert.deepEqual(Object.keys(fast), Object.keys((general as { event: FlowEvent }).event), text);
+  }
+  // The common shape must be taken most of the time, and the generator must reach the other paths.
+  assert.ok(claimed > events / 2 && claimed < events && events < objects, `claimed ${claimed} of ${events}`);
+});
+
+Deno.test("fastApiFlowBody leaves names, objects, other spellings and edge times to the general path", () => {
+  const base = {
+    State: 3,
+    Src: "192.0.2.1:1",
+    Dst: "192.0.2.2:2",
+    Experiment: 1,
+    Activity: 2,
+    StartTs: "2025-03-01T10:00:00Z",
+    EndTs: "2025-03-01T10:00:01Z",
+  };
+  assert.ok(fastApiFlowBody(base, NOW, APP));
+  for (
+    const change of [
+      { State: "end" },
+      { Experiment: "atlas" },
+      { Src: { IP: "192.0.2.1", Port: 1 } },
+      { Src: "[fe80::1%eth0]:1", Dst: "[fe80::2]:2" },
+      { StartTs: "0001-01-01T00:00:00Z" },
+      { StartTs: "1970-01-01T00:00:00+01:00" },
+      { EndTs: "2025-03-01T09:00:00Z" },
+      { Family: 10 },
+      { state: 3 },
+    ]
+  ) {
+    assert.equal(fastApiFlowBody({ ...base, ...change }, NOW, APP), undefined, JSON.stringify(change));
+  }
+  // Keys for-in would find beyond the body's own: another prototype, or an enumerable key on Object's.
+  assert.equal(fastApiFlowBody(Object.assign(Object.create({ State: 2 }), base), NOW, APP), undefined);
+  const proto = Object.prototype as Record<string, unknown>;
+  proto.Protocol = 1;
+  try {
+    assert.equal(fastApiFlowBody({ ...base }, NOW, APP), undefined);
+  } finally {
+    delete proto.Protocol;
+  }
+  assert.ok(fastApiFlowBody({ ...base }, NOW, APP));
 });
 
 Deno.test("exactApiFields leaves other spellings, unknown and inherited keys to the full gathering", () => {

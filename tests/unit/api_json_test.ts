@@ -51,6 +51,12 @@ Deno.test("formatApiTime writes Go's UTC time.Time JSON with trimmed fraction", 
     formatApiTime(parseRfc3339Micros("2025-03-01T10:00:00.000123+01:00")),
     "2025-03-01T09:00:00.000123Z",
   );
+  // Every fraction digit count, with zeros inside, leading and trailing, against a string-built reference.
+  const base = parseRfc3339Micros("2025-03-01T09:00:00Z")!;
+  for (const us of [1, 10, 100, 1000, 10000, 100000, 999999, 120000, 100001, 10203, 7, 450, 50050]) {
+    const want = "2025-03-01T09:00:00." + String(us).padStart(6, "0").replace(/0+$/, "") + "Z";
+    assert.equal(formatApiTime(base + us), want, String(us));
+  }
 });
 
 Deno.test("flowEventToApiJson uses the original's keys, order and numeric enums", () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { IpAddress, parseIpAt } from "../../src/net/ip.ts";
+import { type Endpoint, IpAddress, parseEndpoint, parseIpAt, scanEndpoint } from "../../src/net/ip.ts";
 import { referenceParseIp } from "../helpers/ip_reference.ts";
 import { Prng } from "../helpers/fuzz/prng.ts";
 
@@ -119,3 +119,63 @@ function agreeInPlace(text: string): void {
   // A repeated literal gives the address already made.
   assert.equal(parseIpAt(line, at, at + text.length), ours);
 }
+
+/** `scanEndpoint` returns what `parseEndpoint` returns, or leaves the text to it. */
+function agreeEndpoint(text: string): boolean {
+  const ours = scanEndpoint(text);
+  let general: Endpoint | Error;
+  try {
+    general = parseEndpoint(text);
+  } catch (err) {
+    general = err as Error;
+  }
+  if (ours === undefined) return false;
+  assert.ok(!(general instanceof Error), `${JSON.stringify(text)}: parseEndpoint refuses it (${general})`);
+  assert.ok(ours.address.equals(general.address), JSON.stringify(text));
+  assert.equal(ours.port, general.port, JSON.stringify(text));
+  return true;
+}
+
+Deno.test("scanEndpoint: the same endpoint as parseEndpoint on edge cases and 100,000 mutated texts", () => {
+  const cases = [
+    "1.2.3.4:80",
+    "[::1]:80",
+    "[::ffff:1.2.3.4]:0",
+    "1.2.3.4:65535",
+    "1.2.3.4:65536",
+    "1.2.3.4:00080",
+    "1.2.3.4:123456",
+    "1.2.3.4:",
+    ":80",
+    "[1.2.3.4]:80",
+    "::1:80",
+    "[::1:80",
+    "::1]:80",
+    "[[::1]]:80",
+    "[fe80::1%eth0]:80",
+    "1.2.3.4:8a",
+    "1.2.3.4:-1",
+    "[::1]:+1",
+    "[]:1",
+  ];
+  for (const text of cases) agreeEndpoint(text);
+  assert.ok(agreeEndpoint("[2001:db8::1]:2345") && agreeEndpoint("192.0.2.1:1"));
+  assert.equal(scanEndpoint("[fe80::1%eth0]:80"), undefined);
+  const rng = new Prng(0xe1d);
+  const alphabet = "0123456789abcdef:.[]%";
+  const seeds = ["[2001:db8::1]:2345", "1.2.3.4:80", "[::ffff:10.0.0.1]:65535", "[::]:0", "10.0.0.1:0"];
+  let taken = 0;
+  for (let n = 0; n < 100_000; n++) {
+    const chars = [...rng.pick(seeds)];
+    for (let k = rng.below(3); k > 0; k--) {
+      const at = rng.below(chars.length + 1);
+      const c = rng.pick([...alphabet])!;
+      const op = rng.below(3);
+      if (op === 0) chars.splice(at, 0, c);
+      else if (op === 1) chars.splice(at, 1);
+      else chars[at] = c;
+    }
+    if (agreeEndpoint(chars.join(""))) taken++;
+  }
+  assert.ok(taken > 10_000, `scanEndpoint took ${taken} texts`);
+});

@@ -294,3 +294,40 @@ Deno.test("udp sender: one call sends to several destinations, each outcome repo
     await rx6.close();
   }
 });
+
+Deno.test("udp sender: large batches from one shared buffer and from buffers of their own, each datagram intact", async () => {
+  const rx = UdpBatchReceiver.open({
+    address: "127.0.0.1",
+    port: 0,
+    slotSize: 512,
+    receiveBufferBytes: 4 << 20,
+  });
+  const got = collector();
+  rx.start(got.handler);
+  const tx = UdpSender.open("ipv4");
+  try {
+    const encoder = new TextEncoder();
+    const sent: string[] = [];
+    // Batches that grow the kept structs (5, 40, 100 datagrams) and then reuse them (3, 40 again).
+    for (const [round, n] of [5, 40, 100, 3, 40].entries()) {
+      const shared = new Uint8Array(64 * 1024);
+      let used = 0;
+      const batch = Array.from({ length: n }, (_, i) => {
+        const text = `b${round}d${i}`.padEnd(70 + ((i * 37) % 300), String.fromCharCode(97 + (i % 26)));
+        sent.push(text);
+        // Every third one in an array of its own; the others in the shared buffer, back to back.
+        if (i % 3 === 0) return { data: encoder.encode(text), address: "127.0.0.1", port: rx.port };
+        const { written } = encoder.encodeInto(text, shared.subarray(used));
+        const data = shared.subarray(used, used + written);
+        used += written;
+        return { data, address: "127.0.0.1", port: rx.port };
+      });
+      assert.deepEqual(tx.send(batch), batch.map((d) => d.data.byteLength));
+    }
+    await until("every datagram", () => got.got.length === sent.length);
+    assert.deepEqual(got.got.map((g) => g.text), sent);
+  } finally {
+    tx.close();
+    await rx.close();
+  }
+});
