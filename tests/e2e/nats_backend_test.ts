@@ -87,6 +87,9 @@ async function waitForMessages(nc: NatsConnection, stream: string, n: number, ti
 
 /** Every message of the stream, checked: exactly `n`, unique ids, firefly v1, start before end per flow. */
 async function checkExactlyOnce(nc: NatsConnection, s: Setup, n: number, checkOrder = true): Promise<void> {
+  // Right after a node restarts, the stream's info can come from a replica still catching up (it once read
+  // 1,024 of 20,000 that the stream had acknowledged): wait for the count first; duplicates fail below.
+  await waitForMessages(nc, s.stream, n, 30_000);
   const jsm = await jetstreamManager(nc);
   const info = await jsm.streams.info(s.stream);
   assert.equal(info.state.messages, n, `stream ${s.stream} holds ${info.state.messages} messages, want ${n}`);
