@@ -70,30 +70,50 @@ async function writePipe(fifo: string, text: string): Promise<void> {
   }
 }
 
-/** Waits until the stream holds `n` messages (fails with what it has after the timeout). */
-async function waitForMessages(nc: NatsConnection, stream: string, n: number, timeoutMs: number) {
+/**
+ * Waits until the stream's info reads `n` messages (`exact`) or at least `n`, and fails with what it read
+ * last after the timeout. Polled, because right after a node rejoins, its answer can come from a replica
+ * still catching up (it once read 1,024 of 20,000 the stream had acknowledged).
+ */
+async function waitForMessages(
+  nc: NatsConnection,
+  stream: string,
+  n: number,
+  timeoutMs: number,
+  exact = false,
+) {
   const deadline = performance.now() + timeoutMs;
   let have = -1;
   while (performance.now() < deadline) {
     try {
       const jsm = await jetstreamManager(nc, { checkAPI: false });
       have = (await jsm.streams.info(stream)).state.messages;
-      if (have >= n) return;
+      if (exact ? have === n : have >= n) return;
     } catch { /* leader election after a restart: ask again */ }
     await new Promise((r) => setTimeout(r, 200));
   }
-  throw new Error(`stream ${stream} has ${have} of ${n} messages after ${timeoutMs} ms`);
+  throw new Error(
+    `stream ${stream} holds ${have} messages, want ${exact ? "" : "at least "}${n} (${timeoutMs} ms)`,
+  );
+}
+
+/** A consumer of the whole stream; retried, as one made while the stream elects a leader times out. */
+async function streamConsumer(nc: NatsConnection, stream: string) {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await jetstream(nc).consumers.get(stream);
+    } catch (e) {
+      if (attempt >= 10) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }
 
 /** Every message of the stream, checked: exactly `n`, unique ids, firefly v1, start before end per flow. */
 async function checkExactlyOnce(nc: NatsConnection, s: Setup, n: number, checkOrder = true): Promise<void> {
-  // Right after a node restarts, the stream's info can come from a replica still catching up (it once read
-  // 1,024 of 20,000 that the stream had acknowledged): wait for the count first; duplicates fail below.
-  await waitForMessages(nc, s.stream, n, 30_000);
-  const jsm = await jetstreamManager(nc);
-  const info = await jsm.streams.info(s.stream);
-  assert.equal(info.state.messages, n, `stream ${s.stream} holds ${info.state.messages} messages, want ${n}`);
-  const consumer = await jetstream(nc).consumers.get(s.stream);
+  // Exactly n: fewer is a loss, more a duplicate the deduplication window let through.
+  await waitForMessages(nc, s.stream, n, 30_000, true);
+  const consumer = await streamConsumer(nc, s.stream);
   const ids = new Set<string>();
   const firstState = new Map<string, string>();
   const messages = await consumer.consume();
@@ -206,10 +226,11 @@ Deno.test({
         await writePipe(s.fifo, flowLines(0, 10_000, "end"));
         await waitForMessages(nc, s.stream, 20_000, 60_000);
         await stopped(daemon);
-        // Read back with the node up again (a consumer made while the stream elects a leader times out).
+        // Read back from the two nodes that acknowledged it all (the stream's quorum), before the killed
+        // node rejoins: its catching up is the server's business, not what this step proves.
+        await checkExactlyOnce(nc, s, 20_000, false);
         await cluster.start(0);
         await cluster.waitReady();
-        await checkExactlyOnce(nc, s, 20_000, false);
       });
 
       await t.step("all nodes stopped for 10 s, then started: the outbox drains, exactly once", async () => {
