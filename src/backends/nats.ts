@@ -24,7 +24,12 @@ import { logger, RateLimitedLog } from "../core/log.ts";
 import { Outbox, type OutboxRecord } from "../core/outbox.ts";
 import { type Micros, nowMicros } from "../core/time.ts";
 import type { NatsBackendConfig } from "../config/schema.ts";
-import { NatsConnectError, type NatsConnectionSettings, openNatsConnection } from "../net/nats_connection.ts";
+import {
+  NatsConnectError,
+  type NatsConnectionSettings,
+  openNatsConnection,
+  RetryPause,
+} from "../net/nats_connection.ts";
 import { buildFirefly, FireflyBuildError, serializeFirefly } from "../scitags/firefly.ts";
 import { encodeEnrichment } from "../scitags/enrichment_json.ts";
 
@@ -62,8 +67,6 @@ const encoder = new TextEncoder(), decoder = new TextDecoder();
 const DEADLINE_TICK_MS = 100;
 /** Back-off after a failed publish before the outbox is sent again from its oldest message. */
 const RETRY_MIN_MS = 200, RETRY_MAX_MS = 5000;
-/** Milliseconds between reconnect tries when the cluster was unreachable at start. */
-const CONNECT_RETRY_MS = 2000;
 /** Duplicate window of a stream this backend creates (the server default). */
 const DUPLICATE_WINDOW_NS = 120e9;
 /** Latencies kept for the percentiles. */
@@ -126,7 +129,7 @@ export class NatsBackend implements Backend {
   #connectLoop: Promise<void> | undefined;
   #stopping = false;
   /** Ends the wait between two connection tries (stop does not sit out the pause). */
-  #wakeConnectLoop: (() => void) | undefined;
+  readonly #retryPause = new RetryPause();
   /** False between a disconnect and the reconnect (publishes then wait in the outbox). */
   #connected = false;
   #lastError: string | undefined;
@@ -224,13 +227,7 @@ export class NatsBackend implements Backend {
 
   async #keepConnecting(): Promise<void> {
     while (!this.#stopping && !this.#nc) {
-      await new Promise<void>((r) => {
-        const timer = setTimeout(r, CONNECT_RETRY_MS);
-        this.#wakeConnectLoop = () => {
-          clearTimeout(timer);
-          r();
-        };
-      });
+      await this.#retryPause.wait();
       if (this.#stopping) return;
       try {
         await this.#connect();
@@ -594,7 +591,7 @@ export class NatsBackend implements Backend {
       await new Promise((r) => setTimeout(r, 20));
     }
     this.#stopping = true;
-    this.#wakeConnectLoop?.();
+    this.#retryPause.wake();
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#connectLoop;

@@ -259,3 +259,36 @@ async function tlsRefusal(
   }
   return undefined;
 }
+
+/** Milliseconds between connection tries while the cluster was not reachable at start. */
+export const CONNECT_RETRY_MS = 2000;
+
+/**
+ * The pause between connection tries, which a stop can cut short (so a stopping component does not wait
+ * out the rest of a retry interval).
+ */
+export class RetryPause {
+  #wake: (() => void) | undefined;
+
+  constructor(readonly ms = CONNECT_RETRY_MS) {}
+
+  /** Resolves after `ms`, or at once when `wake` is called meanwhile. */
+  wait(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#wake = undefined;
+        resolve();
+      }, this.ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /** Ends the pause in progress, if any. */
+  wake(): void {
+    this.#wake?.();
+  }
+}

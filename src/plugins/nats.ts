@@ -18,7 +18,12 @@ import type { HealthMetric } from "../core/health.ts";
 import { logger, RateLimitedLog } from "../core/log.ts";
 import { nowMicros } from "../core/time.ts";
 import type { NatsPluginConfig } from "../config/schema.ts";
-import { NatsConnectError, type NatsConnectionSettings, openNatsConnection } from "../net/nats_connection.ts";
+import {
+  NatsConnectError,
+  type NatsConnectionSettings,
+  openNatsConnection,
+  RetryPause,
+} from "../net/nats_connection.ts";
 import { fireflyToFlowEvent, parseFirefly } from "../scitags/firefly.ts";
 import { type ApiIdResolver, parseApiFlowBody } from "./api_json.ts";
 import { subjectToken } from "../backends/nats.ts";
@@ -45,7 +50,6 @@ export interface NatsPluginStats {
 const log = logger("plugins", "nats");
 /** Delay before the server delivers a refused message again. */
 const REFUSED_REDELIVERY_MS = 1000;
-const CONNECT_RETRY_MS = 2000;
 
 /** The nats plugin. */
 export class NatsPlugin implements Plugin {
@@ -57,7 +61,7 @@ export class NatsPlugin implements Plugin {
   #sink: EventSink | undefined;
   #stopping = false;
   /** Ends the wait between two connection tries (stop does not sit out the pause). */
-  #wakeConnectLoop: (() => void) | undefined;
+  readonly #retryPause = new RetryPause();
   #loop: Promise<void> | undefined;
   #stopConsuming: (() => void) | undefined;
   #lastError: string | undefined;
@@ -86,13 +90,7 @@ export class NatsPlugin implements Plugin {
 
   async #keepConnecting(): Promise<void> {
     while (!this.#stopping && !this.#nc) {
-      await new Promise<void>((r) => {
-        const timer = setTimeout(r, CONNECT_RETRY_MS);
-        this.#wakeConnectLoop = () => {
-          clearTimeout(timer);
-          r();
-        };
-      });
+      await this.#retryPause.wait();
       if (this.#stopping) return;
       try {
         await this.#connect();
@@ -281,7 +279,7 @@ export class NatsPlugin implements Plugin {
 
   async stop(): Promise<void> {
     this.#stopping = true;
-    this.#wakeConnectLoop?.();
+    this.#retryPause.wake();
     this.#stopConsuming?.();
     await this.#loop;
     await this.#consuming;
