@@ -5,7 +5,6 @@
  * certificate publishes, one from another CA fails the start naming the refused certificate.
  */
 import assert from "node:assert/strict";
-import { jetstream } from "@nats-io/jetstream";
 import { NatsBackend } from "../../src/backends/nats.ts";
 import { NatsBackendSchema } from "../../src/config/schema.ts";
 import type { FlowEvent } from "../../src/core/flow_event.ts";
@@ -14,7 +13,13 @@ import { IpAddress } from "../../src/net/ip.ts";
 import type { NatsConnectionSettings } from "../../src/net/nats_connection.ts";
 import { assertValidFirefly } from "../helpers/firefly_schema.ts";
 import { flowInfoFixture, tcpInfoFixture } from "../helpers/flow_info_fixture.ts";
-import { natsServerAvailable, startNatsCluster } from "../helpers/nats_cluster.ts";
+import {
+  natsServerAvailable,
+  readStream,
+  startNatsCluster,
+  startTlsNatsNode,
+  tlsSettings,
+} from "../helpers/nats_cluster.ts";
 import { makeTestCerts } from "../helpers/test_certs.ts";
 
 const available = natsServerAvailable();
@@ -79,14 +84,10 @@ test("nats backend: enrichment samples become ongoing documents on <prefix>.<hos
     await b.stop();
   }
   const nc = await cluster.connect();
-  const consumer = await jetstream(nc).consumers.get("INPROC");
-  const got: { subject: string; doc: Record<string, unknown> }[] = [];
-  const messages = await consumer.consume();
-  for await (const m of messages) {
-    got.push({ subject: m.subject, doc: m.json() });
-    if (m.info.pending === 0) break;
-  }
-  messages.stop();
+  const got = (await readStream(nc, "INPROC")).map((m) => ({
+    subject: m.subject,
+    doc: m.doc as Record<string, unknown>,
+  }));
   assert.deepEqual(got.map((g) => g.subject), [
     "inproc.h1.start",
     "inproc.h1.ongoing",
@@ -123,17 +124,8 @@ test("nats backend: a full outbox refuses events at once and counts them", async
 test("nats backend: TLS with a test CA; a client certificate from another CA fails the start", async () => {
   const certs = await makeTestCerts();
   try {
-    await using cluster = await startNatsCluster({
-      nodes: 1,
-      extraConfig: `tls { cert_file: "${certs.serverCert}", key_file: "${certs.serverKey}", ` +
-        `ca_file: "${certs.caFile}", verify: true, timeout: 2 }`,
-      probeTls: { caFile: certs.caFile, certFile: certs.clientCert, keyFile: certs.clientKey },
-    });
-    const settings = (certFile: string, keyFile: string): NatsConnectionSettings => ({
-      servers: cluster.urls,
-      tls: { caFile: certs.caFile, certFile, keyFile },
-      connectTimeout: 2,
-    });
+    await using cluster = await startTlsNatsNode(certs);
+    const settings = (certFile: string, keyFile: string) => tlsSettings(cluster, certs, certFile, keyFile, 2);
     const good = backend(cluster.dir, settings(certs.clientCert, certs.clientKey));
     await good.start();
     try {

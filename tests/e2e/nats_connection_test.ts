@@ -5,7 +5,12 @@
  * the error text.
  */
 import assert from "node:assert/strict";
-import { natsServerAvailable, startNatsCluster } from "../helpers/nats_cluster.ts";
+import {
+  natsServerAvailable,
+  startNatsCluster,
+  startTlsNatsNode,
+  tlsSettings,
+} from "../helpers/nats_cluster.ts";
 import { makeTestCerts } from "../helpers/test_certs.ts";
 import { freePort } from "../helpers/daemon.ts";
 import { type NatsConnectionSettings, openNatsConnection } from "../../src/net/nats_connection.ts";
@@ -103,17 +108,8 @@ test("nats connection: token file", async () => {
 test("nats connection: TLS with a test CA; a client certificate from another CA is refused", async () => {
   const certs = await makeTestCerts();
   try {
-    await using cluster = await startNatsCluster({
-      nodes: 1,
-      extraConfig: `tls { cert_file: "${certs.serverCert}", key_file: "${certs.serverKey}", ` +
-        `ca_file: "${certs.caFile}", verify: true, timeout: 2 }`,
-      probeTls: { caFile: certs.caFile, certFile: certs.clientCert, keyFile: certs.clientKey },
-    });
-    const settings = (certFile: string, keyFile: string): NatsConnectionSettings => ({
-      servers: cluster.urls,
-      tls: { caFile: certs.caFile, certFile, keyFile },
-      connectTimeout: 3,
-    });
+    await using cluster = await startTlsNatsNode(certs);
+    const settings = (certFile: string, keyFile: string) => tlsSettings(cluster, certs, certFile, keyFile, 3);
     const nc = await openNatsConnection(
       settings(certs.clientCert, certs.clientKey),
       "t",

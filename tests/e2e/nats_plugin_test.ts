@@ -8,7 +8,12 @@ import assert from "node:assert/strict";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { runFlowd, startDaemon } from "../helpers/daemon.ts";
-import { type NatsCluster, natsServerAvailable, startNatsCluster } from "../helpers/nats_cluster.ts";
+import {
+  type NatsCluster,
+  natsServerAvailable,
+  readStream,
+  startNatsCluster,
+} from "../helpers/nats_cluster.ts";
 import { buildFirefly, serializeFirefly } from "../../src/scitags/firefly.ts";
 import { IpAddress } from "../../src/net/ip.ts";
 
@@ -77,15 +82,7 @@ async function outDocs(nc: NatsConnection, stream: string): Promise<Doc[]> {
   const jsm = await jetstreamManager(nc);
   const n = (await jsm.streams.info(stream)).state.messages;
   if (n === 0) return [];
-  const consumer = await jetstream(nc).consumers.get(stream);
-  const out: Doc[] = [];
-  const messages = await consumer.consume();
-  for await (const m of messages) {
-    out.push(m.json());
-    if (m.info.pending === 0 || out.length >= n) break;
-  }
-  messages.stop();
-  return out;
+  return (await readStream(nc, stream, n)).map((m) => m.doc as Doc);
 }
 
 async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {

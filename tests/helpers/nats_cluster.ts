@@ -6,8 +6,10 @@
  * also when start-up failed half way.
  */
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnectionSettings } from "../../src/net/nats_connection.ts";
 import { freePort } from "./daemon.ts";
+import type { TestCerts } from "./test_certs.ts";
 
 /** Extra settings written into every node's configuration. */
 export interface NatsClusterOptions {
@@ -226,4 +228,71 @@ function distinctPorts(n: number): number[] {
   const ports = new Set<number>();
   while (ports.size < n) ports.add(freePort());
   return [...ports];
+}
+
+/** One JetStream node that takes only TLS clients with a certificate of the test CA. */
+export function startTlsNatsNode(certs: TestCerts): Promise<NatsCluster> {
+  return startNatsCluster({
+    nodes: 1,
+    extraConfig: `tls { cert_file: "${certs.serverCert}", key_file: "${certs.serverKey}", ` +
+      `ca_file: "${certs.caFile}", verify: true, timeout: 2 }`,
+    probeTls: { caFile: certs.caFile, certFile: certs.clientCert, keyFile: certs.clientKey },
+  });
+}
+
+/** Connection settings for `cluster` trusting the test CA and presenting `certFile`/`keyFile`. */
+export function tlsSettings(
+  cluster: NatsCluster,
+  certs: TestCerts,
+  certFile: string,
+  keyFile: string,
+  connectTimeout: number,
+): NatsConnectionSettings {
+  return { servers: cluster.urls, tls: { caFile: certs.caFile, certFile, keyFile }, connectTimeout };
+}
+
+/** A message read back from a stream. */
+export interface StreamMessage {
+  subject: string;
+  /** Its Nats-Msg-Id header ("" without one). */
+  msgId: string;
+  /** Its body as JSON. */
+  doc: unknown;
+}
+
+/**
+ * The stream's messages from its first: `count` of them, or (without a count) until the consumer has none
+ * pending. The consumer is made again while the stream elects a leader (that times out), and a stream
+ * holding fewer than `count` cannot hang the caller: the read stops after `timeoutMs` with what it got.
+ */
+export async function readStream(
+  nc: NatsConnection,
+  stream: string,
+  count?: number,
+  timeoutMs = 30_000,
+): Promise<StreamMessage[]> {
+  const out: StreamMessage[] = [];
+  if (count === 0) return out;
+  let consumer;
+  for (let attempt = 1;; attempt++) {
+    try {
+      consumer = await jetstream(nc).consumers.get(stream);
+      break;
+    } catch (e) {
+      if (attempt >= 10) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  const messages = await consumer.consume();
+  const guard = setTimeout(() => messages.stop(), timeoutMs);
+  try {
+    for await (const m of messages) {
+      out.push({ subject: m.subject, msgId: m.headers?.get("Nats-Msg-Id") ?? "", doc: m.json() });
+      if (count === undefined ? m.info.pending === 0 : out.length >= count) break;
+    }
+  } finally {
+    clearTimeout(guard);
+    messages.stop();
+  }
+  return out;
 }
