@@ -262,16 +262,9 @@ export class Outbox {
     if (!this.#file || this.#writeQueue.length === 0) return;
     const parts = this.#writeQueue;
     this.#writeQueue = [];
-    let total = 0;
-    for (const p of parts) total += p.length;
-    const buf = new Uint8Array(total);
-    let off = 0;
-    for (const p of parts) {
-      buf.set(p, off);
-      off += p.length;
-    }
+    const buf = joinBytes(parts);
     try {
-      for (let done = 0; done < buf.length;) done += this.#file.writeSync(buf.subarray(done));
+      writeWholeSync(this.#file, buf);
     } catch (err) {
       this.#writeFailed(err, buf);
       return;
@@ -325,18 +318,11 @@ export class Outbox {
       const r = this.#pending[i]!;
       parts.push(encodeRecord(TYPE_DATA, r.seq, r.payload));
     }
-    let total = 0;
-    for (const p of parts) total += p.length;
-    const buf = new Uint8Array(total);
-    let off = 0;
-    for (const p of parts) {
-      buf.set(p, off);
-      off += p.length;
-    }
+    const buf = joinBytes(parts);
     try {
       const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
       try {
-        for (let done = 0; done < buf.length;) done += f.writeSync(buf.subarray(done));
+        writeWholeSync(f, buf);
         f.syncSync();
       } finally {
         f.close();
@@ -377,4 +363,22 @@ export class Outbox {
     this.#file?.close();
     this.#file = undefined;
   }
+}
+
+/** The parts one after another in one buffer (one write for all records of a turn). */
+function joinBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const buf = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    buf.set(p, off);
+    off += p.length;
+  }
+  return buf;
+}
+
+/** Writes all of `buf` (a file write may take only part of it). */
+function writeWholeSync(file: Deno.FsFile, buf: Uint8Array): void {
+  for (let done = 0; done < buf.length;) done += file.writeSync(buf.subarray(done));
 }
