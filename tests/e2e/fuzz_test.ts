@@ -98,8 +98,18 @@ backends:
     try {
       const daemon = await startDaemon(conf, ["--log-level", "info"]);
       const t0 = performance.now();
+      // One retry, said aloud: a pooled keep-alive connection once failed as the request went out
+      // ("connection closed before message completed"), once in hundreds of runs; the daemon went on.
+      const fetchMetrics = async () => {
+        try {
+          return await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        } catch (err) {
+          console.error(`fuzz e2e: /metrics fetch failed, retried once: ${err}`);
+          return await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        }
+      };
       const handled = async () => {
-        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        const text = await fetchMetrics();
         const f = parseExposition(text);
         const sum = (name: string) => samplesOf(f, name).reduce((s, x) => s + x.value, 0);
         return {
@@ -154,7 +164,7 @@ backends:
       const tx = dgram.createSocket("udp4");
       await new Promise<void>((r) => tx.bind(0, "127.0.0.1", () => r()));
       const listenerReceived = async () => {
-        const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        const text = await fetchMetrics();
         return samplesOf(parseExposition(text), "flowd_firefly_listener_datagrams_total")[0]?.value ?? 0;
       };
       let sent = 0, queuedBytes = 0;
@@ -176,7 +186,7 @@ backends:
       const final = await settle();
       await sleep(300); // the last fireflies in flight
 
-      const metricsText = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const metricsText = await fetchMetrics();
       const listener = metricsText.split("\n").filter((l) =>
         /^flowd_firefly_listener_\w+(\{|\s)/.test(l) && !/ 0$/.test(l)
       );
