@@ -140,3 +140,30 @@ export function parsePcap(bytes: Uint8Array): Uint8Array[] {
   }
   return frames;
 }
+
+/** A captured packet's fields, as `Capture.stop` returns them. */
+export type CapturedPacket = Record<string, string>;
+
+/**
+ * The TCP data segments from `src` port `sport` (fields ipv6.src, tcp.srcport, tcp.seq, tcp.len), split at
+ * relative sequence number `seq`: those ending at or before it, and those starting at or after it.
+ */
+export function dataSegmentsAround(
+  packets: readonly CapturedPacket[],
+  src: string,
+  sport: number,
+  seq: number,
+): { before: CapturedPacket[]; after: CapturedPacket[] } {
+  const data = packets.filter((p) =>
+    p["ipv6.src"] === src && Number(p["tcp.srcport"]) === sport && Number(p["tcp.len"]) > 0
+  );
+  return {
+    before: data.filter((p) => Number(p["tcp.seq"]) + Number(p["tcp.len"]) <= seq),
+    after: data.filter((p) => Number(p["tcp.seq"]) >= seq),
+  };
+}
+
+/** The distinct IPv6 flow labels of the packets (field ipv6.flow, hexadecimal). */
+export function flowLabelsOf(packets: readonly CapturedPacket[]): Set<number> {
+  return new Set(packets.map((p) => parseInt(p["ipv6.flow"]!, 16)));
+}

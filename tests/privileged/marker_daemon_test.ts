@@ -8,7 +8,7 @@ import { privilegedTest } from "../helpers/privileged.ts";
 import { createVethPair, type VethPair } from "../helpers/netns.ts";
 import { startDaemon } from "../helpers/daemon.ts";
 import { startPeer } from "../helpers/traffic_peer.ts";
-import { startCapture } from "../helpers/packet_capture.ts";
+import { dataSegmentsAround, flowLabelsOf, startCapture } from "../helpers/packet_capture.ts";
 import { decodeFlowLabel } from "../../src/scitags/flow_label.ts";
 import { BPF_TCX_EGRESS, tcxProgramIds } from "../../ffi/libbpf.ts";
 import { inNamespace } from "../../src/backends/marker/our_hooks.ts";
@@ -115,13 +115,9 @@ backends:
         packets.filter((p) => p["ipv6.src"] === net.ip6A && Number(p["tcp.srcport"]) === sport);
       const labels = (ps: Packet[]) => ps.map((p) => parseInt(p["ipv6.flow"]!, 16));
 
-      const flow1 = sent(40001);
-      const before = flow1.filter((p) =>
-        Number(p["tcp.len"]) > 0 && Number(p["tcp.seq"]) + Number(p["tcp.len"]) <= 20001
-      );
-      const after = flow1.filter((p) => Number(p["tcp.len"]) > 0 && Number(p["tcp.seq"]) >= 20001);
-      assert.ok(before.length > 0 && after.length > 0, `flow 1: ${flow1.length} packets`);
-      const l1 = new Set(labels(before));
+      const { before, after } = dataSegmentsAround(packets, net.ip6A, 40001, 20001);
+      assert.ok(before.length > 0 && after.length > 0, `flow 1: ${sent(40001).length} packets`);
+      const l1 = flowLabelsOf(before);
       assert.equal(
         l1.size,
         1,

@@ -9,7 +9,7 @@ import { privilegedTest } from "../helpers/privileged.ts";
 import { createVethPair } from "../helpers/netns.ts";
 import { freePort, startDaemon, superviseProcess } from "../helpers/daemon.ts";
 import { startPeer } from "../helpers/traffic_peer.ts";
-import { startCapture } from "../helpers/packet_capture.ts";
+import { dataSegmentsAround, flowLabelsOf, startCapture } from "../helpers/packet_capture.ts";
 import { natsServerAvailable } from "../helpers/nats_cluster.ts";
 import { decodeFlowLabel } from "../../src/scitags/flow_label.ts";
 
@@ -132,20 +132,13 @@ backends:
         "tcp.len",
         "ipv6.flow",
       ]) as Packet[];
-      const sent = packets.filter((p) => p["ipv6.src"] === net.ip6A && Number(p["tcp.srcport"]) === 40001);
-      const data = sent.filter((p) => Number(p["tcp.len"]) > 0);
-      const before = data.filter((p) => Number(p["tcp.seq"]) + Number(p["tcp.len"]) <= 20001);
-      const after = data.filter((p) => Number(p["tcp.seq"]) >= 20001);
-      assert.ok(before.length > 0 && after.length > 0, `${sent.length} packets captured`);
-      const labels = new Set(before.map((p) => parseInt(p["ipv6.flow"]!, 16)));
+      const { before, after } = dataSegmentsAround(packets, net.ip6A, 40001, 20001);
+      assert.ok(before.length > 0 && after.length > 0, `${packets.length} packets captured`);
+      const labels = flowLabelsOf(before);
       assert.equal(labels.size, 1, `one label: ${[...labels].map((l) => l.toString(16))}`);
       const d = decodeFlowLabel([...labels][0]!);
       assert.deepEqual([d.experimentId, d.activityId], [2, 9]);
-      assert.deepEqual(
-        new Set(after.map((p) => parseInt(p["ipv6.flow"]!, 16))),
-        new Set([0]),
-        "unmarked after the end",
-      );
+      assert.deepEqual(flowLabelsOf(after), new Set([0]), "unmarked after the end");
       assert.equal(await daemon.stop("SIGTERM"), 0, daemon.lines.slice(-20).join("\n"));
     } finally {
       await Deno.remove(dir, { recursive: true });
