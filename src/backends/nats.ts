@@ -15,7 +15,7 @@
  * every in-flight message's deadline instead of a timer and an inbox per request.
  */
 import { headers, type Msg, type NatsConnection, nuid, type Subscription } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import type { Backend, ComponentStatus, EnrichmentSample } from "../core/component.ts";
 import { errorMessage, StartupError } from "../core/errors.ts";
 import { describeFlow, type FlowEvent } from "../core/flow_event.ts";
@@ -253,8 +253,9 @@ export class NatsBackend implements Backend {
     const c = this.opts.config;
     const probe = `${this.#subjectBase}.start`;
     let found: string | undefined;
+    let jsm: JetStreamManager | undefined;
     try {
-      const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000 });
+      jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000 });
       found = await jsm.streams.find(probe);
     } catch (err) {
       if (!/no stream matches/i.test(errorMessage(err))) {
@@ -267,7 +268,6 @@ export class NatsBackend implements Backend {
         );
       }
     }
-    const jsm = await jetstreamManager(nc, { timeout: c.connectTimeout * 1000, checkAPI: false });
     if (found === c.stream) return;
     if (found !== undefined) {
       throw new StartupError(
@@ -281,6 +281,8 @@ export class NatsBackend implements Backend {
           `or set createStream: true`,
       );
     }
+    // The lookup's manager; made here only if creating it was what answered "no stream matches".
+    jsm ??= await jetstreamManager(nc, { timeout: c.connectTimeout * 1000, checkAPI: false });
     try {
       await jsm.streams.add({
         name: c.stream,
