@@ -1,15 +1,13 @@
 /** A workDir with no space left: the daemon refuses to start with one line naming the PID file (item 20). */
 import assert from "node:assert/strict";
 import { privilegedTest } from "../helpers/privileged.ts";
+import { withSmallTmpfs } from "../helpers/small_tmpfs.ts";
 import { runFlowd } from "../helpers/daemon.ts";
-import { sh } from "../helpers/netns.ts";
 
 privilegedTest(
   "full workDir: the PID file error names the path and the step, and leaves no file",
   async () => {
-    const dir = await Deno.makeTempDir({ prefix: "flowd-go-full-" });
-    await sh(["mount", "-t", "tmpfs", "-o", "size=4k,mode=0755", "flowd-go-full", dir]);
-    try {
+    await withSmallTmpfs("flowd-go-full", "size=4k,mode=0755", async (dir) => {
       // One page of data fills this tmpfs; creating the PID file still works, writing to it cannot.
       await Deno.writeFile(`${dir}/filler`, new Uint8Array(4096)).catch(() => {});
       const conf = `${dir}/../flowd-go-full-${Deno.pid}.yaml`;
@@ -27,9 +25,6 @@ privilegedTest(
       } finally {
         await Deno.remove(conf);
       }
-    } finally {
-      await sh(["umount", dir]);
-      await Deno.remove(dir);
-    }
+    });
   },
 );

@@ -1,15 +1,14 @@
 /** The outbox on a full file system: writes fail without a throw, the file keeps whole records, and it goes on once there is room. */
 import assert from "node:assert/strict";
 import { privilegedTest } from "../helpers/privileged.ts";
+import { withSmallTmpfs } from "../helpers/small_tmpfs.ts";
 import { sh } from "../helpers/netns.ts";
 import { Outbox } from "../../src/core/outbox.ts";
 
 privilegedTest(
   "outbox: a full disk is counted, never thrown; what is on disk stays readable, and writing resumes",
   async () => {
-    const dir = await Deno.makeTempDir({ prefix: "flowd-outbox-full-" });
-    await sh(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "flowd-outbox-full", dir]);
-    try {
+    await withSmallTmpfs("flowd-outbox-full", "size=16k,mode=0700", async (dir) => {
       const { outbox } = Outbox.open(`${dir}/o.log`, 1 << 20);
       const errors: string[] = [];
       outbox.onWriteError = (m) => errors.push(m);
@@ -36,9 +35,6 @@ privilegedTest(
       const after = Outbox.open(`${dir}/o.log`, 1 << 20);
       after.outbox.close();
       assert.equal(after.report.recovered, 0);
-    } finally {
-      await sh(["umount", dir]);
-      await Deno.remove(dir);
-    }
+    });
   },
 );
